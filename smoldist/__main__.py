@@ -1,0 +1,5 @@
+import sys
+
+from smoldist.cli import main
+
+sys.exit(main())

@@ -1,0 +1,72 @@
+"""The `smoldist` command: prepare, train, chat.
+
+    smoldist prepare [RECIPE] [section.key=value ...] [--force]
+    smoldist train   [RECIPE] [section.key=value ...]
+    smoldist chat    MODEL_DIR "What is 2 plus 3?"
+
+With no RECIPE, prepare and train use the demo recipe shipped in the package (offline, CPU).
+Errors in the recipe or the data print one line naming the problem and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from smoldist.errors import SmoldistError
+
+
+def split_recipe_args(args: list[str]) -> tuple[str | None, list[str]]:
+    """The first argument without '=' is the recipe file; the rest are overrides."""
+    if args and "=" not in args[0]:
+        return args[0], args[1:]
+    return None, args
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="smoldist", description="Distributed SFT of chat models with TRL.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("prepare", help="template, tokenize, pack and store a recipe's data")
+    p.add_argument("args", nargs="*", metavar="[RECIPE] [section.key=value]")
+    p.add_argument("--force", action="store_true", help="rebuild the store even if it exists")
+    t = sub.add_parser("train", help="train a recipe with SFTTrainer (prepares the store if missing)")
+    t.add_argument("args", nargs="*", metavar="[RECIPE] [section.key=value]")
+    c = sub.add_parser("chat", help="generate one reply with a trained model through its chat template")
+    c.add_argument("model_dir")
+    c.add_argument("prompt")
+    c.add_argument("--max-new-tokens", type=int, default=48)
+    return parser
+
+
+def run_command(ns: argparse.Namespace) -> int:
+    from smoldist.config import load_recipe
+
+    if ns.command == "chat":
+        from smoldist.chat import chat
+
+        print(chat(ns.model_dir, ns.prompt, max_new_tokens=ns.max_new_tokens))
+        return 0
+    path, overrides = split_recipe_args(ns.args)
+    recipe = load_recipe(path, overrides)
+    if ns.command == "prepare":
+        from smoldist.prepare import prepare
+
+        prepare(recipe.model, recipe.data, force=ns.force)
+        return 0
+    from smoldist.train import run
+
+    run(recipe)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ns = make_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        return run_command(ns)
+    except SmoldistError as e:
+        print(f"smoldist: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""Render conversations with the chat template and tokenize them in large batches, with loss masks.
+
+The template is rendered by transformers' own `render_jinja_template` (the code behind
+`apply_chat_template`), which also reports the character spans inside `{% generation %}` blocks.
+The rendered texts are tokenized in one `encode_batch` call of the fast tokenizer, and a token
+carries loss when its first character lies inside such a span. The first token of every document
+never carries loss: nothing before it in its document predicts it.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from smoldist.converters import Document
+
+IGNORE = -100
+
+
+@dataclass
+class EncodedBatch:
+    """A batch of documents as flat int32 buffers: ids, labels and per-document lengths."""
+
+    ids: np.ndarray
+    labels: np.ndarray
+    lengths: np.ndarray
+
+
+class Encoder:
+    def __init__(self, backend_tokenizer, template: str | None, loss_on: str, eos_id: int, template_kwargs: dict):
+        self.tok = backend_tokenizer  # tokenizers.Tokenizer
+        self.template = template
+        self.loss_on = loss_on
+        self.eos_id = eos_id
+        self.template_kwargs = template_kwargs
+
+    def render(self, conversations: list[list[dict]]) -> tuple[list[str], list[list[tuple[int, int]]]]:
+        from transformers.utils.chat_template_utils import render_jinja_template
+
+        texts, spans = render_jinja_template(
+            conversations=conversations, chat_template=self.template, return_assistant_tokens_mask=True, **self.template_kwargs
+        )
+        return texts, spans
+
+    def encode(self, docs: list[Document]) -> EncodedBatch:
+        chats = [d.messages for d in docs if d.messages is not None]
+        texts, spans = self.render(chats) if chats else ([], [])
+        chat_encs = self.tok.encode_batch(texts, add_special_tokens=False) if texts else []
+        plain = [d.text for d in docs if d.messages is None]
+        plain_encs = self.tok.encode_batch_fast(plain, add_special_tokens=False) if plain else []
+        ids_out, lab_out, lengths = [], [], []
+        ci = pi = 0
+        for d in docs:
+            if d.messages is not None:
+                enc, doc_spans = chat_encs[ci], spans[ci]
+                ci += 1
+                ids = np.asarray(enc.ids, dtype=np.int32)
+                if self.loss_on == "assistant":
+                    trained = tokens_in_spans(np.asarray(enc.offsets, dtype=np.int64).reshape(-1, 2)[:, 0], doc_spans)
+                else:
+                    trained = np.ones(len(ids), dtype=bool)
+            else:  # plain text: every token trained, and the document ends with EOS
+                ids = np.append(np.asarray(plain_encs[pi].ids, dtype=np.int32), np.int32(self.eos_id))
+                pi += 1
+                trained = np.ones(len(ids), dtype=bool)
+            labels = np.where(trained, ids, IGNORE).astype(np.int32)
+            if len(labels):
+                labels[0] = IGNORE
+            ids_out.append(ids), lab_out.append(labels), lengths.append(len(ids))
+        cat = lambda xs: np.concatenate(xs) if xs else np.zeros(0, np.int32)  # noqa: E731
+        return EncodedBatch(cat(ids_out), cat(lab_out), np.asarray(lengths, dtype=np.int64))
+
+
+def tokens_in_spans(token_starts: np.ndarray, spans: list[tuple[int, int]]) -> np.ndarray:
+    """True for each token whose first character falls inside one of the [start, end) spans."""
+    if not spans:
+        return np.zeros(len(token_starts), dtype=bool)
+    starts = np.asarray([s for s, _ in spans], dtype=np.int64)
+    ends = np.asarray([e for _, e in spans], dtype=np.int64)
+    idx = np.searchsorted(starts, token_starts, side="right") - 1
+    return (idx >= 0) & (token_starts < ends[np.maximum(idx, 0)])
+
+
+_WORKER: Encoder | None = None
+
+
+def _encode_in_worker(docs: list[Document]) -> EncodedBatch:
+    assert _WORKER is not None
+    return _WORKER.encode(docs)
+
+
+def encode_stream(encoder: Encoder, batches: Iterable[list[Document]], num_proc: int) -> Iterator[EncodedBatch]:
+    """Encode batches in order, over `num_proc` forked workers (1: in this process)."""
+    global _WORKER
+    if num_proc <= 1:
+        for b in batches:
+            yield encoder.encode(b)
+        return
+    _WORKER = encoder  # inherited by the forked workers, so nothing heavy is pickled per task
+    ctx = mp.get_context("fork")
+    with ctx.Pool(num_proc) as pool:
+        yield from pool.imap(_encode_in_worker, batches, chunksize=1)
+    _WORKER = None

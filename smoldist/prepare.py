@@ -1,0 +1,285 @@
+"""`smoldist prepare`: sources -> convert + validate -> template + tokenize + mask -> pack -> store.
+
+    smoldist prepare                                   # the bundled demo recipe
+    smoldist prepare launch/smollm2-135m/gsm8k.yaml data.seq_len=4096
+    python -m smoldist.prepare RECIPE [overrides] [--force]
+
+Receives the model and data sections only. Reuses the store when its key exists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from smoldist.config import DataConfig, ModelConfig, resolve_path
+from smoldist.converters import CONVERTERS, REASONS, Document, InvalidRecord
+from smoldist.encode import IGNORE, Encoder, encode_stream
+from smoldist.errors import DataError
+from smoldist.packing import gather_rows, pack
+from smoldist.sources import ResolvedSource, Unreadable, iter_records, resolve_source
+from smoldist.store import StoreWriter, compute_key, store_dir, verify_store
+from smoldist.templates import check_template, load_template
+
+BATCH = 1000
+SHOW_INVALID = 5
+
+
+@dataclass
+class SourceCounts:
+    read: int = 0
+    valid: int = 0
+    skipped_by_selection: int = 0
+    invalid: Counter = field(default_factory=Counter)
+    first_invalid: list = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {"read": self.read, "valid": self.valid, "not_selected": self.skipped_by_selection,
+                "invalid": dict(self.invalid), "first_invalid": self.first_invalid}
+
+
+@dataclass
+class PrepareResult:
+    path: Path
+    manifest: dict
+    reused: bool
+
+
+def load_tokenizer(model: ModelConfig):
+    from transformers import AutoTokenizer
+
+    name = resolve_path(model.tokenizer or model.name_or_path)
+    try:
+        tok = AutoTokenizer.from_pretrained(name, revision=model.revision if not model.tokenizer else None)
+    except Exception as e:  # noqa: BLE001 - a missing tokenizer is the user's to fix
+        raise DataError(f"model.tokenizer: cannot load tokenizer '{name}': {type(e).__name__}: {e}") from None
+    if not getattr(tok, "is_fast", False):
+        raise DataError(f"model.tokenizer: '{name}' has no fast (Rust) tokenizer; smoldist needs tokenizer.json")
+    return tok
+
+
+def chat_template_for(model: ModelConfig, data: DataConfig) -> str:
+    template = load_template(resolve_path(model.chat_template), model.default_system_prompt)
+    if any(s.format != "text" for s in data.sources):
+        check_template(template, model.chat_template, data.loss_on)
+    return template
+
+
+def tokenizer_fingerprint(tok) -> str:
+    return hashlib.sha256(tok.backend_tokenizer.to_str().encode()).hexdigest()
+
+
+def store_key_inputs(data: DataConfig, sources: list[ResolvedSource], tok_hash: str, template: str) -> dict:
+    """Everything that changes the tokens, and nothing else (learning rate, shards, num_proc stay out)."""
+    converter_keys = ("format", "messages_field", "role_field", "content_field", "prompt_field", "completion_field",
+                      "text_field", "columns", "system_prompt", "prefix", "max_samples", "fraction")
+    return {
+        "sources": [{"identity": s.identity(), "converter": {k: getattr(s.spec, k) for k in converter_keys}} for s in sources],
+        "tokenizer_sha256": tok_hash,
+        "chat_template": template,
+        "seq_len": data.seq_len, "packing": data.packing, "overflow": data.overflow, "loss_on": data.loss_on,
+        "eval_fraction": data.eval_fraction, "seed": data.seed,
+    }
+
+
+def selected(index: int, fraction: float | None, seed: int, source_no: int) -> bool:
+    """Seeded, order-independent choice of ~fraction of the records."""
+    if fraction is None or fraction >= 1.0:
+        return True
+    h = hashlib.blake2b(f"{seed}:{source_no}:{index}".encode(), digest_size=8).digest()
+    return int.from_bytes(h, "little") / 2**64 < fraction
+
+
+def iter_documents(sources: list[ResolvedSource], data: DataConfig, counts: list[SourceCounts],
+                   doc_source: list[int]) -> Iterator[list[Document]]:
+    """Batches of valid documents; invalid records counted (or raised with their position)."""
+    batch: list[Document] = []
+    for si, src in enumerate(sources):
+        key, spec, c = f"data.sources.{si}", src.spec, counts[si]
+        convert = CONVERTERS[spec.format]
+        for pos, record in iter_records(src, key):
+            if spec.max_samples is not None and c.valid >= spec.max_samples:
+                break
+            c.read += 1
+            if not selected(c.read - 1, spec.fraction, data.seed, si):
+                c.skipped_by_selection += 1
+                continue
+            try:
+                if isinstance(record, Unreadable):
+                    raise InvalidRecord("bad_json", record.why)
+                doc = convert(record, spec, data.loss_on)
+            except InvalidRecord as e:
+                if data.on_invalid == "error":
+                    raise DataError(f"{pos}: invalid record ({e.reason}): {e.detail}  [{key}, data.on_invalid: error]") from None
+                c.invalid[e.reason] += 1
+                if len(c.first_invalid) < SHOW_INVALID:
+                    c.first_invalid.append(f"{pos}: {e.reason}: {e.detail}")
+                continue
+            c.valid += 1
+            doc_source.append(si)
+            batch.append(doc)
+            if len(batch) == BATCH:
+                yield batch
+                batch = []
+    if batch:
+        yield batch
+
+
+def split_documents(n_docs: int, eval_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    if eval_fraction <= 0 or n_docs < 2:
+        return np.arange(n_docs), np.zeros(0, dtype=np.int64)
+    n_eval = min(n_docs - 1, max(1, round(eval_fraction * n_docs)))
+    perm = np.random.default_rng(seed).permutation(n_docs)
+    return np.sort(perm[n_eval:]), np.sort(perm[:n_eval])
+
+
+def build_split(docs: np.ndarray, lengths: np.ndarray, offsets: np.ndarray, ids: np.ndarray, labels: np.ndarray,
+                data: DataConfig) -> tuple[Any, dict]:
+    """Pack the documents `docs` and return (datasets.Dataset, stats)."""
+    import datasets
+    import pyarrow as pa
+
+    packed, overflow = pack(lengths[docs], data.seq_len, data.packing, data.overflow)
+    positions, row_offsets, seg_lens = gather_rows(packed, offsets[docs])
+    row_ids = ids[positions]
+    row_labels = labels[positions].copy()
+    seg_starts = np.cumsum(seg_lens) - seg_lens
+    row_labels[seg_starts[seg_lens > 0]] = IGNORE  # a chunk of a split document starts a new document
+    segs_per_row = np.array([len(r) for r in packed.rows], dtype=np.int64)
+    seg_offsets = np.concatenate([[0], np.cumsum(segs_per_row)]).astype(np.int64)
+    as_list = lambda offs, vals: pa.LargeListArray.from_arrays(pa.array(offs, pa.int64()), pa.array(vals))  # noqa: E731
+    table = pa.table({
+        "input_ids": as_list(row_offsets, row_ids.astype(np.int32)),
+        "labels": as_list(row_offsets, row_labels.astype(np.int32)),
+        "seq_lengths": as_list(seg_offsets, seg_lens.astype(np.int32)),
+    })
+    n_rows = len(packed.rows)
+    kept_tokens = int(seg_lens.sum())
+    stats = {
+        "documents": int(len(docs)), "rows": n_rows, "tokens": kept_tokens,
+        "trained_tokens": int((row_labels != IGNORE).sum()),
+        "fill": kept_tokens / (n_rows * data.seq_len) if n_rows else 0.0,
+        "overflow": overflow.as_dict(),
+    }
+    return datasets.Dataset(table), stats
+
+
+def default_shards(n_bytes: int) -> int:
+    return max(1, min(64, n_bytes // (256 << 20)))
+
+
+def prepare(model: ModelConfig, data: DataConfig, force: bool = False, verbose: bool = True) -> PrepareResult:
+    """Make sure the store for (model, data) exists; build it if not. Returns where it is."""
+    t0 = time.perf_counter()
+    sources = [resolve_source(s, f"data.sources.{i}") for i, s in enumerate(data.sources)]
+    tok = load_tokenizer(model)
+    template = chat_template_for(model, data)
+    inputs = store_key_inputs(data, sources, tokenizer_fingerprint(tok), template)
+    key = compute_key(inputs)
+    path = store_dir(data.store, key)
+    if path.exists() and not force:
+        manifest = verify_store(path, key)
+        if verbose:
+            print(f"smoldist prepare: reusing store {path} ({time.perf_counter() - t0:.2f} s)")
+        return PrepareResult(path, manifest, reused=True)
+
+    num_proc = data.num_proc or os.cpu_count() or 1
+    encoder = Encoder(tok.backend_tokenizer, template, data.loss_on, tok.eos_token_id,
+                      {k: v for k, v in tok.special_tokens_map.items() if isinstance(v, str)})
+    counts = [SourceCounts() for _ in sources]
+    doc_source: list[int] = []
+    chunks = []
+    from tqdm import tqdm
+
+    with tqdm(desc="tokenize", unit=" docs", disable=not verbose, file=sys.stderr) as bar:
+        for enc in encode_stream(encoder, iter_documents(sources, data, counts, doc_source), num_proc):
+            chunks.append(enc)
+            bar.update(len(enc.lengths))
+    if not chunks:
+        raise DataError("no valid records in any source; " + "; ".join(
+            f"data.sources.{i}: {c.read} read, invalid {dict(c.invalid)}" for i, c in enumerate(counts)))
+    ids = np.concatenate([c.ids for c in chunks])
+    labels = np.concatenate([c.labels for c in chunks])
+    lengths = np.concatenate([c.lengths for c in chunks])
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    t_tok = time.perf_counter() - t0
+
+    writer = StoreWriter(data.store, key)
+    try:
+        splits = {}
+        for name, docs in zip(("train", "eval"), split_documents(len(lengths), data.eval_fraction, data.seed)):
+            if len(docs) == 0:
+                continue
+            ds, stats = build_split(docs, lengths, offsets, ids, labels, data)
+            writer.write_split(name, ds, data.num_shards or default_shards(ds.data.nbytes))
+            splits[name] = stats
+        source_arr = np.asarray(doc_source)
+        manifest = {
+            "inputs": inputs,
+            "recipe": {"model": {"tokenizer": model.tokenizer or model.name_or_path, "chat_template": model.chat_template},
+                       "data": {k: v for k, v in data.__dict__.items() if k != "sources"}},
+            "counts": {
+                "records_read": sum(c.read for c in counts),
+                "records_valid": sum(c.valid for c in counts),
+                "records_invalid": sum(sum(c.invalid.values()) for c in counts),
+                "invalid_by_reason": dict(sum((c.invalid for c in counts), Counter())),
+                "documents": int(len(lengths)),
+                "tokens": int(lengths.sum()),
+                "per_source": [dict(c.as_dict(), path=s.spec.path, documents=int((source_arr == i).sum()),
+                                    tokens=int(lengths[source_arr == i].sum())) for i, (c, s) in enumerate(zip(counts, sources))],
+            },
+            "splits": splits,
+            "length_histogram": length_histogram(lengths, data.seq_len),
+            "versions": library_versions(),
+            "seconds": {"tokenize": round(t_tok, 3), "total": round(time.perf_counter() - t0, 3)},
+        }
+        from smoldist.report import write_report
+
+        write_report(writer.tmp, dict(manifest, key=key))
+        final = writer.commit(manifest, force=force)
+    except BaseException:
+        writer.abort()  # Ctrl-C or a crash leaves no directory that looks complete
+        raise
+    manifest = verify_store(final, key, check_shards=False)
+    if verbose:
+        from smoldist.report import print_summary
+
+        print_summary(final, manifest)
+    return PrepareResult(final, manifest, reused=False)
+
+
+def length_histogram(lengths: np.ndarray, seq_len: int, bins: int = 32) -> dict:
+    top = max(int(lengths.max()), seq_len) if len(lengths) else seq_len
+    counts, edges = np.histogram(lengths, bins=bins, range=(0, top))
+    return {"edges": edges.round(1).tolist(), "counts": counts.tolist(), "seq_len": seq_len,
+            "mean": float(lengths.mean()) if len(lengths) else 0.0, "max": int(lengths.max()) if len(lengths) else 0}
+
+
+def library_versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("smoldist", "transformers", "tokenizers", "datasets", "trl", "torch"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    from smoldist.cli import main as cli_main
+
+    return cli_main(["prepare", *(sys.argv[1:] if argv is None else argv)])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""What `smoldist prepare` tells a person: a one-screen summary, `report.json` and `report.png`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from smoldist.converters import REASONS
+
+
+def report_data(manifest: dict) -> dict:
+    counts = manifest["counts"]
+    return {
+        "key": manifest.get("key"),
+        "records": {k: counts[k] for k in ("records_read", "records_valid", "records_invalid")},
+        "invalid_by_reason": counts["invalid_by_reason"],
+        "per_source": [{k: s[k] for k in ("path", "read", "valid", "documents", "tokens", "invalid")} for s in counts["per_source"]],
+        "splits": manifest["splits"],
+        "length_histogram": manifest["length_histogram"],
+    }
+
+
+def write_report(directory: Path, manifest: dict) -> None:
+    data = report_data(manifest)
+    (directory / "report.json").write_text(json.dumps(data, indent=2))
+    plot_report(directory / "report.png", data)
+
+
+def plot_report(path: Path, data: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    hist = data["length_histogram"]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    edges, counts = hist["edges"], hist["counts"]
+    ax1.bar(edges[:-1], counts, width=[b - a for a, b in zip(edges[:-1], edges[1:])], align="edge", color="#4c72b0")
+    ax1.axvline(hist["seq_len"], color="#c44e52", linestyle="--", label=f"seq_len {hist['seq_len']}")
+    ax1.set(title="document length (tokens)", xlabel="tokens", ylabel="documents")
+    ax1.legend()
+    names = [f"{s}\nfill {v['fill']:.1%}" for s, v in data["splits"].items()]
+    kept = [v["tokens"] for v in data["splits"].values()]
+    lost = [v["overflow"]["tokens_lost"] for v in data["splits"].values()]
+    ax2.bar(names, kept, color="#55a868", label="tokens kept")
+    ax2.bar(names, lost, bottom=kept, color="#c44e52", label="tokens lost to overflow")
+    ax2.set(title="tokens per split")
+    ax2.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def print_summary(path: Path, manifest: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(stderr=False, highlight=False)
+    counts = manifest["counts"]
+    t = Table(title=f"smoldist prepare: store {path}", title_justify="left")
+    for col in ("source", "read", "valid", "invalid", "documents", "tokens"):
+        t.add_column(col, justify="left" if col == "source" else "right")
+    for s in counts["per_source"]:
+        t.add_row(s["path"], f"{s['read']:,}", f"{s['valid']:,}", f"{sum(s['invalid'].values()):,}", f"{s['documents']:,}", f"{s['tokens']:,}")
+    console.print(t)
+    for s in counts["per_source"]:
+        for reason, n in s["invalid"].items():
+            console.print(f"  skipped {n:,} invalid record(s) in {s['path']}: {REASONS.get(reason, reason)} [{reason}]")
+        for line in s["first_invalid"]:
+            console.print(f"    e.g. {line}")
+    for split, v in manifest["splits"].items():
+        o = v["overflow"]
+        lost = f"{o['tokens_lost']:,} tokens lost ({o['docs_truncated']} truncated, {o['docs_dropped']} dropped)"
+        console.print(f"  {split}: {v['documents']:,} documents -> {v['rows']:,} rows, {v['tokens']:,} tokens "
+                      f"({v['trained_tokens']:,} trained), fill {v['fill']:.2%}; {o['docs_split']} split; {lost}")
+    console.print(f"  took {manifest['seconds']['total']:.2f} s; report: {path / 'report.png'}")

@@ -1,0 +1,125 @@
+"""`smoldist train`: train with TRL's SFTTrainer on a prepared store, at any scale.
+
+    smoldist train                                               # the bundled demo, one process
+    smoldist train launch/smollm2-135m/smoltalk.yaml train.learning_rate=1e-4
+    python -m smoldist.train RECIPE [overrides]                  # the same code
+    accelerate launch -m smoldist.train RECIPE [overrides]       # many processes
+
+Stages: recipe -> store (prepared once, by the main process, if missing) -> tokenizer -> model
+-> SFTConfig -> SFTTrainer -> train (auto-resume from the last checkpoint) -> save.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from smoldist.config import Recipe, save_recipe
+from smoldist.errors import RecipeError
+
+
+def gradient_accumulation(global_batch_tokens: int | None, per_device_rows: int, seq_len: int, world_size: int) -> int:
+    """Accumulation steps that make one optimiser step see `global_batch_tokens` at this world size."""
+    if global_batch_tokens is None:
+        return 1
+    micro = per_device_rows * seq_len * world_size
+    if global_batch_tokens % micro:
+        raise RecipeError(
+            f"train.global_batch_tokens: {global_batch_tokens} is not a multiple of per_device_train_batch_size x seq_len x "
+            f"world size = {per_device_rows} x {seq_len} x {world_size} = {micro}; pick a multiple of {micro}"
+        )
+    return global_batch_tokens // micro
+
+
+def sft_config(recipe: Recipe, world_size: int, report_to: list[str]):
+    """The trl.SFTConfig for a pre-packed store: TRL must not re-template, re-tokenize or re-pack."""
+    import torch
+    from trl import SFTConfig
+
+    train = dict(recipe.train)
+    gbt = train.pop("global_batch_tokens", None)
+    rows = train.setdefault("per_device_train_batch_size", 8)
+    train.setdefault("output_dir", f"runs/{recipe.name}")
+    train.setdefault("use_cpu", not torch.cuda.is_available())  # without it, CPU ranks run as independent copies
+    on_gpu = torch.cuda.is_available() and not train["use_cpu"]
+    train.setdefault("bf16", on_gpu and recipe.model.dtype == "bfloat16")
+    train.setdefault("fp16", on_gpu and recipe.model.dtype == "float16")
+    train.setdefault("report_to", report_to)
+    train.setdefault("save_only_model", False)
+    return SFTConfig(
+        **train,
+        gradient_accumulation_steps=gradient_accumulation(gbt, rows, recipe.data.seq_len, world_size),
+        max_length=recipe.data.seq_len,
+        packing=True,  # rows are packed already; with skip_prepare_dataset this only selects padding-free batches
+        packing_strategy="bfd",
+        padding_free=True,
+        assistant_only_loss=False,  # labels in the store already carry the mask
+        dataset_kwargs={"skip_prepare_dataset": True},
+    )
+
+
+def last_checkpoint(output_dir: str) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
+
+
+def run(recipe: Recipe) -> dict:
+    """Train `recipe` in this process (one rank of a launch, or alone). Returns the final metrics."""
+    from trl import SFTTrainer
+
+    from smoldist.distributed import dist_info, print0
+    from smoldist.model import build_model
+    from smoldist.prepare import chat_template_for, load_tokenizer, prepare
+    from smoldist.store import load_split
+    from smoldist.tracking import configure_wandb
+
+    # ---- distributed state and the prepared store (built once, by the main process)
+    dist = dist_info()
+    from accelerate import PartialState
+
+    with PartialState().main_process_first():
+        store = prepare(recipe.model, recipe.data, verbose=dist.is_main)
+    train_ds, eval_ds = load_split(store.path, "train"), load_split(store.path, "eval")
+
+    # ---- tokenizer (with the template the store was built with) and model
+    tokenizer = load_tokenizer(recipe.model)
+    tokenizer.chat_template = chat_template_for(recipe.model, recipe.data)
+    model = build_model(recipe.model, tokenizer)
+
+    # ---- trainer
+    output_dir = recipe.train.get("output_dir", f"runs/{recipe.name}")
+    report_to = configure_wandb(recipe.tracking.wandb, recipe.name, output_dir, dist.is_main)
+    args = sft_config(recipe, dist.world_size, report_to)
+    if eval_ds is None and args.eval_strategy != "no":
+        raise RecipeError("train.eval_strategy: set, but the store has no eval split; set data.eval_fraction > 0")
+    trainer = SFTTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer)
+    n_params = sum(p.numel() for p in model.parameters())
+    print0(f"smoldist train: {recipe.name}: {n_params / 1e6:.2f} M parameters, world size {dist.world_size}, "
+           f"{len(train_ds):,} rows x {recipe.data.seq_len} tokens, grad accumulation {args.gradient_accumulation_steps}, "
+           f"store {store.path}")
+
+    # ---- train, resuming from the last complete checkpoint in output_dir
+    resume = last_checkpoint(args.output_dir)
+    if resume:
+        print0(f"smoldist train: resuming from {resume}")
+    result = trainer.train(resume_from_checkpoint=resume)
+
+    # ---- save model, tokenizer, trainer state and the resolved recipe
+    trainer.save_model(args.output_dir)
+    if trainer.is_world_process_zero():
+        trainer.save_state()
+        save_recipe(recipe, Path(args.output_dir) / "recipe.yaml")
+    print0(f"smoldist train: saved model to {args.output_dir} (train loss {result.training_loss:.4f})")
+    return dict(result.metrics, output_dir=args.output_dir, resumed_from=resume)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from smoldist.cli import main as cli_main
+
+    return cli_main(["train", *(sys.argv[1:] if argv is None else argv)])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
