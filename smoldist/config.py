@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -22,6 +23,21 @@ import yaml
 from smoldist.errors import RecipeError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+class RecipeLoader(yaml.SafeLoader):
+    """YAML with 1.2 booleans: only true/false, so `eval_strategy: no` stays the string 'no'."""
+
+
+RecipeLoader.yaml_implicit_resolvers = {
+    ch: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for ch, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+RecipeLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+
+
+def parse_yaml(text: str):
+    return yaml.load(text, Loader=RecipeLoader)
 PKG_PREFIX = "pkg:"  # `pkg:demo/x` names a file shipped inside the smoldist package
 
 
@@ -51,6 +67,7 @@ class SourceConfig:
     format: Literal["messages", "sharegpt", "gsm8k", "prompt_completion", "columns", "text"] = help_field(
         "messages", "how records become conversations (text: plain documents, loss on all tokens)")
     name: str | None = help_field(None, "hub dataset config name (e.g. smoltalk's 'all')")
+    data_dir: str | None = help_field(None, "hub dataset sub-directory (the-stack-smol: data/python)")
     split: str = help_field("train", "split to read")
     revision: str | None = help_field(None, "hub dataset revision; pins the store key")
     messages_field: str | None = help_field(None, "messages/sharegpt: column with the turns (default messages / conversations)")
@@ -259,7 +276,7 @@ def apply_override(tree: dict, override: str) -> None:
     keys = dotted.strip().split(".")
     if len(keys) < 2:
         raise RecipeError(f"override '{override}': expected section.key=value (e.g. data.seq_len=4096)")
-    value = yaml.safe_load(text) if text.strip() else None
+    value = parse_yaml(text) if text.strip() else None
     node: Any = tree
     for i, key in enumerate(keys[:-1]):
         if isinstance(node, list):
@@ -335,7 +352,7 @@ def load_recipe(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
     if not path.is_file():
         raise RecipeError(f"recipe file not found: {path}")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = parse_yaml(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise RecipeError(f"{path}: not valid YAML: {e}") from None
     for override in overrides:

@@ -37,7 +37,7 @@ class ResolvedSource:
         """What names this source's contents for the store key (file sha256s, or hub id + revision)."""
         s = self.spec
         if self.kind == "hub":
-            return {"hub": s.path, "name": s.name, "split": s.split, "revision": s.revision}
+            return {"hub": s.path, "name": s.name, "data_dir": s.data_dir, "split": s.split, "revision": s.revision}
         files = self.files if self.kind == "files" else sorted(str(p) for p in Path(self.files[0]).rglob("*") if p.is_file())
         return {"files": [{"path": os.path.abspath(f), "size": os.path.getsize(f), "sha256": file_sha256(f)} for f in files],
                 "split": s.split if self.kind == "saved" else None}
@@ -133,7 +133,7 @@ def load_hub(spec: Any, key: str) -> Any:
     import datasets
 
     try:
-        return datasets.load_dataset(spec.path, spec.name, split=spec.split, revision=spec.revision)
+        return datasets.load_dataset(spec.path, spec.name, data_dir=spec.data_dir, split=spec.split, revision=spec.revision)
     except Exception as e:  # noqa: BLE001 - any failure to fetch is the user's to act on
         raise DataError(f"{key}.path: '{spec.path}' is not a local file and could not be loaded from the hub: {type(e).__name__}: {e}") from None
 
