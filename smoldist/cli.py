@@ -1,6 +1,7 @@
-"""The `smoldist` command: prepare, train, chat.
+"""The `smoldist` command: prepare, train, preview, chat.
 
     smoldist prepare [RECIPE] [section.key=value ...] [--force]
+    smoldist preview [RECIPE] [section.key=value ...] [-n N]
     smoldist train   [RECIPE] [section.key=value ...]
     smoldist chat    MODEL_DIR "What is 2 plus 3?"
 
@@ -31,6 +32,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="rebuild the store even if it exists")
     t = sub.add_parser("train", help="train a recipe with SFTTrainer (prepares the store if missing)")
     t.add_argument("args", nargs="*", metavar="[RECIPE] [section.key=value]")
+    v = sub.add_parser("preview", help="show the first records as the model sees them, trained tokens highlighted")
+    v.add_argument("args", nargs="*", metavar="[RECIPE] [section.key=value]")
+    v.add_argument("-n", type=int, default=3, help="how many records")
     c = sub.add_parser("chat", help="generate one reply with a trained model through its chat template")
     c.add_argument("model_dir")
     c.add_argument("prompt")
@@ -52,6 +56,11 @@ def run_command(ns: argparse.Namespace) -> int:
         from smoldist.prepare import prepare
 
         prepare(recipe.model, recipe.data, force=ns.force)
+        return 0
+    if ns.command == "preview":
+        from smoldist.preview import preview
+
+        preview(recipe.model, recipe.data, n=ns.n)
         return 0
     from smoldist.train import run
 

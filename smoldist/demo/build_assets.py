@@ -18,7 +18,7 @@ SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 NAMES = ["Ada", "Ben", "Cleo", "Dev", "Eli", "Fay", "Gus", "Hana", "Ivo", "Jun", "Kai", "Lena", "Milo", "Nora", "Omar", "Pia"]
 ITEMS = ["apples", "pencils", "stickers", "marbles", "books", "cookies", "shells", "stamps"]
-COLOURS = {"sky": "blue", "grass": "green", "snow": "white", "a lemon": "yellow", "a tomato": "red", "coal": "black"}
+COLOURS = {"the sky": "blue", "fresh grass": "green", "snow": "white", "a lemon": "yellow", "a tomato": "red", "coal": "black"}
 ANIMALS = {"cat": "meows", "dog": "barks", "cow": "moos", "duck": "quacks", "owl": "hoots", "sheep": "bleats"}
 LEGS = {"spider": 8, "ant": 6, "dog": 4, "bird": 2, "snake": 0, "octopus": 8}
 SYSTEMS = ["You are a concise assistant.", "You are a friendly tutor who explains step by step.", "Answer in one sentence."]

@@ -1,0 +1,84 @@
+"""`smoldist preview`: the first N records as the model will see them, trained tokens highlighted.
+
+    smoldist preview                          # the demo recipe
+    smoldist preview launch/smollm2-135m/gsm8k.yaml -n 3
+
+In a terminal, trained tokens are green and the rest dim; otherwise trained spans are wrapped in
+[[ ]] markers. Each record shows its token counts and warnings (nothing trained, too long).
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+from collections import Counter
+
+import numpy as np
+
+from smoldist.config import DataConfig, ModelConfig
+from smoldist.encode import IGNORE, Encoder
+from smoldist.prepare import SourceCounts, chat_template_for, iter_documents, load_tokenizer
+from smoldist.sources import resolve_source
+
+OPEN, CLOSE = "[[", "]]"
+
+
+def spans(ids: np.ndarray, labels: np.ndarray) -> list[tuple[bool, list[int]]]:
+    """Consecutive runs of (trained?, token ids), to print each run in one style."""
+    trained = labels != IGNORE
+    out: list[tuple[bool, list[int]]] = []
+    for flag, group in itertools.groupby(zip(trained.tolist(), ids.tolist()), key=lambda x: x[0]):
+        out.append((flag, [t for _, t in group]))
+    return out
+
+
+def warnings_for(n_tokens: int, n_trained: int, data: DataConfig) -> list[str]:
+    out = []
+    if n_trained == 0:
+        out.append("no token of this record is trained (empty trained span)")
+    if n_tokens > data.seq_len:
+        out.append(f"{n_tokens} tokens > data.seq_len {data.seq_len}: overflow policy '{data.overflow}' applies")
+    return out
+
+
+def preview(model: ModelConfig, data: DataConfig, n: int = 3, color: bool | None = None, out=None) -> list[dict]:
+    """Print and return the first n valid records with their tokens and trained spans."""
+    from rich.console import Console
+    from rich.text import Text
+
+    out = out or sys.stdout
+    color = out.isatty() if color is None else color
+    console = Console(file=out, force_terminal=color, no_color=not color, highlight=False, soft_wrap=True)
+    sources = [resolve_source(s, f"data.sources.{i}") for i, s in enumerate(data.sources)]
+    tok = load_tokenizer(model)
+    encoder = Encoder(tok.backend_tokenizer, chat_template_for(model, data), data.loss_on, tok.eos_token_id,
+                      {k: v for k, v in tok.special_tokens_map.items() if isinstance(v, str)})
+    counts = [SourceCounts() for _ in sources]
+    doc_source: list[int] = []
+    docs = list(itertools.islice((d for batch in iter_documents(sources, data, counts, doc_source) for d in batch), n))
+    shown = []
+    if not docs:
+        console.print("no valid records to preview")
+    batch = encoder.encode(docs) if docs else None
+    start = 0
+    for i, length in enumerate(batch.lengths.tolist() if batch else []):
+        ids, labels = batch.ids[start:start + length], batch.labels[start:start + length]
+        start += length
+        n_trained = int((labels != IGNORE).sum())
+        text = Text()
+        for trained, group in spans(ids, labels):
+            piece = tok.decode(group)
+            if color:
+                text.append(piece, style="bold green" if trained else "dim")
+            else:
+                text.append(f"{OPEN}{piece}{CLOSE}" if trained else piece)
+        console.rule(f"record {i} (source {doc_source[i]}): {length} tokens, {n_trained} trained")
+        console.print(text)
+        warns = warnings_for(length, n_trained, data)
+        for w in warns:
+            console.print(f"warning: {w}", style="yellow" if color else None)
+        shown.append({"tokens": length, "trained": n_trained, "warnings": warns})
+    invalid = sum((c.invalid for c in counts), start=Counter())
+    if invalid:
+        console.print(f"skipped invalid records while reading: {dict(invalid)}")
+    return shown
