@@ -19,15 +19,71 @@ class DistInfo:
         return self.rank == 0
 
 
-@lru_cache(maxsize=1)
-def dist_info() -> DistInfo:
-    """The world as accelerate sees it (initialises the process group when launched distributed)."""
+@lru_cache(maxsize=2)
+def dist_info(cpu: bool | None = None) -> DistInfo:
+    """The world as accelerate sees it (initialises the process group when launched distributed).
+
+    `cpu` must match the trainer's `use_cpu`: on a GPU-less machine PartialState() without cpu=True
+    reports a 1-process world even inside a 2-process launch."""
+    import torch
     from accelerate import PartialState
 
-    s = PartialState()
+    if cpu is None:
+        cpu = not torch.cuda.is_available()
+    s = PartialState(cpu=cpu)
     return DistInfo(s.process_index, s.local_process_index, s.num_processes, s.backend, str(s.device))
 
 
 def print0(*args, **kwargs) -> None:
     if dist_info().is_main:
         print(*args, **kwargs, flush=True)
+
+
+EXPECTED_WORLD_ENV = "SMOLDIST_EXPECTED_WORLD_SIZE"  # set by smoldist's launchers and slurm scripts
+
+
+def check_world(info: DistInfo, expected: int | None) -> None:
+    """Fail fast when the world is not what the launcher promised (e.g. N independent 1-process copies)."""
+    if expected is not None and info.world_size != expected:
+        from smoldist.errors import SmoldistError
+
+        raise SmoldistError(
+            f"rank {info.rank}: world size is {info.world_size} but the launch promised {expected} "
+            f"({EXPECTED_WORLD_ENV}); the processes did not join one job (check --num_processes/--num_machines, "
+            f"the accelerate config, MASTER_ADDR/PORT); refusing to train {info.world_size}-process copies"
+        )
+
+
+def param_checksum(model) -> str:
+    """sha256 over every parameter's full value (gathered first under ZeRO-3), identical on every rank."""
+    import contextlib
+    import hashlib
+
+    import torch
+
+    params = list(model.parameters())
+    gather = contextlib.nullcontext()
+    if any(hasattr(p, "ds_id") for p in params):  # ZeRO-3 partitions parameters: gather them (collective)
+        import deepspeed
+
+        gather = deepspeed.zero.GatheredParameters(params, modifier_rank=None)
+    h = hashlib.sha256()
+    with gather, torch.no_grad():
+        for name, p in model.named_parameters():
+            h.update(name.encode())
+            h.update(p.detach().to(torch.float32).cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def write_rank_report(output_dir: str, info: DistInfo, model) -> dict:
+    """Each rank writes what it saw, so that a run can be shown to have been one distributed job."""
+    import json
+    import socket
+    from pathlib import Path
+
+    report = {"rank": info.rank, "local_rank": info.local_rank, "world_size": info.world_size, "backend": info.backend,
+              "host": socket.gethostname(), "param_sha256": param_checksum(model)}
+    path = Path(output_dir) / "ranks"
+    path.mkdir(parents=True, exist_ok=True)
+    (path / f"rank-{info.rank}.json").write_text(json.dumps(report))
+    return report

@@ -46,7 +46,9 @@ def sft_config(recipe: Recipe, world_size: int, report_to: list[str]):
     train.setdefault("bf16", on_gpu and recipe.model.dtype == "bfloat16")
     train.setdefault("fp16", on_gpu and recipe.model.dtype == "float16")
     train.setdefault("report_to", report_to)
-    train.setdefault("save_only_model", False)
+    train.setdefault("ddp_find_unused_parameters", False)  # every parameter is used; True costs a graph walk per step
+    # transformers 5 renamed gradient_checkpointing; TRL's default (on) still goes through the old name and warns
+    train["activation_checkpointing"] = train.pop("gradient_checkpointing", train.get("activation_checkpointing", True))
     return SFTConfig(
         **train,
         gradient_accumulation_steps=gradient_accumulation(gbt, rows, recipe.data.seq_len, world_size),
@@ -69,17 +71,21 @@ def run(recipe: Recipe) -> dict:
     """Train `recipe` in this process (one rank of a launch, or alone). Returns the final metrics."""
     from trl import SFTTrainer
 
-    from smoldist.distributed import dist_info, print0
+    from smoldist.distributed import EXPECTED_WORLD_ENV, check_world, dist_info, print0, write_rank_report
     from smoldist.model import build_model
     from smoldist.prepare import chat_template_for, load_tokenizer, prepare
     from smoldist.store import load_split
     from smoldist.tracking import configure_wandb
 
     # ---- distributed state and the prepared store (built once, by the main process)
-    dist = dist_info()
+    import torch
+
+    dist = dist_info(cpu=recipe.train.get("use_cpu", not torch.cuda.is_available()))
+    expected = os.environ.get(EXPECTED_WORLD_ENV)
+    check_world(dist, int(expected) if expected else None)
     from accelerate import PartialState
 
-    with PartialState().main_process_first():
+    with PartialState(cpu=dist.device == "cpu").main_process_first():
         store = prepare(recipe.model, recipe.data, verbose=dist.is_main)
     train_ds, eval_ds = load_split(store.path, "train"), load_split(store.path, "eval")
 
@@ -106,8 +112,9 @@ def run(recipe: Recipe) -> dict:
         print0(f"smoldist train: resuming from {resume}")
     result = trainer.train(resume_from_checkpoint=resume)
 
-    # ---- save model, tokenizer, trainer state and the resolved recipe
+    # ---- save model, tokenizer, trainer state, the resolved recipe, and what each rank saw
     trainer.save_model(args.output_dir)
+    write_rank_report(args.output_dir, dist, trainer.model)
     if trainer.is_world_process_zero():
         trainer.save_state()
         save_recipe(recipe, Path(args.output_dir) / "recipe.yaml")

@@ -1,0 +1,121 @@
+"""Packer properties (hypothesis) and padding-free isolation through TRL's own collator."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from smoldist.packing import gather_rows, pack
+
+
+@settings(max_examples=300, deadline=None)
+@given(lengths=st.lists(st.integers(0, 90), min_size=1, max_size=60), seq_len=st.integers(8, 64),
+       packing=st.sampled_from(["bfd", "wrapped", "none"]), overflow=st.sampled_from(["split", "truncate", "drop"]))
+def test_every_kept_token_appears_once_in_order(lengths, seq_len, packing, overflow):
+    lengths = np.array(lengths)
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    packed, stats = pack(lengths, seq_len, packing, overflow)
+    positions, row_offsets, seg_lens = gather_rows(packed, offsets)
+    rows = np.diff(row_offsets)
+    assert (rows <= seq_len).all() and (rows > 0).all()
+    assert len(np.unique(positions)) == len(positions)  # no token twice
+    # which tokens each policy keeps
+    keep = {d: (n if overflow == "split" or n <= seq_len else (seq_len if overflow == "truncate" else 0))
+            for d, n in enumerate(lengths)}
+    expected = sorted(int(offsets[d] + i) for d, n in keep.items() for i in range(n))
+    assert sorted(positions.tolist()) == expected
+    assert stats.tokens_lost == int(lengths.sum()) - len(expected)
+    over = lengths > seq_len
+    assert stats.docs_over_seq_len == int(over.sum())
+    assert stats.docs_split == (int(over.sum()) if overflow == "split" else 0)
+    assert stats.docs_dropped == (int(over.sum()) if overflow == "drop" else 0)
+    assert stats.docs_truncated == (int(over.sum()) if overflow == "truncate" else 0)
+    # inside each segment the tokens run in document order
+    starts = np.cumsum(seg_lens) - seg_lens
+    for s, n in zip(starts.tolist(), seg_lens.tolist()):
+        assert (np.diff(positions[s:s + n]) == 1).all()
+    # a split document's chunks, in order of their start, tile it without gaps
+    segs = packed.segments
+    for d in range(len(lengths)):
+        mine = sorted(zip(segs.start[segs.doc == d].tolist(), segs.length[segs.doc == d].tolist()))
+        pos = 0
+        for start, n in mine:
+            assert start == pos
+            pos += n
+        assert pos == keep[d] or (keep[d] == 0 and pos == 0)
+    # segments per row sum to the row
+    assert seg_lens.sum() == row_offsets[-1]
+
+
+def test_bfd_fills_rows_tightly():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(20, 600, size=5000)
+    packed, _ = pack(lengths, 2048, "bfd", "split")
+    fill = lengths.sum() / (len(packed.rows) * 2048)
+    assert fill > 0.995
+
+
+# ---- padding-free isolation, through the collator TRL uses in training
+
+def tiny_model():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, max_position_embeddings=256)
+    return LlamaForCausalLM(cfg).eval()
+
+
+def documents(seed=0, n=5):
+    g = torch.Generator().manual_seed(seed)
+    docs = []
+    for _ in range(n):
+        length = int(torch.randint(5, 30, (1,), generator=g))
+        ids = torch.randint(0, 64, (length,), generator=g).tolist()
+        labels = [-100] + [t if i % 3 else -100 for i, t in enumerate(ids)][1:]  # some masked, first never trained
+        docs.append((ids, labels))
+    return docs
+
+
+def collate(rows):
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    return DataCollatorForLanguageModeling(pad_token_id=0, padding_free=True)(rows)
+
+
+def as_row(docs):
+    return {"input_ids": [t for ids, _ in docs for t in ids], "labels": [t for _, lab in docs for t in lab],
+            "seq_lengths": [len(ids) for ids, _ in docs]}
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_packed_loss_equals_token_weighted_loss_of_documents(attn):
+    model = tiny_model()
+    model.config._attn_implementation = attn
+    docs = documents()
+    with torch.no_grad():
+        packed = model(**collate([as_row(docs[:3]), as_row(docs[3:])]), use_cache=False).loss
+        total, count = 0.0, 0
+        for ids, labels in docs:
+            n = sum(1 for t in labels[1:] if t != -100)
+            out = model(input_ids=torch.tensor([ids]), labels=torch.tensor([labels]), use_cache=False)
+            total, count = total + out.loss.item() * n, count + n
+    assert packed.item() == pytest.approx(total / count, rel=1e-5)
+
+
+def test_changing_one_document_leaves_the_others_logits_unchanged():
+    model = tiny_model()
+    docs = documents(seed=1, n=4)
+    changed = list(docs)
+    ids, labels = changed[1]
+    changed[1] = ([(t + 7) % 64 for t in ids], labels)
+    with torch.no_grad():
+        a = model(**{k: v for k, v in collate([as_row(docs)]).items() if k != "labels"}, use_cache=False).logits[0]
+        b = model(**{k: v for k, v in collate([as_row(changed)]).items() if k != "labels"}, use_cache=False).logits[0]
+    bounds = np.cumsum([0] + [len(i) for i, _ in docs])
+    for d in range(4):
+        same = torch.allclose(a[bounds[d]:bounds[d + 1]], b[bounds[d]:bounds[d + 1]], atol=1e-6)
+        assert same == (d != 1), d
