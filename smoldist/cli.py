@@ -2,7 +2,7 @@
 
     smoldist prepare [RECIPE] [section.key=value ...] [--force]
     smoldist preview [RECIPE] [section.key=value ...] [-n N]
-    smoldist train   [RECIPE] [section.key=value ...]
+    smoldist train   [RECIPE] [section.key=value ...] [--accelerate-config NAME --num-processes N ...] [--dry-run]
     smoldist chat    MODEL_DIR "What is 2 plus 3?"
 
 With no RECIPE, prepare and train use the demo recipe shipped in the package (offline, CPU).
@@ -15,6 +15,7 @@ import argparse
 import sys
 
 from smoldist.errors import SmoldistError
+from smoldist.launch import add_launch_arguments
 
 
 def split_recipe_args(args: list[str]) -> tuple[str | None, list[str]]:
@@ -32,6 +33,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="rebuild the store even if it exists")
     t = sub.add_parser("train", help="train a recipe with SFTTrainer (prepares the store if missing)")
     t.add_argument("args", nargs="*", metavar="[RECIPE] [section.key=value]")
+    add_launch_arguments(t)
     v = sub.add_parser("preview", help="show the first records as the model sees them, trained tokens highlighted")
     v.add_argument("args", nargs="*", metavar="[RECIPE] [section.key=value]")
     v.add_argument("-n", type=int, default=3, help="how many records")
@@ -62,6 +64,16 @@ def run_command(ns: argparse.Namespace) -> int:
 
         preview(recipe.model, recipe.data, n=ns.n)
         return 0
+    if ns.accelerate_config or ns.dry_run:
+        from smoldist.launch import plan_from_args, spawn
+
+        if not ns.accelerate_config:
+            ns.accelerate_config = "single_gpu"
+        plan = plan_from_args(ns, path, overrides)
+        if ns.dry_run:
+            print(plan.describe())
+            return 0
+        return spawn(plan, ns.machine_rank)
     from smoldist.train import run
 
     run(recipe)

@@ -28,6 +28,8 @@ from smoldist.packing import gather_rows, pack
 from smoldist.sources import ResolvedSource, Unreadable, iter_records, resolve_source
 from smoldist.store import StoreWriter, compute_key, store_dir, verify_store
 from smoldist.templates import check_template, load_template
+from smoldist.templates.render import make_renderer
+from smoldist.tokenizer import PrepTokenizer, load_prep_tokenizer
 
 BATCH = 1000
 SHOW_INVALID = 5
@@ -53,28 +55,11 @@ class PrepareResult:
     reused: bool
 
 
-def load_tokenizer(model: ModelConfig):
-    from transformers import AutoTokenizer
-
-    name = resolve_path(model.tokenizer or model.name_or_path)
-    try:
-        tok = AutoTokenizer.from_pretrained(name, revision=model.revision if not model.tokenizer else None)
-    except Exception as e:  # noqa: BLE001 - a missing tokenizer is the user's to fix
-        raise DataError(f"model.tokenizer: cannot load tokenizer '{name}': {type(e).__name__}: {e}") from None
-    if not getattr(tok, "is_fast", False):
-        raise DataError(f"model.tokenizer: '{name}' has no fast (Rust) tokenizer; smoldist needs tokenizer.json")
-    return tok
-
-
 def chat_template_for(model: ModelConfig, data: DataConfig) -> str:
     template = load_template(resolve_path(model.chat_template), model.default_system_prompt)
     if any(s.format != "text" for s in data.sources):
         check_template(template, model.chat_template, data.loss_on)
     return template
-
-
-def tokenizer_fingerprint(tok) -> str:
-    return hashlib.sha256(tok.backend_tokenizer.to_str().encode()).hexdigest()
 
 
 def store_key_inputs(data: DataConfig, sources: list[ResolvedSource], tok_hash: str, template: str) -> dict:
@@ -88,6 +73,10 @@ def store_key_inputs(data: DataConfig, sources: list[ResolvedSource], tok_hash: 
         "seq_len": data.seq_len, "packing": data.packing, "overflow": data.overflow, "loss_on": data.loss_on,
         "eval_fraction": data.eval_fraction, "seed": data.seed,
     }
+
+
+def make_encoder(tok: PrepTokenizer, template: str, loss_on: str) -> Encoder:
+    return Encoder(tok.backend, make_renderer(template, tok.special_tokens), loss_on, tok.eos_token_id)
 
 
 def selected(index: int, fraction: float | None, seed: int, source_no: int) -> bool:
@@ -180,9 +169,9 @@ def prepare(model: ModelConfig, data: DataConfig, force: bool = False, verbose: 
     """Make sure the store for (model, data) exists; build it if not. Returns where it is."""
     t0 = time.perf_counter()
     sources = [resolve_source(s, f"data.sources.{i}") for i, s in enumerate(data.sources)]
-    tok = load_tokenizer(model)
+    tok = load_prep_tokenizer(model)
     template = chat_template_for(model, data)
-    inputs = store_key_inputs(data, sources, tokenizer_fingerprint(tok), template)
+    inputs = store_key_inputs(data, sources, tok.fingerprint, template)
     key = compute_key(inputs)
     path = store_dir(data.store, key)
     if path.exists() and not force:
@@ -192,8 +181,7 @@ def prepare(model: ModelConfig, data: DataConfig, force: bool = False, verbose: 
         return PrepareResult(path, manifest, reused=True)
 
     num_proc = data.num_proc or os.cpu_count() or 1
-    encoder = Encoder(tok.backend_tokenizer, template, data.loss_on, tok.eos_token_id,
-                      {k: v for k, v in tok.special_tokens_map.items() if isinstance(v, str)})
+    encoder = make_encoder(tok, template, data.loss_on)
     counts = [SourceCounts() for _ in sources]
     doc_source: list[int] = []
     chunks = []

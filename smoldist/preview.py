@@ -16,8 +16,9 @@ from collections import Counter
 import numpy as np
 
 from smoldist.config import DataConfig, ModelConfig
-from smoldist.encode import IGNORE, Encoder
-from smoldist.prepare import SourceCounts, chat_template_for, iter_documents, load_tokenizer
+from smoldist.encode import IGNORE
+from smoldist.prepare import SourceCounts, chat_template_for, iter_documents, make_encoder
+from smoldist.tokenizer import load_prep_tokenizer
 from smoldist.sources import resolve_source
 
 OPEN, CLOSE = "[[", "]]"
@@ -50,9 +51,8 @@ def preview(model: ModelConfig, data: DataConfig, n: int = 3, color: bool | None
     color = out.isatty() if color is None else color
     console = Console(file=out, force_terminal=color, no_color=not color, highlight=False, soft_wrap=True)
     sources = [resolve_source(s, f"data.sources.{i}") for i, s in enumerate(data.sources)]
-    tok = load_tokenizer(model)
-    encoder = Encoder(tok.backend_tokenizer, chat_template_for(model, data), data.loss_on, tok.eos_token_id,
-                      {k: v for k, v in tok.special_tokens_map.items() if isinstance(v, str)})
+    tok = load_prep_tokenizer(model)
+    encoder = make_encoder(tok, chat_template_for(model, data), data.loss_on)
     counts = [SourceCounts() for _ in sources]
     doc_source: list[int] = []
     docs = list(itertools.islice((d for batch in iter_documents(sources, data, counts, doc_source) for d in batch), n))

@@ -73,8 +73,9 @@ def run(recipe: Recipe) -> dict:
 
     from smoldist.distributed import EXPECTED_WORLD_ENV, check_world, dist_info, print0, write_rank_report
     from smoldist.model import build_model
-    from smoldist.prepare import chat_template_for, load_tokenizer, prepare
+    from smoldist.prepare import chat_template_for, prepare
     from smoldist.store import load_split
+    from smoldist.tokenizer import load_hf_tokenizer
     from smoldist.tracking import configure_wandb
 
     # ---- distributed state and the prepared store (built once, by the main process)
@@ -90,7 +91,7 @@ def run(recipe: Recipe) -> dict:
     train_ds, eval_ds = load_split(store.path, "train"), load_split(store.path, "eval")
 
     # ---- tokenizer (with the template the store was built with) and model
-    tokenizer = load_tokenizer(recipe.model)
+    tokenizer = load_hf_tokenizer(recipe.model)
     tokenizer.chat_template = chat_template_for(recipe.model, recipe.data)
     model = build_model(recipe.model, tokenizer)
 

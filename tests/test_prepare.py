@@ -11,7 +11,8 @@ import pytest
 
 from smoldist.config import load_recipe
 from smoldist.errors import DataError, StoreError
-from smoldist.prepare import chat_template_for, load_tokenizer, prepare
+from smoldist.prepare import chat_template_for, prepare
+from smoldist.tokenizer import load_hf_tokenizer as load_tokenizer
 from smoldist.store import load_split
 
 from conftest import CONVERSATIONS, recipe_dict, write_jsonl, write_recipe

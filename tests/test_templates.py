@@ -13,7 +13,9 @@ from transformers.utils.chat_template_utils import render_jinja_template
 from smoldist.config import ModelConfig
 from smoldist.encode import Encoder
 from smoldist.errors import RecipeError
-from smoldist.prepare import load_tokenizer
+from smoldist.prepare import make_encoder
+from smoldist.templates.render import make_renderer, render_smollm2, render_with_jinja
+from smoldist.tokenizer import load_prep_tokenizer
 from smoldist.templates import check_template, has_generation_markers, load_template
 
 # Written from the spec (and identical to the template in SmolLM2-Instruct's tokenizer_config.json).
@@ -44,6 +46,20 @@ def render(template: str, msgs: list[dict], gen: bool) -> str:
 
 
 @settings(max_examples=300, deadline=None)
+@given(msgs=conversations(), default_system=st.booleans())
+def test_direct_renderer_equals_jinja_in_text_and_spans(msgs, default_system):
+    template = load_template("smollm2", default_system)
+    assert render_smollm2([msgs], default_system) == render_with_jinja(template, {})([msgs])
+    assert make_renderer(template, {})([msgs]) == render_with_jinja(template, {})([msgs])
+
+
+def test_user_templates_render_with_jinja():
+    custom = OURS.replace("<|im_start|>", "<s>")
+    texts, _ = make_renderer(custom, {})([[{"role": "user", "content": "x"}]])
+    assert texts[0].startswith("<s>system")
+
+
+@settings(max_examples=300, deadline=None)
 @given(msgs=conversations(), gen=st.booleans())
 def test_smollm2_renders_like_the_stock_template(msgs, gen):
     assert render(OURS, msgs, gen) == render(STOCK, msgs, gen)
@@ -65,8 +81,8 @@ def test_default_system_prompt_can_be_dropped():
 
 
 def test_masks_decode_to_each_assistant_turn():
-    tok = load_tokenizer(ModelConfig(tokenizer="pkg:demo/tokenizer", init={"x": 1}))
-    enc = Encoder(tok.backend_tokenizer, OURS, "assistant", tok.eos_token_id, {})
+    tok = load_prep_tokenizer(ModelConfig(tokenizer="pkg:demo/tokenizer", init={"x": 1}))
+    enc = make_encoder(tok, OURS, "assistant")
     rng = random.Random(0)
     alphabet = "abc XYZ 123 ,.!?\n\t éü中文🚀<>#"
     convs = []
@@ -85,7 +101,7 @@ def test_masks_decode_to_each_assistant_turn():
         start += n
         trained = [int(t) for t, lab in zip(ids, labels) if lab != -100]
         # the trained runs, split at <|im_end|>, are the assistant turns in order
-        im_end = tok.convert_tokens_to_ids("<|im_end|>")
+        im_end = tok.token_to_id("<|im_end|>")
         turns, cur = [], []
         for t in trained:
             cur.append(t)

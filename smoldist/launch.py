@@ -1,0 +1,109 @@
+"""Launch planning: the exact `accelerate launch` command for each node, and spawning it.
+
+    smoldist train RECIPE --accelerate-config multi_gpu --num-processes 8
+    smoldist train RECIPE --accelerate-config zero3 --num-machines 4 --gpus-per-node 8 --dry-run
+
+accelerate's `--num_processes` counts processes on ALL machines; `--machine_rank` differs per node
+and must be evaluated on that node (by launch/node.sh under Slurm), never in the batch step.
+Every command sets SMOLDIST_EXPECTED_WORLD_SIZE, so each rank can refuse a world that is not the
+promised one.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from smoldist.distributed import EXPECTED_WORLD_ENV
+from smoldist.errors import RecipeError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIRS = (Path.cwd() / "accelerate_configs", REPO_ROOT / "accelerate_configs")
+
+
+def find_accelerate_config(name: str) -> Path:
+    """A path as given, or a name from accelerate_configs/ (here or next to the package)."""
+    path = Path(name)
+    if path.suffix in (".yaml", ".yml") and path.is_file():
+        return path
+    for folder in CONFIG_DIRS:
+        if (folder / f"{name}.yaml").is_file():
+            return folder / f"{name}.yaml"
+    known = sorted({p.stem for d in CONFIG_DIRS if d.is_dir() for p in d.glob("*.yaml")})
+    raise RecipeError(f"--accelerate-config: '{name}' is neither a file nor one of: {', '.join(known)}")
+
+
+@dataclass
+class LaunchPlan:
+    config: Path
+    recipe: str | None
+    overrides: list[str]
+    num_machines: int = 1
+    procs_per_machine: int = 1
+    main_ip: str = "127.0.0.1"
+    main_port: int = 29500
+
+    @property
+    def world_size(self) -> int:
+        return self.num_machines * self.procs_per_machine
+
+    def command(self, machine_rank: int | str) -> list[str]:
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(self.config),
+               "--num_processes", str(self.world_size), "--num_machines", str(self.num_machines)]
+        if self.num_machines > 1:
+            cmd += ["--machine_rank", str(machine_rank), "--main_process_ip", self.main_ip]
+        cmd += ["--main_process_port", str(self.main_port), "-m", "smoldist.train"]
+        return cmd + ([self.recipe] if self.recipe else []) + list(self.overrides)
+
+    def env(self) -> dict[str, str]:
+        return {EXPECTED_WORLD_ENV: str(self.world_size)}
+
+    def describe(self) -> str:
+        """What --dry-run prints: one line per node, ready to paste."""
+        lines = [f"# {self.num_machines} node(s) x {self.procs_per_machine} process(es) = world size {self.world_size}, "
+                 f"config {self.config}"]
+        for rank in range(self.num_machines):
+            env = " ".join(f"{k}={v}" for k, v in self.env().items())
+            lines.append(f"node {rank}: {env} {shlex.join(self.command(rank))}")
+        return "\n".join(lines)
+
+
+def count_gpus() -> int:
+    try:
+        import torch
+
+        return torch.cuda.device_count()
+    except Exception:  # noqa: BLE001 - no torch CUDA: no GPUs
+        return 0
+
+
+def plan_from_args(ns, recipe: str | None, overrides: list[str]) -> LaunchPlan:
+    per_node = ns.gpus_per_node or ns.num_processes or count_gpus() or 1
+    if ns.num_processes and ns.num_machines and ns.num_processes % ns.num_machines:
+        raise RecipeError(f"--num-processes {ns.num_processes} is not divisible by --num-machines {ns.num_machines}")
+    if ns.num_processes and ns.num_machines:
+        per_node = ns.num_processes // ns.num_machines
+    return LaunchPlan(config=find_accelerate_config(ns.accelerate_config), recipe=recipe, overrides=overrides,
+                      num_machines=ns.num_machines or 1, procs_per_machine=per_node,
+                      main_ip=ns.main_process_ip, main_port=ns.main_process_port)
+
+
+def spawn(plan: LaunchPlan, machine_rank: int) -> int:
+    """Run this node's command (replaces nothing: the exit code of accelerate launch is returned)."""
+    return subprocess.call(plan.command(machine_rank), env=dict(os.environ, **plan.env()))
+
+
+def add_launch_arguments(parser) -> None:
+    g = parser.add_argument_group("launching (spawns `accelerate launch` for you)")
+    g.add_argument("--accelerate-config", help="a name in accelerate_configs/ (cpu_ddp, multi_gpu, zero3, ...) or a path")
+    g.add_argument("--num-processes", type=int, help="processes in total across all machines")
+    g.add_argument("--gpus-per-node", type=int, help="processes per machine (default: GPUs found, else 1)")
+    g.add_argument("--num-machines", type=int, help="machines (nodes) in the job")
+    g.add_argument("--machine-rank", type=int, default=0, help="this machine's rank (evaluate it on the node)")
+    g.add_argument("--main-process-ip", default="127.0.0.1", help="address of machine 0")
+    g.add_argument("--main-process-port", type=int, default=29500)
+    g.add_argument("--dry-run", action="store_true", help="print the command for every node and exit")
