@@ -71,9 +71,9 @@ def run_command(ns: argparse.Namespace) -> int:
             ns.accelerate_config = "single_gpu"
         plan = plan_from_args(ns, path, overrides)
         if ns.dry_run:
-            print(plan.describe())
+            print(plan.describe(only_rank=ns.machine_rank))
             return 0
-        return spawn(plan, ns.machine_rank)
+        return spawn(plan, ns.machine_rank or 0)
     from smoldist.train import run
 
     run(recipe)
@@ -81,7 +81,13 @@ def run_command(ns: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ns = make_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    parser = make_parser()
+    ns, extra = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    flags = [a for a in extra if a.startswith("-")]
+    if flags or (extra and not hasattr(ns, "args")):
+        parser.error(f"unrecognized arguments: {' '.join(flags or extra)}")
+    if extra:  # overrides written after options: `train RECIPE --dry-run train.lr=1`
+        ns.args += extra
     try:
         return run_command(ns)
     except SmoldistError as e:

@@ -357,7 +357,7 @@ def load_recipe(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
         raise RecipeError(f"{path}: not valid YAML: {e}") from None
     for override in overrides:
         apply_override(raw, override)
-    name = "demo" if path == DEMO_RECIPE else f"{path.parent.name}-{path.stem}"
+    name = "demo" if path == DEMO_RECIPE else f"{path.resolve().parent.name}-{path.stem}"
     return build_recipe(raw, name=name, base_dir=str(path.parent))
 
 

@@ -54,8 +54,11 @@ def check_world(info: DistInfo, expected: int | None) -> None:
         )
 
 
-def param_checksum(model) -> str:
-    """sha256 over every parameter's full value (gathered first under ZeRO-3), identical on every rank."""
+PROBE_TOKENS = 16  # a fixed input whose logits, written per rank, must match the saved model's
+
+
+def final_fingerprint(model) -> tuple[str, list[float]]:
+    """sha256 over every parameter's full value, and logits of a fixed probe input (both gathered under ZeRO-3)."""
     import contextlib
     import hashlib
 
@@ -68,21 +71,27 @@ def param_checksum(model) -> str:
 
         gather = deepspeed.zero.GatheredParameters(params, modifier_rank=None)
     h = hashlib.sha256()
+    was_training = model.training
     with gather, torch.no_grad():
         for name, p in model.named_parameters():
             h.update(name.encode())
             h.update(p.detach().to(torch.float32).cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
+        model.eval()
+        ids = torch.arange(1, PROBE_TOKENS + 1, device=params[0].device).unsqueeze(0) % model.config.vocab_size
+        logits = model(input_ids=ids, use_cache=False).logits[0, :, :4].float().flatten().tolist()
+    model.train(was_training)
+    return h.hexdigest(), logits
 
 
-def write_rank_report(output_dir: str, info: DistInfo, model) -> dict:
+def write_rank_report(output_dir: str, info: DistInfo, model, engine: str) -> dict:
     """Each rank writes what it saw, so that a run can be shown to have been one distributed job."""
     import json
     import socket
     from pathlib import Path
 
+    checksum, probe = final_fingerprint(model)
     report = {"rank": info.rank, "local_rank": info.local_rank, "world_size": info.world_size, "backend": info.backend,
-              "host": socket.gethostname(), "param_sha256": param_checksum(model)}
+              "engine": engine, "host": socket.gethostname(), "param_sha256": checksum, "probe_logits": probe}
     path = Path(output_dir) / "ranks"
     path.mkdir(parents=True, exist_ok=True)
     (path / f"rank-{info.rank}.json").write_text(json.dumps(report))

@@ -62,11 +62,11 @@ class LaunchPlan:
     def env(self) -> dict[str, str]:
         return {EXPECTED_WORLD_ENV: str(self.world_size)}
 
-    def describe(self) -> str:
-        """What --dry-run prints: one line per node, ready to paste."""
+    def describe(self, only_rank: int | None = None) -> str:
+        """What --dry-run prints: one line per node (or just `only_rank`'s), ready to paste."""
         lines = [f"# {self.num_machines} node(s) x {self.procs_per_machine} process(es) = world size {self.world_size}, "
                  f"config {self.config}"]
-        for rank in range(self.num_machines):
+        for rank in range(self.num_machines) if only_rank is None else [only_rank]:
             env = " ".join(f"{k}={v}" for k, v in self.env().items())
             lines.append(f"node {rank}: {env} {shlex.join(self.command(rank))}")
         return "\n".join(lines)
@@ -103,7 +103,7 @@ def add_launch_arguments(parser) -> None:
     g.add_argument("--num-processes", type=int, help="processes in total across all machines")
     g.add_argument("--gpus-per-node", type=int, help="processes per machine (default: GPUs found, else 1)")
     g.add_argument("--num-machines", type=int, help="machines (nodes) in the job")
-    g.add_argument("--machine-rank", type=int, default=0, help="this machine's rank (evaluate it on the node)")
+    g.add_argument("--machine-rank", type=int, default=None, help="this machine's rank (evaluate it on the node); default 0")
     g.add_argument("--main-process-ip", default="127.0.0.1", help="address of machine 0")
     g.add_argument("--main-process-port", type=int, default=29500)
     g.add_argument("--dry-run", action="store_true", help="print the command for every node and exit")

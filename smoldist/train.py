@@ -61,6 +61,17 @@ def sft_config(recipe: Recipe, world_size: int, report_to: list[str]):
     )
 
 
+def engine_name(trainer) -> str:
+    """What actually ran: 'ddp', 'deepspeed-zero3', 'fsdp2', 'single' (recorded per rank)."""
+    state = trainer.accelerator.state
+    kind = str(state.distributed_type).split(".")[-1].lower()
+    if kind == "deepspeed":
+        return f"deepspeed-zero{state.deepspeed_plugin.zero_stage}"
+    if kind == "fsdp":
+        return f"fsdp{getattr(state.fsdp_plugin, 'fsdp_version', 1)}"
+    return {"multi_gpu": "ddp", "multi_cpu": "ddp", "no": "single"}.get(kind, kind)
+
+
 def last_checkpoint(output_dir: str) -> str | None:
     from transformers.trainer_utils import get_last_checkpoint
 
@@ -115,7 +126,7 @@ def run(recipe: Recipe) -> dict:
 
     # ---- save model, tokenizer, trainer state, the resolved recipe, and what each rank saw
     trainer.save_model(args.output_dir)
-    write_rank_report(args.output_dir, dist, trainer.model)
+    write_rank_report(args.output_dir, dist, trainer.model, engine_name(trainer))
     if trainer.is_world_process_zero():
         trainer.save_state()
         save_recipe(recipe, Path(args.output_dir) / "recipe.yaml")

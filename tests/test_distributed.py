@@ -56,11 +56,46 @@ def assert_one_job(run_dir: Path, world: int) -> None:
     assert len({r["param_sha256"] for r in seen}) == 1, "ranks ended with different weights"
 
 
-def test_cpu_ddp_trains_as_one_job(recipe, tmp_path):
-    p = accelerate(["--config_file", str(CONFIGS / "cpu_ddp.yaml"), "-m", "smoldist.train", str(recipe)])
-    assert p.returncode == 0, p.stderr[-4000:]
+def probe_of_saved_model(run_dir: Path) -> list[float]:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from smoldist.distributed import PROBE_TOKENS
+
+    model = AutoModelForCausalLM.from_pretrained(run_dir).eval()
+    ids = torch.arange(1, PROBE_TOKENS + 1).unsqueeze(0) % model.config.vocab_size
+    with torch.no_grad():
+        return model(input_ids=ids).logits[0, :, :4].flatten().tolist()
+
+
+@pytest.mark.parametrize("config, engine", [("cpu_ddp", "ddp"), ("cpu_zero2", "deepspeed-zero2"), ("cpu_zero3", "deepspeed-zero3")])
+def test_backend_trains_as_one_job_resumes_and_saves_a_reloadable_model(recipe, tmp_path, config, engine):
+    cfg = str(CONFIGS / f"{config}.yaml")
+    first = accelerate(["--config_file", cfg, "-m", "smoldist.train", str(recipe), "train.max_steps=2"])
+    assert first.returncode == 0, first.stderr[-4000:]
+    second = accelerate(["--config_file", cfg, "-m", "smoldist.train", str(recipe), "train.max_steps=4"])
+    assert second.returncode == 0, second.stderr[-4000:]
+    run = tmp_path / "run"
+    assert "resuming from" in second.stdout and "checkpoint-2" in second.stdout
+    state = json.loads((run / "trainer_state.json").read_text())
+    assert [h["step"] for h in state["log_history"] if "loss" in h] == [1, 2, 3, 4]
+    assert_one_job(run, 2)
+    seen = ranks(run)
+    assert {r["engine"] for r in seen} == {engine} and {r["backend"] for r in seen} == {"gloo"}
+    assert probe_of_saved_model(run) == pytest.approx(seen[0]["probe_logits"], abs=1e-5)
+
+
+def test_two_nodes_on_one_machine_train_as_one_job(recipe, tmp_path):
+    port = free_port()
+    env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
+    node = lambda rank: subprocess.Popen(  # noqa: E731
+        [sys.executable, "-m", "smoldist", "train", str(recipe), "--accelerate-config", "cpu_ddp", "--num-machines", "2",
+         "--gpus-per-node", "1", "--machine-rank", str(rank), "--main-process-ip", "127.0.0.1",
+         "--main-process-port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+    nodes = [node(0), node(1)]
+    outs = [p.communicate(timeout=600) for p in nodes]
+    assert [p.returncode for p in nodes] == [0, 0], [o[1][-3000:] for o in outs]
     assert_one_job(tmp_path / "run", 2)
-    assert "world size 2" in p.stdout
 
 
 def test_two_processes_match_one_process_with_twice_the_accumulation(recipe, tmp_path):
