@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -93,7 +94,12 @@ def plan_from_args(ns, recipe: str | None, overrides: list[str]) -> LaunchPlan:
 
 
 def spawn(plan: LaunchPlan, machine_rank: int) -> int:
-    """Run this node's command (replaces nothing: the exit code of accelerate launch is returned)."""
+    """Run this node's command and return its exit code.
+
+    SIGUSR1 (Slurm's warning before the time limit) is ignored here, and so by accelerate and
+    torchrun, which inherit that: its default action would kill them. The trainers install their
+    own handler and checkpoint."""
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     return subprocess.call(plan.command(machine_rank), env=dict(os.environ, **plan.env()))
 
 

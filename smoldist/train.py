@@ -72,18 +72,13 @@ def engine_name(trainer) -> str:
     return {"multi_gpu": "ddp", "multi_cpu": "ddp", "no": "single"}.get(kind, kind)
 
 
-def last_checkpoint(output_dir: str) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    return get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
-
-
 def run(recipe: Recipe) -> dict:
     """Train `recipe` in this process (one rank of a launch, or alone). Returns the final metrics."""
     from trl import SFTTrainer
 
     from smoldist.distributed import EXPECTED_WORLD_ENV, check_world, dist_info, print0, write_rank_report
     from smoldist.model import build_model
+    from smoldist.preemption import PreemptionCallback, StopFlag, last_complete_checkpoint, requeue_slurm_job
     from smoldist.prepare import chat_template_for, prepare
     from smoldist.store import load_split
     from smoldist.tokenizer import load_hf_tokenizer
@@ -112,17 +107,27 @@ def run(recipe: Recipe) -> dict:
     args = sft_config(recipe, dist.world_size, report_to)
     if eval_ds is None and args.eval_strategy != "no":
         raise RecipeError("train.eval_strategy: set, but the store has no eval split; set data.eval_fraction > 0")
-    trainer = SFTTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer)
+    stop = StopFlag()
+    stop.install()  # SIGUSR1 / SIGTERM: finish the step, checkpoint, stop (and requeue under Slurm)
+    preemption = PreemptionCallback(stop)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer,
+                         callbacks=[preemption])
     n_params = sum(p.numel() for p in model.parameters())
     print0(f"smoldist train: {recipe.name}: {n_params / 1e6:.2f} M parameters, world size {dist.world_size}, "
            f"{len(train_ds):,} rows x {recipe.data.seq_len} tokens, grad accumulation {args.gradient_accumulation_steps}, "
            f"store {store.path}")
 
     # ---- train, resuming from the last complete checkpoint in output_dir
-    resume = last_checkpoint(args.output_dir)
+    resume = last_complete_checkpoint(args.output_dir)
     if resume:
         print0(f"smoldist train: resuming from {resume}")
     result = trainer.train(resume_from_checkpoint=resume)
+    if preemption.stopped_at is not None:
+        print0(f"smoldist train: stopped by signal {stop.signum} after step {preemption.stopped_at}; "
+               f"checkpoint saved in {args.output_dir}; run again to resume")
+        if dist.is_main and requeue_slurm_job():
+            print0(f"smoldist train: requeued Slurm job {os.environ['SLURM_JOB_ID']}")
+        return {"stopped_at": preemption.stopped_at, "output_dir": args.output_dir, "resumed_from": resume}
 
     # ---- save model, tokenizer, trainer state, the resolved recipe, and what each rank saw
     trainer.save_model(args.output_dir)

@@ -1,0 +1,108 @@
+"""Preemption and time limits: stop at a step boundary, save a complete checkpoint, requeue, resume.
+
+SIGUSR1 (Slurm's `--signal=USR1@T` before the time limit) and SIGTERM (a workstation's kill, or
+preemption) only set a flag. At the end of the current optimiser step all ranks agree on the flag
+(one all-reduce), the trainer writes a checkpoint and stops. Only a checkpoint that every rank has
+finished writing gets the `COMPLETE` marker, and only marked checkpoints are resumed from, so an
+interrupted save is never picked up. Under Slurm, rank 0 then requeues the job, which resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+COMPLETE = "COMPLETE"
+STOPPED_EXIT_CODE = 3  # "stopped early with a checkpoint; run again to resume"
+FAULT_ENV = "SMOLDIST_FAULT_SIGNAL_AT_STEP"  # testing aid: send ourselves SIGUSR1 after this step
+_CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+
+
+class StopFlag:
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def install(self) -> None:
+        for sig in (signal.SIGUSR1, signal.SIGTERM):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame) -> None:  # noqa: ARG002 - signal handler signature
+        self.signum = signum
+
+
+def any_rank(flag: bool) -> bool:
+    """True on every rank if any rank saw the signal (ranks may get it at slightly different times)."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return flag
+    device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+    t = torch.tensor([1 if flag else 0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def barrier() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+class PreemptionCallback(TrainerCallback):
+    """Turns a stop signal into save-then-stop at the next step boundary, and marks finished checkpoints."""
+
+    def __init__(self, flag: StopFlag):
+        self.flag = flag
+        self.stopped_at: int | None = None
+        fault = os.environ.get(FAULT_ENV)
+        self.fault_step = int(fault) if fault else None
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.fault_step is not None and state.global_step == self.fault_step:
+            os.kill(os.getpid(), signal.SIGUSR1)  # a real signal through the real handler
+        if any_rank(self.flag.signum is not None):
+            self.stopped_at = state.global_step
+            control.should_save = True
+            control.should_training_stop = True
+        return control
+
+    def on_save(self, args, state, control, **kwargs):
+        barrier()  # every rank has written its part (DeepSpeed shards are per rank)
+        if state.is_world_process_zero:
+            path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            (path / COMPLETE).write_text(json.dumps({"step": state.global_step}))
+        barrier()
+        return control
+
+
+def last_complete_checkpoint(output_dir: str) -> str | None:
+    """The newest checkpoint every rank finished writing; unmarked ones (an interrupted save) are skipped."""
+    root = Path(output_dir)
+    if not root.is_dir():
+        return None
+    found = sorted(((int(m.group(1)), p) for p in root.iterdir() if (m := _CHECKPOINT_RE.match(p.name)) and p.is_dir()),
+                   reverse=True)
+    for _, path in found:
+        if (path / COMPLETE).is_file():
+            return str(path)
+    return None
+
+
+def requeue_slurm_job() -> bool:
+    """Ask Slurm to requeue this job (it restarts the batch script, which resumes). False outside Slurm."""
+    job = os.environ.get("SLURM_JOB_ID")
+    if not job:
+        return False
+    result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
+    if result.returncode != 0:
+        print(f"smoldist: scontrol requeue {job} failed: {result.stderr.strip()}", flush=True)
+        return False
+    return True
