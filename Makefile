@@ -32,7 +32,11 @@ test: install
 test-slow: install
 	$(PYTEST) -q -m "slow and not slurm and not gpu"
 
-test-all: test test-slow
+# A real two-node Slurm cluster on this machine (root; installs Debian's slurm packages if missing).
+test-slurm: install
+	$(PYTEST) -q -m "slurm"
+
+test-all: test test-slow test-slurm
 
 clean:
 	rm -rf runs prepared .pytest_cache

@@ -3,7 +3,7 @@
 #   launch/node.sh RECIPE [section.key=value ...]
 # Everything per node is evaluated HERE, on the node, never in the batch script: the node rank
 # (SLURM_NODEID, else NODE_RANK), node count (SLURM_JOB_NUM_NODES, else NNODES) and GPUs
-# (GPUS_PER_NODE, else the GPUs this node sees). MASTER_ADDR and MASTER_PORT come from the caller.
+# (GPUS_PER_NODE, else the job's SLURM_GPUS_ON_NODE, else the GPUs this node sees). MASTER_ADDR and MASTER_PORT come from the caller.
 # Nodes without GPUs use a CPU config by themselves; ACCELERATE_CONFIG names any config.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -13,7 +13,7 @@ nnodes=${SLURM_JOB_NUM_NODES:-${NNODES:-1}}
 node_rank=${SLURM_NODEID:-${NODE_RANK:-0}}
 : "${MASTER_ADDR:?set MASTER_ADDR to the address of the first node}"
 port=${MASTER_PORT:-29500}
-gpus=${GPUS_PER_NODE:-$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)}
+gpus=${GPUS_PER_NODE:-${SLURM_GPUS_ON_NODE:-$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)}}
 gpus=${gpus:-0}
 if [ "$gpus" -eq 0 ]; then
   config=${ACCELERATE_CONFIG:-cpu_ddp}; procs=${PROCS_PER_NODE:-1}

@@ -3,6 +3,7 @@
     smoldist prepare [RECIPE] [section.key=value ...] [--force]
     smoldist preview [RECIPE] [section.key=value ...] [-n N]
     smoldist train   [RECIPE] [section.key=value ...] [--accelerate-config NAME --num-processes N ...] [--dry-run]
+    smoldist submit  RECIPE --nodes N [--gpus-per-node G] [--partition P] [--time T] [--dry-run]
     smoldist chat    MODEL_DIR "What is 2 plus 3?"
 
 With no RECIPE, prepare and train use the demo recipe shipped in the package (offline, CPU).
@@ -37,6 +38,15 @@ def make_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("preview", help="show the first records as the model sees them, trained tokens highlighted")
     v.add_argument("args", nargs="*", metavar="[RECIPE] [section.key=value]")
     v.add_argument("-n", type=int, default=3, help="how many records")
+    m = sub.add_parser("submit", help="submit Slurm jobs: prepare (if needed), then train after it")
+    m.add_argument("args", nargs="*", metavar="[RECIPE] [section.key=value]")
+    m.add_argument("--nodes", type=int, default=1)
+    m.add_argument("--gpus-per-node", type=int, help="GPUs per node to ask for (default: what the partition gives)")
+    m.add_argument("--partition")
+    m.add_argument("--time", help="time limit, e.g. 24:00:00")
+    m.add_argument("--logs", default="logs", help="directory for the jobs' logs")
+    m.add_argument("--dry-run", action="store_true", help="print the sbatch commands only")
+    m.add_argument("--wait", action="store_true", help="wait until the train job ends; exit with its status")
     c = sub.add_parser("chat", help="generate one reply with a trained model through its chat template")
     c.add_argument("model_dir")
     c.add_argument("prompt")
@@ -59,6 +69,11 @@ def run_command(ns: argparse.Namespace) -> int:
 
         prepare(recipe.model, recipe.data, force=ns.force)
         return 0
+    if ns.command == "submit":
+        from smoldist.submit import submit
+
+        res = submit(path, overrides, ns.nodes, ns.gpus_per_node, ns.partition, ns.time, ns.logs, ns.dry_run, ns.wait)
+        return res.get("returncode", 0)
     if ns.command == "preview":
         from smoldist.preview import preview
 

@@ -165,15 +165,33 @@ def default_shards(n_bytes: int) -> int:
     return max(1, min(64, n_bytes // (256 << 20)))
 
 
-def prepare(model: ModelConfig, data: DataConfig, force: bool = False, verbose: bool = True) -> PrepareResult:
-    """Make sure the store for (model, data) exists; build it if not. Returns where it is."""
-    t0 = time.perf_counter()
+@dataclass
+class StorePlan:
+    """Where the store for a recipe lives, and everything its key was computed from."""
+
+    sources: list[ResolvedSource]
+    tok: PrepTokenizer
+    template: str
+    inputs: dict
+    key: str
+    path: Path
+
+
+def plan_store(model: ModelConfig, data: DataConfig) -> StorePlan:
+    """Resolve sources, tokenizer and template, and compute the key, without building anything."""
     sources = [resolve_source(s, f"data.sources.{i}") for i, s in enumerate(data.sources)]
     tok = load_prep_tokenizer(model)
     template = chat_template_for(model, data)
     inputs = store_key_inputs(data, sources, tok.fingerprint, template)
     key = compute_key(inputs)
-    path = store_dir(data.store, key)
+    return StorePlan(sources, tok, template, inputs, key, store_dir(data.store, key))
+
+
+def prepare(model: ModelConfig, data: DataConfig, force: bool = False, verbose: bool = True) -> PrepareResult:
+    """Make sure the store for (model, data) exists; build it if not. Returns where it is."""
+    t0 = time.perf_counter()
+    plan = plan_store(model, data)
+    sources, tok, template, inputs, key, path = plan.sources, plan.tok, plan.template, plan.inputs, plan.key, plan.path
     if path.exists() and not force:
         manifest = verify_store(path, key)
         if verbose:
