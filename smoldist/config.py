@@ -111,6 +111,7 @@ class WandbConfig:
 @dataclass
 class TrackingConfig:
     wandb: WandbConfig = field(default_factory=WandbConfig, metadata={"help": "Weights & Biases settings"})
+    peak_tflops: float | None = help_field(None, "peak TFLOP/s per device for MFU; default: a table of known GPUs (none on CPU)")
 
 
 # smoldist derives these SFTConfig keys from the data section; setting them in `train` would contradict it.

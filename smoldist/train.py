@@ -61,6 +61,20 @@ def sft_config(recipe: Recipe, world_size: int, report_to: list[str]):
     )
 
 
+def log_image(key: str, path) -> None:
+    import wandb
+
+    if path is not None and wandb.run is not None:
+        wandb.run.log({key: wandb.Image(str(path))}, commit=False)
+
+
+def finish_wandb() -> None:
+    import wandb
+
+    if wandb.run is not None:
+        wandb.finish()
+
+
 def engine_name(trainer) -> str:
     """What actually ran: 'ddp', 'deepspeed-zero3', 'fsdp2', 'single' (recorded per rank)."""
     state = trainer.accelerator.state
@@ -74,15 +88,15 @@ def engine_name(trainer) -> str:
 
 def run(recipe: Recipe) -> dict:
     """Train `recipe` in this process (one rank of a launch, or alone). Returns the final metrics."""
-    from trl import SFTTrainer
-
     from smoldist.distributed import EXPECTED_WORLD_ENV, check_world, dist_info, print0, write_rank_report
     from smoldist.model import build_model
     from smoldist.preemption import PreemptionCallback, StopFlag, last_complete_checkpoint, requeue_slurm_job
     from smoldist.prepare import chat_template_for, prepare
     from smoldist.store import load_split
     from smoldist.tokenizer import load_hf_tokenizer
-    from smoldist.tracking import configure_wandb
+    from smoldist.throughput import FlopModel, ThroughputMeter, device_peak_tflops
+    from smoldist.tracking import RunInfoCallback, configure_wandb, plot_loss_curve, run_info
+    from smoldist.trainer import SmoldistTrainer, StepCounter
 
     # ---- distributed state and the prepared store (built once, by the main process)
     import torch
@@ -110,8 +124,12 @@ def run(recipe: Recipe) -> dict:
     stop = StopFlag()
     stop.install()  # SIGUSR1 / SIGTERM: finish the step, checkpoint, stop (and requeue under Slurm)
     preemption = PreemptionCallback(stop)
-    trainer = SFTTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer,
-                         callbacks=[preemption])
+    meter = ThroughputMeter(FlopModel.of(model), device_peak_tflops(recipe.tracking.peak_tflops), dist.world_size)
+    trainer = SmoldistTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer,
+                              callbacks=[preemption, StepCounter(meter)])
+    trainer.meter = meter
+    trainer.add_callback(RunInfoCallback(run_info(recipe.to_dict(), store.manifest, dist.world_size, engine_name(trainer),
+                                                  trainer.accelerator.state), store.path / "report.png"))
     n_params = sum(p.numel() for p in model.parameters())
     print0(f"smoldist train: {recipe.name}: {n_params / 1e6:.2f} M parameters, world size {dist.world_size}, "
            f"{len(train_ds):,} rows x {recipe.data.seq_len} tokens, grad accumulation {args.gradient_accumulation_steps}, "
@@ -125,6 +143,7 @@ def run(recipe: Recipe) -> dict:
     if preemption.stopped_at is not None:
         print0(f"smoldist train: stopped by signal {stop.signum} after step {preemption.stopped_at}; "
                f"checkpoint saved in {args.output_dir}; run again to resume")
+        finish_wandb()  # close the run cleanly: the resumed job continues it under the same id
         if dist.is_main and requeue_slurm_job():
             print0(f"smoldist train: requeued Slurm job {os.environ['SLURM_JOB_ID']}")
         return {"stopped_at": preemption.stopped_at, "output_dir": args.output_dir, "resumed_from": resume}
@@ -135,6 +154,9 @@ def run(recipe: Recipe) -> dict:
     if trainer.is_world_process_zero():
         trainer.save_state()
         save_recipe(recipe, Path(args.output_dir) / "recipe.yaml")
+        curve = plot_loss_curve(trainer.state.log_history, Path(args.output_dir) / "loss.png")
+        log_image("train/loss_curve", curve)
+    finish_wandb()
     print0(f"smoldist train: saved model to {args.output_dir} (train loss {result.training_loss:.4f})")
     return dict(result.metrics, output_dir=args.output_dir, resumed_from=resume)
 

@@ -37,7 +37,7 @@ def recipe_dict(tmp_path: Path, sources: list[dict], **sections) -> dict:
         "data": {"sources": sources, "seq_len": 128, "store": str(tmp_path / "store"), "num_proc": 1},
         "train": {"output_dir": str(tmp_path / "run"), "max_steps": 3, "per_device_train_batch_size": 2,
                   "learning_rate": 1e-3, "logging_steps": 1, "save_steps": 2, "gradient_checkpointing": False,
-                  "report_to": "none", "seed": 0, "dataloader_num_workers": 0},
+                  "seed": 0, "dataloader_num_workers": 0},
         "tracking": {"wandb": {"mode": "disabled"}},
     }
     for section, values in sections.items():

@@ -115,3 +115,17 @@ def test_promised_world_size_that_is_not_there_fails_loudly(recipe):
     p = accelerate(["--num_processes", "1", "-m", "smoldist.train", str(recipe)], env={"SMOLDIST_EXPECTED_WORLD_SIZE": "2"})
     assert p.returncode != 0
     assert "world size is 1 but the launch promised 2" in p.stderr
+
+
+def test_two_process_run_makes_exactly_one_wandb_run(recipe, tmp_path):
+    from smoldist.wandb_offline import read_run
+
+    p = accelerate(["--config_file", str(CONFIGS / "cpu_ddp.yaml"), "-m", "smoldist.train", str(recipe),
+                    "tracking.wandb.mode=offline", "tracking.peak_tflops=0.5", "train.logging_steps=2"],
+                   env={"HOME": str(tmp_path)})
+    assert p.returncode == 0, p.stderr[-4000:]
+    files = sorted((tmp_path / "run" / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(files) == 1, files
+    run = read_run(files[0])
+    assert run.config["smoldist/world_size"] == 2 and run.config["smoldist/engine"] == "ddp"
+    assert [h["train/global_step"] for h in run.history if "train/loss" in h] == [2, 4]

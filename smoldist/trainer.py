@@ -1,0 +1,59 @@
+"""SFTTrainer with honest throughput: it counts real tokens per micro-batch, times the data fetch, and
+adds `perf/*` metrics (summed over ranks) to every training log, printed as one compact line."""
+
+from __future__ import annotations
+
+import time
+
+from transformers import TrainerCallback
+from trl import SFTTrainer
+
+from smoldist.throughput import ThroughputMeter
+
+
+class SmoldistTrainer(SFTTrainer):
+    meter: ThroughputMeter | None = None
+
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        # The trainer fetches all micro-batches of one optimiser step here: that is the data wait.
+        start = time.perf_counter()
+        out = super().get_batch_samples(epoch_iterator, num_batches, device)
+        if self.meter is not None:
+            self.meter.waited(time.perf_counter() - start)
+        return out
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        if self.meter is not None:
+            self.meter.count(inputs)
+        return super().training_step(model, inputs, num_items_in_batch)
+
+    def log(self, logs: dict, start_time: float | None = None) -> None:
+        if self.meter is not None and "loss" in logs:  # a training log (not eval): every rank is here
+            logs.update(self.meter.report())
+            if self.is_world_process_zero():
+                print(compact_line(self.state.global_step, logs), flush=True)
+        super().log(logs, start_time)
+
+
+class StepCounter(TrainerCallback):
+    def __init__(self, meter: ThroughputMeter):
+        self.meter = meter
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.meter.reset()  # the first window starts with training, not with model setup
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.meter.optimizer_step()
+
+
+def compact_line(step: int, logs: dict) -> str:
+    parts = [f"step {step}", f"loss {logs['loss']:.4f}"]
+    parts.append(f"{logs['perf/tokens_per_s_per_device']:,.0f} tok/s/dev")
+    parts.append(f"trained {logs['perf/trained_tokens_per_s_per_device']:,.0f} tok/s/dev")
+    if "perf/mfu" in logs:
+        parts.append(f"MFU {logs['perf/mfu']:.1%}")
+    parts.append(f"{logs['perf/tflops_per_device']:.3g} TFLOP/s/dev")
+    parts.append(f"data wait {logs['perf/data_wait_fraction']:.1%}")
+    parts.append(f"step {logs['perf/step_time_s']:.3f}s")
+    parts.append(f"peak mem {logs['perf/peak_memory_gb']:.2f} GB")
+    return "smoldist | " + " | ".join(parts)
