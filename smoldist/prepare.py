@@ -218,6 +218,10 @@ def prepare(model: ModelConfig, data: DataConfig, force: bool = False, verbose: 
     offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
     t_tok = time.perf_counter() - t0
 
+    if not verbose:
+        import datasets
+
+        datasets.disable_progress_bars()
     writer = StoreWriter(data.store, key)
     try:
         splits = {}

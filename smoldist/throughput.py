@@ -19,10 +19,11 @@ from dataclasses import dataclass
 
 import torch
 
-# Dense bf16 peak per device, TFLOP/s (vendor data sheets). Override with tracking.peak_tflops.
+# Dense bf16 peak per device with fp32 accumulation (what PyTorch uses), TFLOP/s, from vendor data
+# sheets; GeForce cards run fp32-accumulate at half their headline rate. Override: tracking.peak_tflops.
 PEAK_TFLOPS = {
     "H200": 989.0, "H100": 989.0, "H800": 989.0, "GH200": 989.0, "A100": 312.0, "A800": 312.0,
-    "L40S": 362.0, "L4": 121.0, "A10G": 125.0, "A10": 125.0, "RTX 4090": 165.0, "RTX 3090": 71.0, "V100": 125.0,
+    "L40S": 362.0, "L4": 121.0, "A10G": 125.0, "A10": 125.0, "RTX 4090": 82.6, "RTX 3090": 35.6,
 }
 
 
@@ -120,7 +121,7 @@ class ThroughputMeter:
             "perf/step_time_s": elapsed / max(self.steps, 1),
             "perf/data_wait_fraction": wait / self.world / elapsed,
             "perf/tflops_per_device": flops_per_device / elapsed / 1e12,
-            "perf/peak_memory_gb": peak_memory_gb(),
+            "perf/peak_memory_gib": peak_memory_gib(),
         }
         if self.peak:
             out["perf/mfu"] = flops_per_device / elapsed / (self.peak * 1e12)
@@ -128,7 +129,7 @@ class ThroughputMeter:
         return out
 
 
-def peak_memory_gb() -> float:
+def peak_memory_gib() -> float:
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         return torch.cuda.max_memory_allocated() / 2**30
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux: the process's peak RSS

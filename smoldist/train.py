@@ -11,6 +11,7 @@ Stages: recipe -> store (prepared once, by the main process, if missing) -> toke
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -47,8 +48,10 @@ def sft_config(recipe: Recipe, world_size: int, report_to: list[str]):
     train.setdefault("fp16", on_gpu and recipe.model.dtype == "float16")
     train.setdefault("report_to", report_to)
     train.setdefault("ddp_find_unused_parameters", False)  # every parameter is used; True costs a graph walk per step
-    # transformers 5 renamed gradient_checkpointing; TRL's default (on) still goes through the old name and warns
-    train["activation_checkpointing"] = train.pop("gradient_checkpointing", train.get("activation_checkpointing", True))
+    # transformers 5.2x renamed gradient_checkpointing (older 5.x, e.g. 5.17, has only the old name); TRL's default is on
+    on = train.pop("gradient_checkpointing", train.pop("activation_checkpointing", True))
+    names = {f.name for f in dataclasses.fields(SFTConfig)}
+    train["activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"] = on
     return SFTConfig(
         **train,
         gradient_accumulation_steps=gradient_accumulation(gbt, rows, recipe.data.seq_len, world_size),

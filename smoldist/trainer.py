@@ -55,5 +55,5 @@ def compact_line(step: int, logs: dict) -> str:
     parts.append(f"{logs['perf/tflops_per_device']:.3g} TFLOP/s/dev")
     parts.append(f"data wait {logs['perf/data_wait_fraction']:.1%}")
     parts.append(f"step {logs['perf/step_time_s']:.3f}s")
-    parts.append(f"peak mem {logs['perf/peak_memory_gb']:.2f} GB")
+    parts.append(f"peak mem {logs['perf/peak_memory_gib']:.2f} GiB")
     return "smoldist | " + " | ".join(parts)

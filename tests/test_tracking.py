@@ -18,7 +18,7 @@ from smoldist.wandb_offline import read_run
 from conftest import REPO
 
 PERF = ["perf/tokens_per_s_per_device", "perf/trained_tokens_per_s_per_device", "perf/step_time_s",
-        "perf/data_wait_fraction", "perf/mfu", "perf/tflops_per_device", "perf/peak_memory_gb"]
+        "perf/data_wait_fraction", "perf/mfu", "perf/tflops_per_device", "perf/peak_memory_gib"]
 SECRET = "wandb-secret-0123456789abcdef"
 
 
