@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from array import array
 import sys
 import time
 from collections import Counter
@@ -22,9 +23,10 @@ import numpy as np
 
 from smoldist.config import DataConfig, ModelConfig, resolve_path
 from smoldist.converters import CONVERTERS, REASONS, Document, InvalidRecord
-from smoldist.encode import IGNORE, Encoder, encode_stream
+from smoldist.encode import Encoder, encode_stream
 from smoldist.errors import DataError
-from smoldist.packing import gather_rows, pack
+from smoldist.packing import pack
+from smoldist.rows import TokenBuffer, write_rows
 from smoldist.sources import ResolvedSource, Unreadable, iter_records, resolve_source
 from smoldist.store import StoreWriter, compute_key, store_dir, verify_store
 from smoldist.templates import check_template, load_template
@@ -88,7 +90,7 @@ def selected(index: int, fraction: float | None, seed: int, source_no: int) -> b
 
 
 def iter_documents(sources: list[ResolvedSource], data: DataConfig, counts: list[SourceCounts],
-                   doc_source: list[int]) -> Iterator[list[Document]]:
+                   doc_source) -> Iterator[list[Document]]:
     """Batches of valid documents; invalid records counted (or raised with their position)."""
     batch: list[Document] = []
     for si, src in enumerate(sources):
@@ -130,35 +132,18 @@ def split_documents(n_docs: int, eval_fraction: float, seed: int) -> tuple[np.nd
     return np.sort(perm[n_eval:]), np.sort(perm[:n_eval])
 
 
-def build_split(docs: np.ndarray, lengths: np.ndarray, offsets: np.ndarray, ids: np.ndarray, labels: np.ndarray,
-                data: DataConfig) -> tuple[Any, dict]:
-    """Pack the documents `docs` and return (datasets.Dataset, stats)."""
-    import datasets
-    import pyarrow as pa
-
+def build_split(name: str, docs: np.ndarray, lengths: np.ndarray, offsets: np.ndarray, ids, labels, data: DataConfig,
+                scratch: Path) -> tuple[Any, dict]:
+    """Pack the documents `docs` and return (datasets.Dataset, stats); rows are written in chunks."""
     packed, overflow = pack(lengths[docs], data.seq_len, data.packing, data.overflow)
-    positions, row_offsets, seg_lens = gather_rows(packed, offsets[docs])
-    row_ids = ids[positions]
-    row_labels = labels[positions].copy()
-    seg_starts = np.cumsum(seg_lens) - seg_lens
-    row_labels[seg_starts[seg_lens > 0]] = IGNORE  # a chunk of a split document starts a new document
-    segs_per_row = np.array([len(r) for r in packed.rows], dtype=np.int64)
-    seg_offsets = np.concatenate([[0], np.cumsum(segs_per_row)]).astype(np.int64)
-    as_list = lambda offs, vals: pa.LargeListArray.from_arrays(pa.array(offs, pa.int64()), pa.array(vals))  # noqa: E731
-    table = pa.table({
-        "input_ids": as_list(row_offsets, row_ids.astype(np.int32)),
-        "labels": as_list(row_offsets, row_labels.astype(np.int32)),
-        "seq_lengths": as_list(seg_offsets, seg_lens.astype(np.int32)),
-    })
+    ds, kept, trained = write_rows(packed, offsets[docs], ids, labels, data.seq_len, scratch / name)
     n_rows = len(packed.rows)
-    kept_tokens = int(seg_lens.sum())
     stats = {
-        "documents": int(len(docs)), "rows": n_rows, "tokens": kept_tokens,
-        "trained_tokens": int((row_labels != IGNORE).sum()),
-        "fill": kept_tokens / (n_rows * data.seq_len) if n_rows else 0.0,
+        "documents": int(len(docs)), "rows": n_rows, "tokens": kept, "trained_tokens": trained,
+        "fill": kept / (n_rows * data.seq_len) if n_rows else 0.0,
         "overflow": overflow.as_dict(),
     }
-    return datasets.Dataset(table), stats
+    return ds, stats
 
 
 def default_shards(n_bytes: int) -> int:
@@ -201,22 +186,8 @@ def prepare(model: ModelConfig, data: DataConfig, force: bool = False, verbose: 
     num_proc = data.num_proc or os.cpu_count() or 1
     encoder = make_encoder(tok, template, data.loss_on)
     counts = [SourceCounts() for _ in sources]
-    doc_source: list[int] = []
-    chunks = []
+    doc_source = array("i")
     from tqdm import tqdm
-
-    with tqdm(desc="tokenize", unit=" docs", disable=not verbose, file=sys.stderr) as bar:
-        for enc in encode_stream(encoder, iter_documents(sources, data, counts, doc_source), num_proc):
-            chunks.append(enc)
-            bar.update(len(enc.lengths))
-    if not chunks:
-        raise DataError("no valid records in any source; " + "; ".join(
-            f"data.sources.{i}: {c.read} read, invalid {dict(c.invalid)}" for i, c in enumerate(counts)))
-    ids = np.concatenate([c.ids for c in chunks])
-    labels = np.concatenate([c.labels for c in chunks])
-    lengths = np.concatenate([c.lengths for c in chunks])
-    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-    t_tok = time.perf_counter() - t0
 
     if not verbose:
         import datasets
@@ -224,11 +195,22 @@ def prepare(model: ModelConfig, data: DataConfig, force: bool = False, verbose: 
         datasets.disable_progress_bars()
     writer = StoreWriter(data.store, key)
     try:
+        buffer = TokenBuffer(writer.scratch / "tokens")  # tokens go to disk as they come: memory stays bounded
+        with tqdm(desc="tokenize", unit=" docs", disable=not verbose, file=sys.stderr) as bar:
+            for enc in encode_stream(encoder, iter_documents(sources, data, counts, doc_source), num_proc):
+                buffer.append(enc)
+                bar.update(len(enc.lengths))
+        ids, labels, lengths = buffer.close()
+        if not len(lengths):
+            raise DataError("no valid records in any source; " + "; ".join(
+                f"data.sources.{i}: {c.read} read, invalid {dict(c.invalid)}" for i, c in enumerate(counts)))
+        offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        t_tok = time.perf_counter() - t0
         splits = {}
         for name, docs in zip(("train", "eval"), split_documents(len(lengths), data.eval_fraction, data.seed)):
             if len(docs) == 0:
                 continue
-            ds, stats = build_split(docs, lengths, offsets, ids, labels, data)
+            ds, stats = build_split(name, docs, lengths, offsets, ids, labels, data, writer.scratch)
             writer.write_split(name, ds, data.num_shards or default_shards(ds.data.nbytes))
             splits[name] = stats
         source_arr = np.asarray(doc_source)

@@ -56,10 +56,16 @@ class StoreWriter:
             shutil.rmtree(self.tmp)
         self.tmp.mkdir(parents=True)
 
+    @property
+    def scratch(self) -> Path:
+        """Working files (token buffers, row chunks); removed before the store is committed."""
+        return self.tmp / ".scratch"
+
     def write_split(self, name: str, dataset, num_shards: int) -> None:
         dataset.save_to_disk(str(self.tmp / name), num_shards=num_shards)
 
     def commit(self, manifest: dict, force: bool = False) -> Path:
+        shutil.rmtree(self.scratch, ignore_errors=True)
         manifest = dict(manifest, key=self.key, format_version=FORMAT_VERSION, created=time.strftime("%Y-%m-%dT%H:%M:%S"))
         manifest["shards"] = {s: shard_checksums(self.tmp / s) for s in SPLITS if (self.tmp / s).is_dir()}
         (self.tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))

@@ -118,3 +118,16 @@ def test_missing_source_fails_before_work(tmp_path):
     with pytest.raises(DataError, match=r"data.sources.0.path: no file matches .*nope.jsonl"):
         prepare(r.model, r.data, verbose=False)
     assert not (tmp_path / "store").exists()
+
+
+def test_rows_written_in_many_chunks_equal_one_chunk_and_leave_no_scratch(tiny_recipe, monkeypatch):
+    import smoldist.rows as rows
+
+    r = load_recipe(tiny_recipe, ["data.seq_len=64"])
+    whole = prepare(r.model, r.data, verbose=False)
+    expected = load_split(whole.path, "train").to_dict()
+    monkeypatch.setattr(rows, "CHUNK_TOKENS", 150)  # 2 rows a chunk
+    again = prepare(r.model, r.data, force=True, verbose=False)
+    assert again.path == whole.path and load_split(again.path, "train").to_dict() == expected
+    assert sorted(p.name for p in again.path.iterdir()) == ["manifest.json", "report.json", "report.png", "train"]
+    assert again.manifest["splits"] == whole.manifest["splits"]
