@@ -22,7 +22,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from smoldist.config import DataConfig, ModelConfig, resolve_path
-from smoldist.converters import CONVERTERS, REASONS, Document, InvalidRecord
+from smoldist.converters import CONVERTERS, Document, InvalidRecord
 from smoldist.encode import Encoder, encode_stream
 from smoldist.errors import DataError
 from smoldist.packing import pack

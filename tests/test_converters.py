@@ -115,7 +115,7 @@ def test_every_invalid_reason_is_counted_in_the_manifest(tmp_path):
     assert per[1]["invalid"] == {"empty_text": 1}
     assert per[0]["valid"] == 2 and per[0]["read"] == len(BAD) + 2
     assert m["counts"]["records_invalid"] == len(BAD) + 1
-    assert per[0]["first_invalid"][0].endswith(f"mixed.jsonl:2: bad_json: bad JSON (Expecting value at column 15)")
+    assert per[0]["first_invalid"][0].endswith("mixed.jsonl:2: bad_json: bad JSON (Expecting value at column 15)")
 
 
 @pytest.mark.parametrize("reason, record", BAD, ids=[r for r, _ in BAD])

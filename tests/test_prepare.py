@@ -4,7 +4,6 @@ the key is content-addressed, and a damaged store is refused."""
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pytest

@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 from transformers.utils.chat_template_utils import render_jinja_template
 
 from smoldist.config import ModelConfig
-from smoldist.encode import Encoder
 from smoldist.errors import RecipeError
 from smoldist.prepare import make_encoder
 from smoldist.templates.render import make_renderer, render_smollm2, render_with_jinja

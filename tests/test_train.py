@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 from smoldist.config import load_recipe
 from smoldist.errors import RecipeError
