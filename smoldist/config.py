@@ -241,12 +241,6 @@ def build_dataclass(cls: type, raw: Any, path: str) -> Any:
     return cls(**kwargs)
 
 
-def sft_field_types() -> dict[str, Any]:
-    from trl import SFTConfig  # heavy import, only when a recipe is built
-
-    return {f.name: f.type for f in dataclasses.fields(SFTConfig) if f.init}
-
-
 def build_train_section(raw: Any) -> dict:
     if raw is None:
         return {}

@@ -43,9 +43,6 @@ class Packed:
     segments: Segments
     rows: list[list[int]] = field(default_factory=list)
 
-    def row_lengths(self) -> np.ndarray:
-        return np.array([int(self.segments.length[r].sum()) for r in self.rows], dtype=np.int64)
-
 
 def apply_overflow(lengths: np.ndarray, seq_len: int, policy: str) -> tuple[Segments, OverflowStats]:
     """Turn documents into segments of at most seq_len tokens according to the overflow policy."""

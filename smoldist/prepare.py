@@ -55,6 +55,7 @@ class PrepareResult:
     path: Path
     manifest: dict
     reused: bool
+    template: str  # the exact chat template the store was built with
 
 
 def chat_template_for(model: ModelConfig, data: DataConfig) -> str:
@@ -172,16 +173,20 @@ def plan_store(model: ModelConfig, data: DataConfig) -> StorePlan:
     return StorePlan(sources, tok, template, inputs, key, store_dir(data.store, key))
 
 
-def prepare(model: ModelConfig, data: DataConfig, force: bool = False, verbose: bool = True) -> PrepareResult:
-    """Make sure the store for (model, data) exists; build it if not. Returns where it is."""
+def prepare(model: ModelConfig, data: DataConfig, force: bool = False, verbose: bool = True,
+            verify_shards: bool = True) -> PrepareResult:
+    """Make sure the store for (model, data) exists; build it if not. Returns where it is.
+
+    `verify_shards=False` skips re-hashing the shards of an existing store (ranks other than the main
+    one, which has just verified them)."""
     t0 = time.perf_counter()
     plan = plan_store(model, data)
     sources, tok, template, inputs, key, path = plan.sources, plan.tok, plan.template, plan.inputs, plan.key, plan.path
     if path.exists() and not force:
-        manifest = verify_store(path, key)
+        manifest = verify_store(path, key, check_shards=verify_shards)
         if verbose:
             print(f"smoldist prepare: reusing store {path} ({time.perf_counter() - t0:.2f} s)")
-        return PrepareResult(path, manifest, reused=True)
+        return PrepareResult(path, manifest, reused=True, template=template)
 
     num_proc = data.num_proc or os.cpu_count() or 1
     encoder = make_encoder(tok, template, data.loss_on)
@@ -245,7 +250,7 @@ def prepare(model: ModelConfig, data: DataConfig, force: bool = False, verbose: 
         from smoldist.report import print_summary
 
         print_summary(final, manifest)
-    return PrepareResult(final, manifest, reused=False)
+    return PrepareResult(final, manifest, reused=False, template=template)
 
 
 def length_histogram(lengths: np.ndarray, seq_len: int, bins: int = 32) -> dict:

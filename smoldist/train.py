@@ -94,7 +94,7 @@ def run(recipe: Recipe) -> dict:
     from smoldist.distributed import EXPECTED_WORLD_ENV, check_world, dist_info, print0, write_rank_report
     from smoldist.model import build_model
     from smoldist.preemption import PreemptionCallback, StopFlag, last_complete_checkpoint, requeue_slurm_job
-    from smoldist.prepare import chat_template_for, prepare
+    from smoldist.prepare import prepare
     from smoldist.store import load_split
     from smoldist.tokenizer import load_hf_tokenizer
     from smoldist.throughput import FlopModel, ThroughputMeter, device_peak_tflops
@@ -110,12 +110,13 @@ def run(recipe: Recipe) -> dict:
     from accelerate import PartialState
 
     with PartialState(cpu=dist.device == "cpu").main_process_first():
-        store = prepare(recipe.model, recipe.data, verbose=dist.is_main)
+        # the main process builds or fully verifies the store first; the others then only check its manifest
+        store = prepare(recipe.model, recipe.data, verbose=dist.is_main, verify_shards=dist.is_main)
     train_ds, eval_ds = load_split(store.path, "train"), load_split(store.path, "eval")
 
     # ---- tokenizer (with the template the store was built with) and model
     tokenizer = load_hf_tokenizer(recipe.model)
-    tokenizer.chat_template = chat_template_for(recipe.model, recipe.data)
+    tokenizer.chat_template = store.template
     model = build_model(recipe.model, tokenizer)
 
     # ---- trainer
