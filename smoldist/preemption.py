@@ -25,12 +25,32 @@ _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 
 
 class StopFlag:
+    """SIGUSR1/SIGTERM set a flag while training runs; the handlers that were there before come back after.
+
+    Use as `with StopFlag() as stop: ...`: scoped, so that a notebook or test that trains and then
+    prepares again (forking worker processes) does not leave workers that ignore SIGTERM."""
+
+    SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
+
     def __init__(self) -> None:
         self.signum: int | None = None
+        self._previous: dict = {}
 
     def install(self) -> None:
-        for sig in (signal.SIGUSR1, signal.SIGTERM):
-            signal.signal(sig, self._handle)
+        for sig in self.SIGNALS:
+            self._previous[sig] = signal.signal(sig, self._handle)
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        self._previous = {}
+
+    def __enter__(self) -> "StopFlag":
+        self.install()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.restore()
 
     def _handle(self, signum, frame) -> None:  # noqa: ARG002 - signal handler signature
         self.signum = signum

@@ -91,9 +91,19 @@ def engine_name(trainer) -> str:
 
 def run(recipe: Recipe) -> dict:
     """Train `recipe` in this process (one rank of a launch, or alone). Returns the final metrics."""
+    from smoldist.preemption import StopFlag
+
+    stop = StopFlag()
+    try:
+        return _run(recipe, stop)
+    finally:
+        stop.restore()  # the process's previous signal handlers come back, however training ended
+
+
+def _run(recipe: Recipe, stop) -> dict:
     from smoldist.distributed import EXPECTED_WORLD_ENV, check_world, dist_info, print0, write_rank_report
     from smoldist.model import build_model
-    from smoldist.preemption import PreemptionCallback, StopFlag, last_complete_checkpoint, requeue_slurm_job
+    from smoldist.preemption import PreemptionCallback, last_complete_checkpoint, requeue_slurm_job
     from smoldist.prepare import prepare
     from smoldist.store import load_split
     from smoldist.tokenizer import load_hf_tokenizer
@@ -125,7 +135,6 @@ def run(recipe: Recipe) -> dict:
     args = sft_config(recipe, dist.world_size, report_to)
     if eval_ds is None and args.eval_strategy != "no":
         raise RecipeError("train.eval_strategy: set, but the store has no eval split; set data.eval_fraction > 0")
-    stop = StopFlag()
     stop.install()  # SIGUSR1 / SIGTERM: finish the step, checkpoint, stop (and requeue under Slurm)
     preemption = PreemptionCallback(stop)
     meter = ThroughputMeter(FlopModel.of(model), device_peak_tflops(recipe.tracking.peak_tflops), dist.world_size)
