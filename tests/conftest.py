@@ -59,3 +59,19 @@ def conversations_file(tmp_path: Path) -> Path:
 @pytest.fixture
 def tiny_recipe(tmp_path: Path, conversations_file: Path) -> Path:
     return write_recipe(tmp_path, recipe_dict(tmp_path, [{"path": str(conversations_file), "format": "messages"}]))
+
+
+@pytest.fixture(scope="session")
+def real_instruct() -> Path:
+    """The real SmolLM2-135M-Instruct as an HF directory (tests marked `real`; see tests/real_model.py)."""
+    from real_model import real_smollm2_instruct
+
+    return real_smollm2_instruct()
+
+
+@pytest.fixture(scope="session")
+def real_base() -> Path:
+    """The real SmolLM2-135M weights with a base-model tokenizer config (eos id 0, no chat template)."""
+    from real_model import real_smollm2_base
+
+    return real_smollm2_base()
