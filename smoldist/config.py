@@ -55,7 +55,10 @@ class ModelConfig:
     tokenizer: str | None = help_field(None, "tokenizer hub id or directory; defaults to name_or_path")
     chat_template: str = help_field("smollm2", "bundled template name (smollm2) or a path to a .jinja file")
     default_system_prompt: bool = help_field(True, "smollm2: insert SmolLM's default system prompt when a conversation has none")
-    dtype: Literal["bfloat16", "float16", "float32"] = help_field("bfloat16", "weights dtype when loading or initialising")
+    dtype: Literal["bfloat16", "float16", "float32"] = help_field(
+        "bfloat16", "compute dtype (autocast) and the dtype the final model is saved in; parameters stay fp32 (master_weights)")
+    master_weights: Literal["float32", "none"] = help_field(
+        "float32", "float32: parameters and optimizer state in fp32 under `dtype` autocast; none: pure `dtype` weights (warns)")
     attn_implementation: str = help_field("sdpa", "sdpa | eager | flash_attention_2 | flex_attention")
     revision: str | None = help_field(None, "hub revision (branch, tag or commit) of the model")
     seed: int = help_field(0, "seed for random init")

@@ -33,7 +33,9 @@ def build_model(cfg: ModelConfig, tokenizer):
     import torch
     from transformers import AutoModelForCausalLM
 
-    dtype = getattr(torch, cfg.dtype)
+    from smoldist.precision import load_dtype
+
+    dtype = getattr(torch, load_dtype(cfg.dtype, cfg.master_weights))  # fp32 master weights unless opted out
     if cfg.init:
         config = architecture_config(cfg.init, tokenizer)
         torch.manual_seed(cfg.seed)

@@ -38,14 +38,16 @@ def sft_config(recipe: Recipe, world_size: int, report_to: list[str]):
     import torch
     from trl import SFTConfig
 
+    from smoldist.precision import autocast_flags
+
     train = dict(recipe.train)
     gbt = train.pop("global_batch_tokens", None)
     rows = train.setdefault("per_device_train_batch_size", 8)
     train.setdefault("output_dir", f"runs/{recipe.name}")
     train.setdefault("use_cpu", not torch.cuda.is_available())  # without it, CPU ranks run as independent copies
     on_gpu = torch.cuda.is_available() and not train["use_cpu"]
-    train.setdefault("bf16", on_gpu and recipe.model.dtype == "bfloat16")
-    train.setdefault("fp16", on_gpu and recipe.model.dtype == "float16")
+    for key, value in autocast_flags(recipe.model.dtype, recipe.model.master_weights, on_gpu).items():
+        train.setdefault(key, value)  # autocast to model.dtype over fp32 weights (smoldist/precision.py)
     train.setdefault("report_to", report_to)
     train.setdefault("ddp_find_unused_parameters", False)  # every parameter is used; True costs a graph walk per step
     # transformers 5.2x renamed gradient_checkpointing (older 5.x, e.g. 5.17, has only the old name); TRL's default is on
@@ -103,6 +105,8 @@ def run(recipe: Recipe) -> dict:
 def _run(recipe: Recipe, stop) -> dict:
     from smoldist.distributed import EXPECTED_WORLD_ENV, check_world, dist_info, print0, write_rank_report
     from smoldist.model import build_model
+    from smoldist.precision import cast_saved_model
+    from smoldist.stop_tokens import set_stop_tokens
     from smoldist.preemption import PreemptionCallback, last_complete_checkpoint, requeue_slurm_job
     from smoldist.prepare import prepare
     from smoldist.store import load_split
@@ -128,6 +132,11 @@ def _run(recipe: Recipe, stop) -> dict:
     tokenizer = load_hf_tokenizer(recipe.model)
     tokenizer.chat_template = store.template
     model = build_model(recipe.model, tokenizer)
+    if any(src.format != "text" for src in recipe.data.sources):  # chat turns are trained: stop where they end
+        stops = set_stop_tokens(tokenizer, model, store.template)
+        if stops and stops.changed:
+            print0(f"smoldist train: the saved model stops at {stops.end_of_turn} (end of an assistant turn; the "
+                   f"tokenizer's eos was {stops.previous_eos}); pad is {stops.pad}")
 
     # ---- trainer
     output_dir = recipe.train.get("output_dir", f"runs/{recipe.name}")
@@ -165,6 +174,7 @@ def _run(recipe: Recipe, stop) -> dict:
     trainer.save_model(args.output_dir)
     write_rank_report(args.output_dir, dist, trainer.model, engine_name(trainer))
     if trainer.is_world_process_zero():
+        cast_saved_model(args.output_dir, recipe.model.dtype)  # fp32 masters trained; the model ships in model.dtype
         trainer.save_state()
         save_recipe(recipe, Path(args.output_dir) / "recipe.yaml")
         curve = plot_loss_curve(trainer.state.log_history, Path(args.output_dir) / "loss.png")
