@@ -49,6 +49,14 @@ def help_field(default: Any = dataclasses.MISSING, help: str = "", **kw: Any) ->
 
 
 @dataclass
+class LoraConfig:
+    r: int = help_field(16, "rank of the low-rank update")
+    alpha: int = help_field(32, "scaling numerator: the update is scaled by alpha / r")
+    dropout: float = help_field(0.05, "dropout on the LoRA input")
+    target_modules: str | list[str] = help_field("all-linear", "all-linear (every linear layer but the LM head) or a list of module names")
+
+
+@dataclass
 class ModelConfig:
     name_or_path: str | None = help_field(None, "hub id or local directory of a pretrained model")
     init: dict | None = help_field(None, "architecture dict (LlamaConfig keys): random init instead of loading weights")
@@ -59,6 +67,7 @@ class ModelConfig:
     attn_implementation: str = help_field("sdpa", "sdpa | eager | flash_attention_2 | flex_attention")
     revision: str | None = help_field(None, "hub revision (branch, tag or commit) of the model")
     seed: int = help_field(0, "seed for random init")
+    lora: LoraConfig | None = help_field(None, "LoRA adapter settings (see docs/lora.md); null = full fine-tuning")
 
 
 @dataclass
@@ -279,9 +288,9 @@ def apply_override(tree: dict, override: str) -> None:
                 raise RecipeError(f"override '{override}': {'.'.join(keys[:i])} has {len(node)} items; '{key}' is not an index")
             node = node[int(key)]
         else:
-            node = node.setdefault(key, {})
-            if node is None:
-                node = tree[key] = {}
+            if node.get(key) is None:  # absent or null (`lora: null`): a nested override creates the mapping
+                node[key] = {}
+            node = node[key]
     last = keys[-1]
     if isinstance(node, list):
         if not last.isdigit() or int(last) >= len(node):
@@ -308,6 +317,11 @@ def validate(recipe: Recipe) -> None:
     m, d = recipe.model, recipe.data
     if not m.name_or_path and not m.init:
         raise RecipeError("model: set model.name_or_path (hub id or directory) or model.init (architecture dict)")
+    if m.lora is not None and m.init:
+        raise RecipeError("model.lora: needs a pretrained base (model.name_or_path), not model.init: "
+                          "an adapter over random weights could not be reloaded")
+    if m.lora is not None and (m.lora.r <= 0 or m.lora.alpha <= 0 or not 0.0 <= m.lora.dropout < 1.0):
+        raise RecipeError(f"model.lora: r ({m.lora.r}) and alpha ({m.lora.alpha}) must be positive, dropout ({m.lora.dropout}) in [0, 1)")
     if m.init and not (m.tokenizer or m.name_or_path):
         raise RecipeError("model.tokenizer: required with model.init (no pretrained model to take a tokenizer from)")
     if not d.sources:
