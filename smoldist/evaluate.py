@@ -177,7 +177,8 @@ def eval_loss(run_dir: str, batch_size: int = 8, out: str | None = None) -> dict
     model = load_model(run_dir, torch.float32)
     with tempfile.TemporaryDirectory() as tmp:
         recipe.train.update(output_dir=tmp, per_device_eval_batch_size=batch_size)
-        trainer = SmoldistTrainer(model=model, args=sft_config(recipe, 1, []), eval_dataset=eval_ds, processing_class=tok)
+        trainer = SmoldistTrainer(model=model, args=sft_config(recipe, 1, []), train_dataset=eval_ds,  # required, unused
+                                  eval_dataset=eval_ds, processing_class=tok)
         quiet_console(trainer)
         metrics = trainer.evaluate()
     result = {"eval_loss": metrics["eval_loss"], "rows": len(eval_ds), "store": str(plan.path), "model": str(run_dir)}
