@@ -13,14 +13,22 @@ from transformers import PrinterCallback, ProgressCallback
 
 
 class BarOnlyProgress(ProgressCallback):
-    """transformers' progress bar without its per-log dict lines."""
+    """transformers' progress bar without its per-log dict lines; evaluation inside training shows only its line."""
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         pass
 
+    def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs):
+        if self.training_bar is None:  # a standalone evaluate() (smoldist eval --loss) keeps its bar
+            super().on_prediction_step(args, state, control, eval_dataloader=eval_dataloader, **kwargs)
+
 
 def quiet_console(trainer) -> None:
-    """Swap the trainer's log-printing callbacks for the bar alone (none when tqdm is disabled)."""
+    """Swap the trainer's log-printing callbacks for the bar alone (none when tqdm is disabled), and silence
+    transformers' own bars ("Writing model shards" at every checkpoint, "Loading weights") in this process."""
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
     trainer.remove_callback(PrinterCallback)
     if trainer.pop_callback(ProgressCallback) is not None:
         trainer.add_callback(BarOnlyProgress())
