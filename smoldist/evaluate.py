@@ -106,6 +106,9 @@ def eval_gsm8k(model_path: str, data: str, n: int | None = None, batch_size: int
 
     from smoldist.lora import load_model
 
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()  # no "Loading weights" bar: the eval bar is the one to watch
     items, skipped = read_gsm8k(data, n)
     tok = AutoTokenizer.from_pretrained(model_path)
     if not tok.chat_template:
@@ -136,10 +139,12 @@ def print_gsm8k(result: dict, show: int = 10, file=None) -> None:
 
     console = Console(file=file, highlight=False)
     table = Table(title=f"gsm8k: {result['model']}", show_lines=False)
-    for col in ("#", "gold", "extracted", "by", "ok", "question"):
-        table.add_column(col, overflow="ellipsis", no_wrap=col == "question", max_width=60 if col == "question" else None)
+    for col in ("#", "gold", "extracted", "by", "ok"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("question", no_wrap=True, overflow="ellipsis", max_width=max(20, console.width - 50))
     for i, r in enumerate(result["records"][:show]):
-        table.add_row(str(i), r["gold"], str(r["extracted"]), r["extracted_by"], "yes" if r["correct"] else "no", r["question"])
+        table.add_row(str(i), r["gold"], str(r["extracted"]), r["extracted_by"].split()[0], "yes" if r["correct"] else "no",
+                      r["question"])
     console.print(table)
     by = result["extracted_by"]
     console.print(f"accuracy {result['accuracy']:.1%} ({result['correct']}/{result['n']}); answers read from '####': "
