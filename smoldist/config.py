@@ -118,8 +118,19 @@ class WandbConfig:
 
 
 @dataclass
+class EndEvalConfig:
+    data: str = help_field(help="questions with gold answers (jsonl/json/parquet), scored after training (docs/eval.md)")
+    format: Literal["gsm8k"] = help_field("gsm8k", "how to read questions and gold answers")
+    n: int | None = help_field(None, "score only the first n questions")
+    batch_size: int = help_field(8, "questions generated at once")
+    max_new_tokens: int = help_field(256, "longest answer")
+    samples: int = help_field(20, "answers shown in the W&B table")
+
+
+@dataclass
 class TrackingConfig:
     wandb: WandbConfig = field(default_factory=WandbConfig, metadata={"help": "Weights & Biases settings"})
+    eval: EndEvalConfig | None = help_field(None, "score the saved model at the end of training; logged to W&B")
     peak_tflops: float | None = help_field(None, "peak TFLOP/s per device for MFU; default: a table of known GPUs (none on CPU)")
 
 

@@ -190,3 +190,19 @@ def eval_loss(run_dir: str, batch_size: int = 8, out: str | None = None) -> dict
     if out:
         Path(out).write_text(json.dumps(result, indent=1))
     return result
+
+
+def eval_at_end(cfg, output_dir: str) -> dict:
+    """`tracking.eval`: score the saved model (main process), write eval_gsm8k.json, log accuracy + samples to W&B."""
+    result = eval_gsm8k(output_dir, cfg.data, cfg.n, cfg.batch_size, cfg.max_new_tokens, str(Path(output_dir) / "eval_gsm8k.json"))
+    by = result["extracted_by"]
+    print(f"smoldist | eval gsm8k | accuracy {result['accuracy']:.1%} ({result['correct']}/{result['n']}) | "
+          f"'####' {by.get('####', 0)}, last number {by.get('last number', 0)}, none {by.get('none', 0)}", flush=True)
+    import wandb
+
+    if wandb.run is not None:
+        cols = ["question", "completion", "extracted", "gold", "correct"]
+        table = wandb.Table(columns=cols, data=[[r[c] for c in cols] for r in result["records"][:cfg.samples]])
+        wandb.run.log({"eval/gsm8k_accuracy": result["accuracy"], "eval/gsm8k_n": result["n"],
+                       "eval/gsm8k_fallback": by.get("last number", 0), "eval/gsm8k_samples": table})
+    return result

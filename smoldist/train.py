@@ -193,6 +193,10 @@ def _run(recipe: Recipe, stop) -> dict:
         save_recipe(recipe, Path(args.output_dir) / "recipe.yaml")
         curve = plot_loss_curve(trainer.state.log_history, Path(args.output_dir) / "loss.png")
         log_image("train/loss_curve", curve)
+        if recipe.tracking.eval is not None:  # score what was saved, as `smoldist eval` would
+            from smoldist.evaluate import eval_at_end
+
+            eval_at_end(recipe.tracking.eval, args.output_dir)
     finish_wandb()
     print0(f"smoldist train: saved model to {args.output_dir} (train loss {result.training_loss:.4f})")
     return dict(result.metrics, output_dir=args.output_dir, resumed_from=resume)

@@ -111,3 +111,26 @@ def test_eval_real_smollm2_instruct_on_real_gsm8k_questions(real_instruct, tmp_p
     result = json.loads(out.read_text())
     check_result(result, GSM8K_4, 4)
     assert all(r["completion"] for r in result["records"])  # it answered in words, and stopped at <|im_end|>
+
+
+def test_tracking_eval_scores_the_saved_model_and_logs_to_wandb(tiny_recipe, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+    from smoldist.wandb_offline import read_run
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env["HOME"] = str(tmp_path / "home")
+    p = subprocess.run([sys.executable, "-m", "smoldist", "train", str(tiny_recipe), "tracking.wandb.mode=offline",
+                        f"tracking.eval.data={GSM8K_4}", "tracking.eval.n=2", "tracking.eval.max_new_tokens=4"],
+                       capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    result = json.loads((tmp_path / "run" / "eval_gsm8k.json").read_text())
+    check_result(result, GSM8K_4, 2)
+    assert f"smoldist | eval gsm8k | accuracy {result['accuracy']:.1%}" in p.stdout
+    (run_file,) = (tmp_path / "run" / "wandb").glob("offline-run-*/run-*.wandb")
+    logged = [h for h in read_run(run_file).history if "eval/gsm8k_accuracy" in h]
+    assert len(logged) == 1 and logged[0]["eval/gsm8k_accuracy"] == result["accuracy"]
+    assert logged[0]["eval/gsm8k_samples/_type"] == "table-file" and logged[0]["eval/gsm8k_samples/nrows"] == 2
