@@ -4,7 +4,10 @@
     smoldist preview [RECIPE] [section.key=value ...] [-n N]
     smoldist train   [RECIPE] [section.key=value ...] [--accelerate-config NAME --num-processes N ...] [--dry-run]
     smoldist submit  RECIPE --nodes N [--gpus-per-node G] [--partition P] [--time T] [--dry-run]
-    smoldist chat    MODEL_DIR "What is 2 plus 3?"
+    smoldist chat    MODEL_OR_RUN "What is 2 plus 3?"
+    smoldist eval    MODEL_OR_RUN --data FILE --format gsm8k [-n N] [--batch-size B] [--max-new-tokens M] [--out FILE]
+    smoldist eval    RUN --loss
+    smoldist merge   RUN [OUT]
 
 With no RECIPE, prepare and train use the demo recipe shipped in the package (offline, CPU).
 Errors in the recipe or the data print one line naming the problem and exit with status 2.
@@ -51,6 +54,18 @@ def make_parser() -> argparse.ArgumentParser:
     c.add_argument("model_dir")
     c.add_argument("prompt")
     c.add_argument("--max-new-tokens", type=int, default=48)
+    e = sub.add_parser("eval", help="score a model or run: gsm8k exact match (--data), or held-out loss (--loss)")
+    e.add_argument("model", metavar="MODEL_OR_RUN")
+    e.add_argument("--data", help="questions with gold answers (jsonl/json/parquet)")
+    e.add_argument("--format", default="gsm8k", choices=["gsm8k"], help="how to read questions and gold answers")
+    e.add_argument("-n", type=int, help="score only the first N questions")
+    e.add_argument("--batch-size", type=int, default=8)
+    e.add_argument("--max-new-tokens", type=int, default=256)
+    e.add_argument("--out", help="write the result and every record as JSON here")
+    e.add_argument("--loss", action="store_true", help="loss on the eval split of the store the run trained on")
+    g = sub.add_parser("merge", help="fold a LoRA run's adapter into its base model and save the full model")
+    g.add_argument("run")
+    g.add_argument("out", nargs="?", help="where to write it (default: RUN-merged)")
     return parser
 
 
@@ -62,6 +77,8 @@ def run_command(ns: argparse.Namespace) -> int:
 
         print(chat(ns.model_dir, ns.prompt, max_new_tokens=ns.max_new_tokens))
         return 0
+    if ns.command in ("eval", "merge"):
+        return run_model_command(ns)
     path, overrides = split_recipe_args(ns.args)
     recipe = load_recipe(path, overrides)
     if ns.command == "prepare":
@@ -93,6 +110,28 @@ def run_command(ns: argparse.Namespace) -> int:
     from smoldist.train import run
 
     return STOPPED_EXIT_CODE if "stopped_at" in run(recipe) else 0
+
+
+def run_model_command(ns: argparse.Namespace) -> int:
+    """Commands that take a trained model or run rather than a recipe."""
+    if ns.command == "merge":
+        from smoldist.merge import merge
+
+        print(f"smoldist merge: wrote {merge(ns.run, ns.out)}")
+        return 0
+    from smoldist import evaluate
+
+    if ns.loss:
+        res = evaluate.eval_loss(ns.model, ns.batch_size, ns.out)
+        print(f"smoldist eval: {ns.model}: eval loss {res['eval_loss']:.4f} over {res['rows']} rows of {res['store']}")
+        return 0
+    if not ns.data:
+        raise SmoldistError("eval: give --data FILE (questions with gold answers) or --loss")
+    res = evaluate.eval_gsm8k(ns.model, ns.data, ns.n, ns.batch_size, ns.max_new_tokens, ns.out)
+    evaluate.print_gsm8k(res)
+    if ns.out:
+        print(f"smoldist eval: wrote {ns.out}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

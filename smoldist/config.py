@@ -49,6 +49,14 @@ def help_field(default: Any = dataclasses.MISSING, help: str = "", **kw: Any) ->
 
 
 @dataclass
+class LoraConfig:
+    r: int = help_field(16, "rank of the low-rank update")
+    alpha: int = help_field(32, "scaling numerator: the update is scaled by alpha / r")
+    dropout: float = help_field(0.05, "dropout on the LoRA input")
+    target_modules: str | list[str] = help_field("all-linear", "all-linear (every linear layer but the LM head) or a list of module names")
+
+
+@dataclass
 class ModelConfig:
     name_or_path: str | None = help_field(None, "hub id or local directory of a pretrained model")
     init: dict | None = help_field(None, "architecture dict (LlamaConfig keys): random init instead of loading weights")
@@ -62,6 +70,7 @@ class ModelConfig:
     attn_implementation: str = help_field("sdpa", "sdpa | eager | flash_attention_2 | flex_attention")
     revision: str | None = help_field(None, "hub revision (branch, tag or commit) of the model")
     seed: int = help_field(0, "seed for random init")
+    lora: LoraConfig | None = help_field(None, "LoRA adapter settings (see docs/lora.md); null = full fine-tuning")
 
 
 @dataclass
@@ -112,8 +121,19 @@ class WandbConfig:
 
 
 @dataclass
+class EndEvalConfig:
+    data: str = help_field(help="questions with gold answers (jsonl/json/parquet), scored after training (docs/eval.md)")
+    format: Literal["gsm8k"] = help_field("gsm8k", "how to read questions and gold answers")
+    n: int | None = help_field(None, "score only the first n questions")
+    batch_size: int = help_field(8, "questions generated at once")
+    max_new_tokens: int = help_field(256, "longest answer")
+    samples: int = help_field(20, "answers shown in the W&B table")
+
+
+@dataclass
 class TrackingConfig:
     wandb: WandbConfig = field(default_factory=WandbConfig, metadata={"help": "Weights & Biases settings"})
+    eval: EndEvalConfig | None = help_field(None, "score the saved model at the end of training; logged to W&B")
     peak_tflops: float | None = help_field(None, "peak TFLOP/s per device for MFU; default: a table of known GPUs (none on CPU)")
 
 
@@ -282,9 +302,9 @@ def apply_override(tree: dict, override: str) -> None:
                 raise RecipeError(f"override '{override}': {'.'.join(keys[:i])} has {len(node)} items; '{key}' is not an index")
             node = node[int(key)]
         else:
-            node = node.setdefault(key, {})
-            if node is None:
-                node = tree[key] = {}
+            if node.get(key) is None:  # absent or null (`lora: null`): a nested override creates the mapping
+                node[key] = {}
+            node = node[key]
     last = keys[-1]
     if isinstance(node, list):
         if not last.isdigit() or int(last) >= len(node):
@@ -311,6 +331,11 @@ def validate(recipe: Recipe) -> None:
     m, d = recipe.model, recipe.data
     if not m.name_or_path and not m.init:
         raise RecipeError("model: set model.name_or_path (hub id or directory) or model.init (architecture dict)")
+    if m.lora is not None and m.init:
+        raise RecipeError("model.lora: needs a pretrained base (model.name_or_path), not model.init: "
+                          "an adapter over random weights could not be reloaded")
+    if m.lora is not None and (m.lora.r <= 0 or m.lora.alpha <= 0 or not 0.0 <= m.lora.dropout < 1.0):
+        raise RecipeError(f"model.lora: r ({m.lora.r}) and alpha ({m.lora.alpha}) must be positive, dropout ({m.lora.dropout}) in [0, 1)")
     if m.init and not (m.tokenizer or m.name_or_path):
         raise RecipeError("model.tokenizer: required with model.init (no pretrained model to take a tokenizer from)")
     if not d.sources:

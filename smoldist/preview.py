@@ -17,9 +17,7 @@ import numpy as np
 
 from smoldist.config import DataConfig, ModelConfig
 from smoldist.encode import IGNORE
-from smoldist.prepare import SourceCounts, chat_template_for, iter_documents, make_encoder
-from smoldist.tokenizer import load_prep_tokenizer
-from smoldist.sources import resolve_source
+from smoldist.prepare import SourceCounts, iter_documents, make_encoder, plan_store
 
 OPEN, CLOSE = "[[", "]]"
 
@@ -50,9 +48,9 @@ def preview(model: ModelConfig, data: DataConfig, n: int = 3, color: bool | None
     out = out or sys.stdout
     color = out.isatty() if color is None else color
     console = Console(file=out, force_terminal=color, no_color=not color, highlight=False, soft_wrap=True)
-    sources = [resolve_source(s, f"data.sources.{i}") for i, s in enumerate(data.sources)]
-    tok = load_prep_tokenizer(model)
-    encoder = make_encoder(tok, chat_template_for(model, data), data.loss_on)
+    plan = plan_store(model, data)  # the sources, tokenizer and template that `prepare` would use
+    sources, tok = plan.sources, plan.tok
+    encoder = make_encoder(tok, plan.template, data.loss_on)
     counts = [SourceCounts() for _ in sources]
     doc_source: list[int] = []
     docs = list(itertools.islice((d for batch in iter_documents(sources, data, counts, doc_source) for d in batch), n))

@@ -1,10 +1,14 @@
 """Honest throughput: real (document) tokens, trained tokens, data wait, and MFU for packed batches.
 
 FLOPs of one training step (forward + backward), over the documents actually in it:
-    6 * N * T  +  12 * L * d * sum(s_i^2)
+    (2 N + 2 N + 2 N_t) * T  +  12 * L * d * sum(s_i^2)
+     fwd   act.grad  weight grad
 N: parameters that take part in matmuls (all of them, less the input embedding when untied);
-T: real tokens (no padding); L: layers; d: attention width (heads x head_dim); s_i: length of each
-document. The attention term is summed per document, because a packed row of documents costs what
+N_t: those of them that train; T: real tokens (no padding); L: layers; d: attention width
+(heads x head_dim); s_i: length of each document. Forward costs 2N per token; the backward pass
+computes activation gradients through every matmul (2N) but weight gradients only for trainable
+weights (2 N_t). Full fine-tuning has N_t = N: the usual 6NT. LoRA has N = base + adapter and
+N_t = adapter only, so a LoRA step counts about 4NT: frozen weights need no weight gradients. The attention term is summed per document, because a packed row of documents costs what
 its documents cost, not what one row-long sequence would. For a single document filling a row,
 this equals the usual non-packed 6NT + 12 L d S^2 per row.
 
@@ -45,19 +49,27 @@ class FlopModel:
     n_matmul_params: int
     layers: int
     attn_width: int
+    n_trainable_matmul_params: int | None = None  # None: all of them train (full fine-tuning)
 
     @classmethod
     def of(cls, model) -> "FlopModel":
         cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
-        total = sum(p.numel() for p in model.parameters())
-        embed = model.get_input_embeddings().weight.numel()
+        numel = lambda p: getattr(p, "ds_numel", None) or p.numel()  # noqa: E731  (ZeRO-3 partitions parameters)
+        total = sum(numel(p) for p in model.parameters())
+        trainable = sum(numel(p) for p in model.parameters() if p.requires_grad)
+        embed_w = model.get_input_embeddings().weight
+        embed = numel(embed_w)
         tied = getattr(cfg, "tie_word_embeddings", False)
         n = total if tied else total - embed  # the tied matrix is used once, as the LM head matmul
+        if not tied and embed_w.requires_grad:
+            trainable -= embed  # an untied input embedding's gradient is a scatter, not a matmul
         head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-        return cls(n, cfg.num_hidden_layers, cfg.num_attention_heads * head_dim)
+        return cls(n, cfg.num_hidden_layers, cfg.num_attention_heads * head_dim, trainable)
 
     def flops(self, tokens: int, sum_sq_lengths: int) -> float:
-        return 6.0 * self.n_matmul_params * tokens + 12.0 * self.layers * self.attn_width * sum_sq_lengths
+        n, nt = self.n_matmul_params, self.n_trainable_matmul_params
+        nt = n if nt is None else nt
+        return (4.0 * n + 2.0 * nt) * tokens + 12.0 * self.layers * self.attn_width * sum_sq_lengths
 
 
 def batch_stats(inputs: dict) -> tuple[int, int, int]:

@@ -33,6 +33,14 @@ def gradient_accumulation(global_batch_tokens: int | None, per_device_rows: int,
     return global_batch_tokens // micro
 
 
+def train_defaults(recipe: Recipe) -> dict:
+    """smoldist's defaults for `train` keys that more than one stage reads (one source for both)."""
+    import torch
+
+    # without use_cpu, CPU ranks run as independent copies
+    return {"output_dir": f"runs/{recipe.name}", "use_cpu": not torch.cuda.is_available()}
+
+
 def sft_config(recipe: Recipe, world_size: int, report_to: list[str]):
     """The trl.SFTConfig for a pre-packed store: TRL must not re-template, re-tokenize or re-pack."""
     import torch
@@ -40,11 +48,9 @@ def sft_config(recipe: Recipe, world_size: int, report_to: list[str]):
 
     from smoldist.precision import autocast_flags
 
-    train = dict(recipe.train)
+    train = {**train_defaults(recipe), **recipe.train}
     gbt = train.pop("global_batch_tokens", None)
     rows = train.setdefault("per_device_train_batch_size", 8)
-    train.setdefault("output_dir", f"runs/{recipe.name}")
-    train.setdefault("use_cpu", not torch.cuda.is_available())  # without it, CPU ranks run as independent copies
     on_gpu = torch.cuda.is_available() and not train["use_cpu"]
     for key, value in autocast_flags(recipe.model.dtype, recipe.model.master_weights, on_gpu).items():
         train.setdefault(key, value)  # autocast to model.dtype over fp32 weights (smoldist/precision.py)
@@ -64,6 +70,15 @@ def sft_config(recipe: Recipe, world_size: int, report_to: list[str]):
         assistant_only_loss=False,  # labels in the store already carry the mask
         dataset_kwargs={"skip_prepare_dataset": True},
     )
+
+
+def lora_extra(model, recipe: Recipe) -> dict:
+    """For LoRA runs, each rank also records a checksum of the frozen base weights (they must not move)."""
+    if recipe.model.lora is None:
+        return {}
+    from smoldist.lora import frozen_checksum
+
+    return {"frozen_sha256": frozen_checksum(model)}
 
 
 def log_image(key: str, path) -> None:
@@ -114,11 +129,12 @@ def _run(recipe: Recipe, stop) -> dict:
     from smoldist.throughput import FlopModel, ThroughputMeter, device_peak_tflops
     from smoldist.tracking import RunInfoCallback, configure_wandb, plot_loss_curve, run_info
     from smoldist.trainer import SmoldistTrainer, StepCounter
+    from smoldist.console import quiet_console
+    from smoldist.lora import count_parameters
 
     # ---- distributed state and the prepared store (built once, by the main process)
-    import torch
-
-    dist = dist_info(cpu=recipe.train.get("use_cpu", not torch.cuda.is_available()))
+    defaults = {**train_defaults(recipe), **recipe.train}
+    dist = dist_info(cpu=defaults["use_cpu"])
     expected = os.environ.get(EXPECTED_WORLD_ENV)
     check_world(dist, int(expected) if expected else None)
     from accelerate import PartialState
@@ -139,21 +155,29 @@ def _run(recipe: Recipe, stop) -> dict:
                    f"tokenizer's eos was {stops.previous_eos}); pad is {stops.pad}")
 
     # ---- trainer
-    output_dir = recipe.train.get("output_dir", f"runs/{recipe.name}")
-    report_to = configure_wandb(recipe.tracking.wandb, recipe.name, output_dir, dist.is_main)
+    report_to = configure_wandb(recipe.tracking.wandb, recipe.name, defaults["output_dir"], dist.is_main)
     args = sft_config(recipe, dist.world_size, report_to)
     if eval_ds is None and args.eval_strategy != "no":
         raise RecipeError("train.eval_strategy: set, but the store has no eval split; set data.eval_fraction > 0")
     stop.install()  # SIGUSR1 / SIGTERM: finish the step, checkpoint, stop (and requeue under Slurm)
     preemption = PreemptionCallback(stop)
-    meter = ThroughputMeter(FlopModel.of(model), device_peak_tflops(recipe.tracking.peak_tflops), dist.world_size)
+    lora = None
+    if recipe.model.lora is not None:  # TRL wraps the model in a peft.PeftModel (frozen base + adapter)
+        from smoldist.lora import peft_config, pin_base_path
+
+        pin_base_path(model)
+        lora = peft_config(recipe.model.lora)
     trainer = SmoldistTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer,
-                              callbacks=[preemption, StepCounter(meter)])
-    trainer.meter = meter
+                              callbacks=[preemption], peft_config=lora)
+    quiet_console(trainer)  # one line per log on screen; the dicts stay in trainer_state.json and W&B
+    trainer.meter = meter = ThroughputMeter(FlopModel.of(trainer.model), device_peak_tflops(recipe.tracking.peak_tflops),
+                                            dist.world_size)  # counted after peft: trainable weights decide the FLOPs
+    trainer.add_callback(StepCounter(meter))
     trainer.add_callback(RunInfoCallback(run_info(recipe.to_dict(), store.manifest, dist.world_size, engine_name(trainer),
                                                   trainer.accelerator.state), store.path / "report.png"))
-    n_params = sum(p.numel() for p in model.parameters())
-    print0(f"smoldist train: {recipe.name}: {n_params / 1e6:.2f} M parameters, world size {dist.world_size}, "
+    n_params, n_trainable = count_parameters(trainer.model)
+    trained = "" if n_trainable == n_params else f" ({n_trainable / 1e6:.3f} M trainable: LoRA)"
+    print0(f"smoldist train: {recipe.name}: {n_params / 1e6:.2f} M parameters{trained}, world size {dist.world_size}, "
            f"{len(train_ds):,} rows x {recipe.data.seq_len} tokens, grad accumulation {args.gradient_accumulation_steps}, "
            f"store {store.path}")
 
@@ -172,13 +196,17 @@ def _run(recipe: Recipe, stop) -> dict:
 
     # ---- save model, tokenizer, trainer state, the resolved recipe, and what each rank saw
     trainer.save_model(args.output_dir)
-    write_rank_report(args.output_dir, dist, trainer.model, engine_name(trainer))
+    write_rank_report(args.output_dir, dist, trainer.model, engine_name(trainer), lora_extra(trainer.model, recipe))
     if trainer.is_world_process_zero():
         cast_saved_model(args.output_dir, recipe.model.dtype)  # fp32 masters trained; the model ships in model.dtype
         trainer.save_state()
         save_recipe(recipe, Path(args.output_dir) / "recipe.yaml")
         curve = plot_loss_curve(trainer.state.log_history, Path(args.output_dir) / "loss.png")
         log_image("train/loss_curve", curve)
+        if recipe.tracking.eval is not None:  # score what was saved, as `smoldist eval` would
+            from smoldist.evaluate import eval_at_end
+
+            eval_at_end(recipe.tracking.eval, args.output_dir)
     finish_wandb()
     print0(f"smoldist train: saved model to {args.output_dir} (train loss {result.training_loss:.4f})")
     return dict(result.metrics, output_dir=args.output_dir, resumed_from=resume)

@@ -8,6 +8,7 @@ import time
 from transformers import TrainerCallback
 from trl import SFTTrainer
 
+from smoldist.console import eval_line, write_line
 from smoldist.throughput import ThroughputMeter
 
 
@@ -31,7 +32,9 @@ class SmoldistTrainer(SFTTrainer):
         if self.meter is not None and "loss" in logs:  # a training log (not eval): every rank is here
             logs.update(self.meter.report())
             if self.is_world_process_zero():
-                print(compact_line(self.state.global_step, logs), flush=True)
+                write_line(compact_line(self.state.global_step, logs))
+        elif "eval_loss" in logs and self.is_world_process_zero():
+            write_line(eval_line(self.state.global_step, logs))
         super().log(logs, start_time)
 
 

@@ -72,3 +72,15 @@ def test_cli_bad_input_prints_one_line_and_exits_2(tmp_path):
     bad.write_text("model: {init: {hidden_size: 8}, tokenizer: pkg:demo/tokenizer}\ndata: {sources: [{path: missing.jsonl}]}\n")
     p = subprocess.run([sys.executable, "-m", "smoldist.train", str(bad)], capture_output=True, text=True)
     assert p.returncode == 2 and p.stderr.strip().endswith("data.sources.0.path: no file matches 'missing.jsonl'")
+
+
+def test_train_defaults_have_one_source_and_hub_keys_pass_through(tiny_recipe):
+    from smoldist.train import sft_config, train_defaults
+
+    r = load_recipe(tiny_recipe, ["train.push_to_hub=true", "train.hub_model_id=me/smol-lora",
+                                  "train.hub_private_repo=true"])
+    r.train.pop("output_dir")  # as if the recipe had none
+    args = sft_config(r, 1, [])
+    assert args.output_dir == train_defaults(r)["output_dir"] == f"runs/{r.name}"
+    assert args.use_cpu == train_defaults(r)["use_cpu"]
+    assert args.push_to_hub and args.hub_model_id == "me/smol-lora" and args.hub_private_repo

@@ -1,0 +1,24 @@
+"""The training console: one `smoldist |` line per logging step and per evaluation, no raw trainer dicts."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import recipe_dict, write_recipe
+from smoldist.config import load_recipe
+from smoldist.train import run
+
+
+def test_console_has_one_line_per_log_and_per_eval_and_no_trainer_dicts(tmp_path, conversations_file, capsys):
+    raw = recipe_dict(tmp_path, [{"path": str(conversations_file)}],
+                      train={"max_steps": 4, "eval_strategy": "steps", "eval_steps": 2, "logging_steps": 1})
+    raw["data"]["eval_fraction"] = 0.25
+    run(load_recipe(write_recipe(tmp_path, raw)))
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    assert [l.split(" | ")[1] for l in lines if l.startswith("smoldist | ")] == [
+        "step 1", "step 2", "eval step 2", "step 3", "step 4", "eval step 4"]
+    assert not [l for l in (out + err).splitlines() if "{'" in l], "a raw trainer dict reached the console"
+    history = json.loads((tmp_path / "run" / "trainer_state.json").read_text())["log_history"]
+    assert [h["step"] for h in history if "loss" in h] == [1, 2, 3, 4]  # the dicts are kept where they belong
+    assert [h["step"] for h in history if "eval_loss" in h] == [2, 4] and "train_runtime" in history[-1]

@@ -1,0 +1,136 @@
+"""`smoldist eval`: gsm8k exact match (tiny model, a LoRA run, the real SmolLM2-135M-Instruct) and held-out loss."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from conftest import recipe_dict, write_jsonl, write_recipe
+from smoldist.cli import main
+from smoldist.config import load_recipe
+from smoldist.evaluate import extract_answer, read_gsm8k
+from smoldist.train import run
+
+GSM8K_4 = Path(__file__).parent / "data" / "gsm8k_test_4.jsonl"  # the first 4 real gsm8k test records
+KEYS = {"question", "completion", "extracted", "gold", "correct"}
+
+
+def own_reading(text: str) -> str | None:
+    """The test's own reading of an answer: the number after '####' (commas/$ dropped, trailing '.' and '.0' cut),
+    else the last number."""
+    found = re.findall(r"####\s*\$?\s*(-?[0-9.,]*[0-9])", text) or re.findall(r"-?[0-9][0-9,]*(?:\.[0-9]+)?", text)
+    if not found:
+        return None
+    s = found[0 if "####" in text else -1].replace(",", "")
+    return s.rstrip("0").rstrip(".") if "." in s else s
+
+
+def check_result(result: dict, data: Path, n: int) -> None:
+    golds = [own_reading(json.loads(line)["answer"]) for line in data.read_text().splitlines()[:n]]
+    questions = [json.loads(line)["question"] for line in data.read_text().splitlines()[:n]]
+    assert result["n"] == n == len(result["records"])
+    assert [r["question"] for r in result["records"]] == questions
+    assert [r["gold"] for r in result["records"]] == golds
+    for r in result["records"]:
+        assert KEYS <= set(r)
+        assert r["extracted"] == own_reading(r["completion"])
+        assert r["correct"] == (own_reading(r["completion"]) == r["gold"])
+    assert result["accuracy"] == pytest.approx(sum(r["correct"] for r in result["records"]) / n)
+
+
+@pytest.mark.parametrize("text, want", [
+    ("so 9 * 2 = 18.\n#### 18", ("18", "####")),
+    ("#### 1,234.", ("1234", "####")),
+    ("#### $70,000", ("70000", "####")),
+    ("####18.00", ("18", "####")),
+    ("#### -3.50", ("-3.5", "####")),
+    ("She has 5 apples, then 7. The answer is 12.", ("12", "last number")),
+    ("I do not know.", (None, "none")),
+])
+def test_answers_are_read_from_the_hash_line_with_the_last_number_as_fallback(text, want):
+    assert extract_answer(text) == want
+
+
+def test_gsm8k_reader_counts_what_it_skips(tmp_path):
+    f = write_jsonl(tmp_path / "q.jsonl", [{"question": "1+1?", "answer": "1+1=2\n#### 2"}, "{bad json",
+                                          {"question": "no answer field"}, {"question": "q", "answer": "no hash line 4"}])
+    items, skipped = read_gsm8k(str(f))
+    assert [(i["question"], i["gold"]) for i in items] == [("1+1?", "2")]
+    assert dict(skipped) == {"bad_json": 1, "missing_field": 1, "no_gold_answer": 1}
+
+
+def test_eval_on_a_tiny_run_writes_the_json_and_left_padded_batches_match_one_by_one(tiny_recipe, tmp_path, capsys):
+    run(load_recipe(tiny_recipe))
+    model = str(tmp_path / "run")
+    args = ["eval", model, "--data", str(GSM8K_4), "--format", "gsm8k", "-n", "3", "--max-new-tokens", "8"]
+    assert main([*args, "--batch-size", "3", "--out", str(tmp_path / "b3.json")]) == 0
+    assert "accuracy" in capsys.readouterr().out
+    batched = json.loads((tmp_path / "b3.json").read_text())
+    check_result(batched, GSM8K_4, 3)
+    assert main([*args, "--batch-size", "1", "--out", str(tmp_path / "b1.json")]) == 0
+    single = json.loads((tmp_path / "b1.json").read_text())
+    assert [r["completion"] for r in batched["records"]] == [r["completion"] for r in single["records"]]
+
+
+def test_eval_scores_a_lora_run(tmp_path, conversations_file):
+    from test_lora import LORA, save_tiny_base
+
+    raw = recipe_dict(tmp_path, [{"path": str(conversations_file)}], train={"max_steps": 2})
+    raw["model"] = {"name_or_path": str(save_tiny_base(tmp_path / "base")), "dtype": "float32", "lora": dict(LORA)}
+    run(load_recipe(write_recipe(tmp_path, raw)))
+    assert main(["eval", str(tmp_path / "run"), "--data", str(GSM8K_4), "-n", "2", "--max-new-tokens", "4",
+                 "--out", str(tmp_path / "e.json")]) == 0
+    check_result(json.loads((tmp_path / "e.json").read_text()), GSM8K_4, 2)
+
+
+def test_eval_loss_equals_the_trainers_own_eval_of_the_saved_model(tmp_path, conversations_file, capsys):
+    raw = recipe_dict(tmp_path, [{"path": str(conversations_file)}],
+                      train={"eval_strategy": "steps", "eval_steps": 3, "per_device_eval_batch_size": 2})
+    raw["data"]["eval_fraction"] = 0.25
+    run(load_recipe(write_recipe(tmp_path, raw)))
+    history = json.loads((tmp_path / "run" / "trainer_state.json").read_text())["log_history"]
+    (final,) = [h["eval_loss"] for h in history if "eval_loss" in h and h["step"] == 3]
+    assert main(["eval", str(tmp_path / "run"), "--loss", "--out", str(tmp_path / "loss.json")]) == 0
+    assert json.loads((tmp_path / "loss.json").read_text())["eval_loss"] == pytest.approx(final, abs=1e-5)
+    assert f"eval loss {final:.4f}" in capsys.readouterr().out
+
+
+def test_eval_without_data_or_loss_is_a_clear_error(tmp_path, capsys):
+    assert main(["eval", str(tmp_path)]) == 2
+    assert "give --data FILE" in capsys.readouterr().err
+
+
+@pytest.mark.real
+def test_eval_real_smollm2_instruct_on_real_gsm8k_questions(real_instruct, tmp_path):
+    out = tmp_path / "real.json"
+    assert main(["eval", str(real_instruct), "--data", str(GSM8K_4), "--format", "gsm8k", "-n", "4", "--batch-size", "4",
+                 "--max-new-tokens", "48", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    check_result(result, GSM8K_4, 4)
+    assert all(r["completion"] for r in result["records"])  # it answered in words, and stopped at <|im_end|>
+
+
+def test_tracking_eval_scores_the_saved_model_and_logs_to_wandb(tiny_recipe, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+    from smoldist.wandb_offline import read_run
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env["HOME"] = str(tmp_path / "home")
+    p = subprocess.run([sys.executable, "-m", "smoldist", "train", str(tiny_recipe), "tracking.wandb.mode=offline",
+                        f"tracking.eval.data={GSM8K_4}", "tracking.eval.n=2", "tracking.eval.max_new_tokens=4"],
+                       capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    result = json.loads((tmp_path / "run" / "eval_gsm8k.json").read_text())
+    check_result(result, GSM8K_4, 2)
+    assert f"smoldist | eval gsm8k | accuracy {result['accuracy']:.1%}" in p.stdout
+    (run_file,) = (tmp_path / "run" / "wandb").glob("offline-run-*/run-*.wandb")
+    logged = [h for h in read_run(run_file).history if "eval/gsm8k_accuracy" in h]
+    assert len(logged) == 1 and logged[0]["eval/gsm8k_accuracy"] == result["accuracy"]
+    assert logged[0]["eval/gsm8k_samples/_type"] == "table-file" and logged[0]["eval/gsm8k_samples/nrows"] == 2
