@@ -56,7 +56,8 @@ class ModelConfig:
     chat_template: str = help_field("smollm2", "bundled template name (smollm2) or a path to a .jinja file")
     default_system_prompt: bool = help_field(True, "smollm2: insert SmolLM's default system prompt when a conversation has none")
     dtype: Literal["bfloat16", "float16", "float32"] = help_field("bfloat16", "weights dtype when loading or initialising")
-    attn_implementation: str = help_field("sdpa", "sdpa | eager | flash_attention_2 | flex_attention")
+    attn_implementation: Literal["varlen", "flex_attention", "sdpa", "eager", "flash_attention_2", "flash_attention_3"] = help_field(
+        "sdpa", "varlen: torch's varlen FlashAttention, packed rows without a T x T mask (see docs/performance.md)")
     revision: str | None = help_field(None, "hub revision (branch, tag or commit) of the model")
     seed: int = help_field(0, "seed for random init")
 

@@ -29,10 +29,14 @@ def architecture_config(init: dict, tokenizer):
     return AutoConfig.for_model(model_type, **init)
 
 
-def build_model(cfg: ModelConfig, tokenizer):
+def build_model(cfg: ModelConfig, tokenizer, training: bool = True):
     import torch
     from transformers import AutoModelForCausalLM
 
+    from smoldist.attention import check_attn_implementation, register
+
+    check_attn_implementation(cfg.attn_implementation, training)
+    register()  # `varlen` becomes a name transformers knows
     dtype = getattr(torch, cfg.dtype)
     if cfg.init:
         config = architecture_config(cfg.init, tokenizer)

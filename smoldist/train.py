@@ -33,6 +33,13 @@ def gradient_accumulation(global_batch_tokens: int | None, per_device_rows: int,
     return global_batch_tokens // micro
 
 
+def eval_rows(attn_implementation: str, train_rows: int) -> int:
+    """Eval rows per device: one packed row with sdpa/eager (their mask is (rows x seq_len)^2), else as in training."""
+    from smoldist.attention import DENSE_MASK
+
+    return 1 if attn_implementation in DENSE_MASK else train_rows
+
+
 def sft_config(recipe: Recipe, world_size: int, report_to: list[str]):
     """The trl.SFTConfig for a pre-packed store: TRL must not re-template, re-tokenize or re-pack."""
     import torch
@@ -41,6 +48,7 @@ def sft_config(recipe: Recipe, world_size: int, report_to: list[str]):
     train = dict(recipe.train)
     gbt = train.pop("global_batch_tokens", None)
     rows = train.setdefault("per_device_train_batch_size", 8)
+    train.setdefault("per_device_eval_batch_size", eval_rows(recipe.model.attn_implementation, rows))
     train.setdefault("output_dir", f"runs/{recipe.name}")
     train.setdefault("use_cpu", not torch.cuda.is_available())  # without it, CPU ranks run as independent copies
     on_gpu = torch.cuda.is_available() and not train["use_cpu"]
