@@ -70,7 +70,7 @@ def warn_dense_packed(attn_implementation: str, inputs: dict) -> None:
     _dense_warned = True
     t = inputs["input_ids"].shape[-1]
     warnings.warn(f"attn_implementation '{attn_implementation}' on packed rows: transformers builds a dense {t} x {t} "
-                  f"mask ({t * t / 2**20:,.0f} MiB as bool) and computes all {t}^2 scores for {docs} documents; "
+                  f"mask ({t * t / 2**20:,.1f} MiB as bool) and computes all {t}^2 scores for {docs} documents; "
                   f"set model.attn_implementation=varlen (or flex_attention on a GPU) to attend within documents only",
                   stacklevel=2)
 
