@@ -71,3 +71,22 @@ def test_attention_names_are_checked_before_anything_runs(tmp_path):
     assert p.returncode == 2 and "--attn: unknown 'nope'" in p.stderr
     p = subprocess.run([*bench, "--attn", "flex_attention"], capture_output=True, text=True, timeout=120)
     assert p.returncode == 2 and "no backward on CPU" in p.stderr
+
+
+def test_merge_keeps_every_stage_and_picks_each_paths_fastest_setting(tmp_path):
+    def stage(name, attn, compile_, smol, bfd):
+        paths = {"smoldist": {"tokens_per_s": smol, "mfu": None}, "trl-bfd": {"tokens_per_s": bfd, "mfu": None}}
+        r = {"mode": "full", "device": "GPU X", "peak_tflops": 989, "versions": {}, "corpus": {},
+             "settings": {"compile": compile_}, "configs": [{"shape": "135M", "seq_len": 2048, "attn": attn, "paths": paths}]}
+        (tmp_path / f"train_throughput-{name}.json").write_text(json.dumps(r))
+        return tmp_path / f"train_throughput-{name}.json"
+
+    files = [stage("attn", "sdpa", False, 100.0, 90.0), stage("compile", "varlen", True, 300.0, 200.0)]
+    out = tmp_path / "merged.json"
+    p = subprocess.run([sys.executable, str(REPO / "bench" / "gpu" / "merge_results.py"), *map(str, files), "--out", str(out)],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    merged = json.loads(out.read_text())
+    assert merged["mode"] == "full" and len(merged["configs"]) == 2
+    (best,) = merged["best"]
+    assert best["paths"]["smoldist"]["attn"] == "varlen+compile" and best["ratios"]["smoldist/trl-bfd"] == 1.5
