@@ -115,18 +115,28 @@ def segments(kwargs: dict, attention_mask, batch: int, length: int, device) -> t
 
 # ---- the attention function transformers calls (query/key/value: [B, H, T, D]; returns [B, T, H, D])
 
-def _varlen_kernel():
-    from torch.nn.attention.varlen import varlen_attn
+_kernel: tuple = ()  # (varlen_attn, its keyword names), looked up once
 
-    params = inspect.signature(varlen_attn).parameters
-    return varlen_attn, "window_size" in params, "enable_gqa" in params
+
+def _varlen_kernel():
+    global _kernel
+    if not _kernel:
+        from torch.nn.attention.varlen import varlen_attn
+
+        _kernel = (varlen_attn, frozenset(inspect.signature(varlen_attn).parameters))
+    return _kernel
 
 
 def _kernel_attention(q, k, v, cu, max_len, scale):
-    """torch's varlen FlashAttention (CUDA, fp16/bf16), causal within each segment."""
-    varlen_attn, has_window, has_gqa = _varlen_kernel()
-    kw = {"scale": scale}
-    kw.update({"window_size": (-1, 0)} if has_window else {"is_causal": True})  # torch 2.10-2.11 took is_causal
+    """torch's varlen FlashAttention (CUDA, fp16/bf16), causal within each segment. Its keywords changed across
+    torch versions (2.10: is_causal, no scale or GQA; 2.13: window_size, scale, enable_gqa): take what is there."""
+    varlen_attn, params = _varlen_kernel()
+    kw = {"window_size": (-1, 0)} if "window_size" in params else {"is_causal": True}
+    if "scale" in params:
+        kw["scale"] = scale
+    elif scale is not None and abs(scale * q.shape[-1] ** 0.5 - 1) > 1e-6:  # its fixed scale is 1/sqrt(d): fold into q
+        q = q * (scale * q.shape[-1] ** 0.5)
+    has_gqa = "enable_gqa" in params
     if q.shape[1] != k.shape[1]:
         if has_gqa:
             kw["enable_gqa"] = True

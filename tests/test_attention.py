@@ -173,3 +173,31 @@ def test_training_with_varlen_equals_sdpa_and_saves_a_plain_transformers_model(t
              f"m = M.from_pretrained({str(tmp_path / 'varlen')!r}); print(m.config._attn_implementation)")
     p = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-2000:]
+
+
+@pytest.mark.parametrize("generation", ["torch-2.10", "torch-2.13"])
+def test_kernel_call_adapts_to_the_varlen_signature_of_each_torch(monkeypatch, generation):
+    """The CUDA kernel's keywords differ by torch version (the GPU image has 2.11, this machine 2.13): the call
+    adapts. The kernel here is a CPU stand-in with each version's signature (the real one: tests/test_gpu.py)."""
+    seen = {}
+
+    def old(q, k, v, cu_q, cu_k, max_q, max_k, is_causal=False, return_aux=None):  # 2.10: no scale, no GQA
+        seen.update(is_causal=is_causal, heads=(q.shape[1], k.shape[1]))
+        return attention._reference_attention(q.float(), k.float(), v.float(), cu_q, None)
+
+    def new(q, k, v, cu_q, cu_k, max_q, max_k, *, return_aux=None, scale=None, window_size=(-1, -1), enable_gqa=False):
+        seen.update(window=window_size, gqa=enable_gqa, scale=scale)
+        return attention._reference_attention(q.float(), k.float(), v.float(), cu_q, scale)
+
+    fake = old if generation == "torch-2.10" else new
+    monkeypatch.setattr(attention, "_kernel", (fake, frozenset(__import__("inspect").signature(fake).parameters)))
+    torch.manual_seed(0)
+    q, k, v = torch.randn(20, 4, 16), torch.randn(20, 2, 16), torch.randn(20, 2, 16)
+    cu = torch.tensor([0, 7, 20], dtype=torch.int32)
+    got = attention._kernel_attention(q, k, v, cu, 13, 0.3)  # a scale that is not 1/sqrt(16)
+    want = attention._reference_attention(q, k, v, cu, 0.3)
+    assert got.dtype == torch.float32 and torch.allclose(got, want, atol=3e-2)  # the kernel ran in bf16
+    if generation == "torch-2.10":
+        assert seen == {"is_causal": True, "heads": (4, 4)}  # causal flag, KV heads repeated, scale folded into q
+    else:
+        assert seen == {"window": (-1, 0), "gqa": True, "scale": 0.3}
