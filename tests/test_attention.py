@@ -201,3 +201,24 @@ def test_kernel_call_adapts_to_the_varlen_signature_of_each_torch(monkeypatch, g
         assert seen == {"is_causal": True, "heads": (4, 4)}  # causal flag, KV heads repeated, scale folded into q
     else:
         assert seen == {"window": (-1, 0), "gqa": True, "scale": 0.3}
+
+
+@pytest.mark.slow
+def test_two_process_ddp_with_varlen_trains_as_one_job_like_sdpa(tmp_path, conversations_file):
+    """Every rank of a real `accelerate launch` registers varlen; the run is one job and matches sdpa's losses."""
+    from conftest import REPO, write_recipe
+    from conftest import recipe_dict as rd
+    from test_distributed import accelerate, assert_one_job, losses
+
+    recipe = write_recipe(tmp_path, rd(tmp_path, [{"path": str(conversations_file)}],
+                                       train={"max_steps": 3, "save_steps": 100, "per_device_train_batch_size": 1}))
+    config = str(REPO / "accelerate_configs" / "cpu_ddp.yaml")
+    seen = {}
+    for attn in ("sdpa", "varlen"):
+        p = accelerate(["--config_file", config, "-m", "smoldist.train", str(recipe), f"model.attn_implementation={attn}",
+                        f"train.output_dir={tmp_path / attn}"])
+        assert p.returncode == 0, p.stderr[-4000:]
+        assert ("builds a dense" in p.stderr) == (attn == "sdpa")  # the run used the attention it was given
+        assert_one_job(tmp_path / attn, 2)
+        seen[attn] = losses(tmp_path / attn)
+    assert len(seen["varlen"]) == 3 and seen["varlen"] == pytest.approx(seen["sdpa"], rel=1e-4)
