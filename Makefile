@@ -7,7 +7,7 @@ PYTEST := $(BIN)/python -m pytest
 
 REAL_STAMP := $(VENV)/.real-stamp
 
-.PHONY: install install-real demo test test-slow test-real test-slurm test-all clean
+.PHONY: install install-real demo test test-slow test-real test-slurm test-all gpu-wheels clean
 
 # Installs with constraints.txt so torch stays the CPU wheel (a bare `torch` pulls CUDA builds).
 $(STAMP): pyproject.toml constraints.txt
@@ -51,6 +51,10 @@ test-slurm: install
 	$(PYTEST) -q -m "slurm"
 
 test-all: test test-slow test-real test-slurm
+
+# Wheels the GPU machine lacks (trl, datasets, deepspeed, wandb, ...) into .whl/, for bench/gpu/run_all.sh.
+gpu-wheels: install
+	$(BIN)/python bench/gpu/fetch_wheels.py
 
 clean:
 	rm -rf runs prepared .pytest_cache

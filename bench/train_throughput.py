@@ -2,7 +2,8 @@
 
     python bench/train_throughput.py --cpu-smoke                      # all three paths on CPU, tiny model, < 1 min
     python bench/train_throughput.py                                  # GPU: 135M/360M/1.7B x seq_len 2048/4096
-    python bench/train_throughput.py --shapes 1.7B --seq-lens 4096 --attn flash_attention_2 --steps 30
+    python bench/train_throughput.py --shapes 1.7B --seq-lens 4096 --attn varlen --steps 30
+    python bench/train_throughput.py --attn varlen,flex_attention,sdpa      # each path under each attention
 
 Random-init SmolLM2-shaped Llama models (tied embeddings, vocab 49152) train for `--warmup` optimizer steps,
 then `--steps` timed steps, on a multi-turn corpus (1-4 gsm8k question/answer turns per conversation, built by
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import itertools
 import json
 import os
 import subprocess
@@ -35,6 +37,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 PATHS = ("trl-nopack", "trl-bfd", "smoldist")
+ATTN = ("sdpa", "varlen", "flex_attention", "eager", "flash_attention_2")
 SMOLLM2 = {"vocab_size": 49152, "tie_word_embeddings": True, "rms_norm_eps": 1e-5}
 SHAPES = {
     "135M": dict(SMOLLM2, hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3),
@@ -64,7 +67,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--rows", type=int, default=None, help="packed rows per micro-batch (default: 16384 tokens' worth)")
     ap.add_argument("--nopack-batch", type=int, default=None, help="trl-nopack conversations per micro-batch (default: token-matched)")
     ap.add_argument("--paths", default=",".join(PATHS), help="comma-separated subset of " + ", ".join(PATHS))
-    ap.add_argument("--attn", default="sdpa", choices=["sdpa", "flex_attention", "flash_attention_2"])
+    ap.add_argument("--attn", default="sdpa", help=f"comma-separated, of {', '.join(ATTN)}: every path runs under each")
     ap.add_argument("--compile", action="store_true", help="torch_compile=True in all three paths")
     ap.add_argument("--liger", action="store_true", help="use_liger_kernel=True in all three paths (needs liger-kernel)")
     ap.add_argument("--activation-checkpointing", action="store_true", help="in all three paths (default off: H200 has the memory)")
@@ -95,11 +98,15 @@ def parse_args(argv=None) -> argparse.Namespace:
             ap.error(f"--paths: unknown '{p}'; choose from {', '.join(PATHS)}")
     if args.warmup < 1 or args.steps < 1:
         ap.error("--warmup and --steps must be at least 1 (the clock starts at the end of the last warm-up step)")
-    if args.cpu_smoke and args.attn == "flex_attention":
-        ap.error("--attn flex_attention: FlexAttention has no backward on CPU; use sdpa with --cpu-smoke")
+    args.attn = [a.strip() for a in args.attn.split(",") if a.strip()]
+    for a in args.attn:
+        if a not in ATTN:
+            ap.error(f"--attn: unknown '{a}'; choose from {', '.join(ATTN)}")
+    if args.cpu_smoke and "flex_attention" in args.attn:
+        ap.error("--attn flex_attention: FlexAttention has no backward on CPU; use sdpa or varlen with --cpu-smoke")
     if args.liger and importlib.util.find_spec("liger_kernel") is None:
         ap.error("--liger: the liger-kernel package is not importable here (pip install liger-kernel)")
-    if args.attn == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
+    if "flash_attention_2" in args.attn and importlib.util.find_spec("flash_attn") is None:
         ap.error("--attn flash_attention_2: the flash-attn package is not importable here")
     return args
 
@@ -124,11 +131,11 @@ def build_data(args, work: Path) -> dict:
     return {"corpus": str(corpus), "tokenizer": str(tok_dir), "kind": kind, "conversations": sum(1 for _ in corpus.open())}
 
 
-def base_recipe(args, data: dict, shape: str, seq_len: int, work: Path, procs: int) -> dict:
+def base_recipe(args, data: dict, shape: str, seq_len: int, work: Path, procs: int, attn: str = "sdpa") -> dict:
     init = dict(SHAPES[shape], max_position_embeddings=max(seq_len, 1024))
     return {
         "model": {"init": init, "tokenizer": data["tokenizer"], "chat_template": "smollm2", "dtype": args.dtype,
-                  "attn_implementation": args.attn},
+                  "attn_implementation": attn},
         "data": {"sources": [{"path": data["corpus"], "format": "messages"}], "seq_len": seq_len, "packing": "bfd",
                  "overflow": "truncate", "loss_on": "assistant", "eval_fraction": 0.0, "store": str(work / "store"),
                  "num_proc": procs},
@@ -149,7 +156,7 @@ def build_store(raw: dict) -> dict:
 
 
 def run_one(spec: dict, work: Path, env: dict) -> dict:
-    name = f"{spec['shape']}-{spec['seq_len']}-{spec['path']}"
+    name = f"{spec['shape']}-{spec['seq_len']}-{spec['attn']}-{spec['path']}"
     spec_path, out_path, log_path = work / f"{name}.spec.json", work / f"{name}.result.json", work / f"{name}.log"
     spec_path.write_text(json.dumps(spec, indent=2))
     out_path.unlink(missing_ok=True)
@@ -175,22 +182,22 @@ def fmt(v, spec: str, none: str = "-") -> str:
 
 
 def print_table(configs: list[dict]) -> None:
-    head = (f"{'config':12s} {'path':11s} {'batch':>5s} {'tok/s':>11s} {'trained/s':>11s} {'MFU':>6s} {'TFLOP/s':>8s} "
+    head = (f"{'config':26s} {'path':11s} {'batch':>5s} {'tok/s':>11s} {'trained/s':>11s} {'MFU':>6s} {'TFLOP/s':>8s} "
             f"{'step s':>7s} {'peak GB':>8s} {'tok/step':>9s} {'trn/step':>9s} {'pad':>6s}")
     print("\n" + head + "\n" + "-" * len(head))
     for c in configs:
         for path, r in c["paths"].items():
-            label = f"{c['shape']}@{c['seq_len']}"
+            label = f"{c['shape']}@{c['seq_len']}/{c['attn']}"
             if "error" in r:
-                print(f"{label:12s} {path:11s} {'FAILED: ' + r['error']}")
+                print(f"{label:26s} {path:11s} {'FAILED: ' + r['error']}")
                 continue
-            print(f"{label:12s} {path:11s} {r['batch_size']:>5d} {r['tokens_per_s']:>11,.0f} {r['trained_tokens_per_s']:>11,.0f} "
+            print(f"{label:26s} {path:11s} {r['batch_size']:>5d} {r['tokens_per_s']:>11,.0f} {r['trained_tokens_per_s']:>11,.0f} "
                   f"{fmt(r['mfu'], '>6.1%'):>6s} {r['tflops']:>8.3g} {r['step_time_s']:>7.3f} {fmt(r['peak_memory_gib'], '>8.2f'):>8s} "
                   f"{r['tokens_per_step']:>9,.0f} {r['trained_tokens_per_step']:>9,.0f} {r['padding_fraction']:>6.1%}")
     print()
     for c in configs:
         ratios = ", ".join(f"{k} {v:.2f}x" for k, v in c["ratios"].items())
-        print(f"{c['shape']}@{c['seq_len']}: tokens/s ratios: {ratios or 'n/a'}")
+        print(f"{c['shape']}@{c['seq_len']}/{c['attn']}: tokens/s ratios: {ratios or 'n/a'}")
         logged = c["paths"].get("smoldist", {}).get("logged")
         if logged:
             print(f"  smoldist's own perf/* logs over the same steps: {logged['tokens_per_s']:,.0f} tok/s, "
@@ -206,6 +213,28 @@ def ratios(paths: dict) -> dict:
             if base in ok:
                 out[f"smoldist/{base}"] = ok["smoldist"]["tokens_per_s"] / ok[base]["tokens_per_s"]
     return out
+
+
+def best_attention(configs: list[dict]) -> list[dict]:
+    """Per (shape, seq_len): each path under its fastest attention, and smoldist's ratios on those."""
+    out = {}
+    for c in configs:
+        entry = out.setdefault((c["shape"], c["seq_len"]), {"shape": c["shape"], "seq_len": c["seq_len"], "paths": {}})
+        for path, r in c["paths"].items():
+            if "error" not in r and r["tokens_per_s"] > entry["paths"].get(path, {}).get("tokens_per_s", 0):
+                entry["paths"][path] = {"attn": c["attn"], "tokens_per_s": r["tokens_per_s"], "mfu": r["mfu"]}
+    for entry in out.values():
+        entry["ratios"] = ratios(entry["paths"])
+    return list(out.values())
+
+
+def print_best(best: list[dict]) -> None:
+    print("\neach path under its fastest attention:")
+    for e in best:
+        paths = ", ".join(f"{p} {r['tokens_per_s']:,.0f} tok/s ({r['attn']}{', MFU ' + format(r['mfu'], '.1%') if r['mfu'] else ''})"
+                          for p, r in e["paths"].items())
+        ratios_ = ", ".join(f"{k} {v:.2f}x" for k, v in e["ratios"].items())
+        print(f"  {e['shape']}@{e['seq_len']}: {paths}; {ratios_ or 'n/a'}")
 
 
 def main(argv=None) -> int:
@@ -232,22 +261,26 @@ def main(argv=None) -> int:
         print(f"seq_len {seq_len}: store {split['rows']:,} rows, {split['tokens']:,} tokens ({split['trained_tokens']:,} trained), "
               f"fill {split['fill']:.1%}, {docs_per_row:.2f} conversations per row; {rows} rows per micro-batch, "
               f"trl-nopack batch {nopack}")
-        for shape in args.shapes:
+        for shape, attn in itertools.product(args.shapes, args.attn):
             paths = {}
             for path in args.paths:
-                spec = {"path": path, "shape": shape, "seq_len": seq_len, "recipe": base_recipe(args, data, shape, seq_len, work, procs),
+                spec = {"path": path, "shape": shape, "seq_len": seq_len, "attn": attn,
+                        "recipe": base_recipe(args, data, shape, seq_len, work, procs, attn),
                         "corpus": data["corpus"], "rows": rows, "nopack_batch": nopack, "warmup": args.warmup, "steps": args.steps,
                         "compile": args.compile, "liger": args.liger, "activation_checkpointing": args.activation_checkpointing,
                         "peak_tflops": args.peak_tflops, "cpu": args.cpu_smoke, "procs": None if procs == 1 else procs,
-                        "output_dir": str(work / "runs" / f"{shape}-{seq_len}-{path}"), "store_split": split}
+                        "output_dir": str(work / "runs" / f"{shape}-{seq_len}-{attn}-{path}"), "store_split": split}
                 paths[path] = run_one(spec, work, env)
-            configs.append({"shape": shape, "seq_len": seq_len, "init": SHAPES[shape], "paths": paths, "ratios": ratios(paths)})
+            configs.append({"shape": shape, "seq_len": seq_len, "attn": attn, "init": SHAPES[shape], "paths": paths,
+                            "ratios": ratios(paths)})
     print_table(configs)
+    best = best_attention(configs)
+    print_best(best)
     first = next((r for c in configs for r in c["paths"].values() if "error" not in r), {})
     result = {"mode": "cpu-smoke" if args.cpu_smoke else "full", "device": first.get("device"), "peak_tflops": first.get("peak_tflops"),
               "versions": first.get("versions"), "corpus": data, "settings": {k: (str(v) if isinstance(v, Path) else v)
                                                                                for k, v in vars(args).items()},
-              "configs": configs, "wall_s": time.perf_counter() - t0}
+              "configs": configs, "best": best, "wall_s": time.perf_counter() - t0}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     print(f"\nwrote {args.out} ({time.perf_counter() - t0:.0f} s in all)")

@@ -67,7 +67,8 @@ class ModelConfig:
         "bfloat16", "compute dtype (autocast) and the dtype the final model is saved in; parameters stay fp32 (master_weights)")
     master_weights: Literal["float32", "none"] = help_field(
         "float32", "float32: parameters and optimizer state in fp32 under `dtype` autocast; none: pure `dtype` weights (warns)")
-    attn_implementation: str = help_field("sdpa", "sdpa | eager | flash_attention_2 | flex_attention")
+    attn_implementation: Literal["varlen", "flex_attention", "sdpa", "eager", "flash_attention_2", "flash_attention_3"] = help_field(
+        "sdpa", "varlen: torch's varlen FlashAttention, packed rows without a T x T mask (see docs/performance.md)")
     revision: str | None = help_field(None, "hub revision (branch, tag or commit) of the model")
     seed: int = help_field(0, "seed for random init")
     lora: LoraConfig | None = help_field(None, "LoRA adapter settings (see docs/lora.md); null = full fine-tuning")

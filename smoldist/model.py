@@ -29,11 +29,15 @@ def architecture_config(init: dict, tokenizer):
     return AutoConfig.for_model(model_type, **init)
 
 
-def build_model(cfg: ModelConfig, tokenizer):
+def build_model(cfg: ModelConfig, tokenizer, training: bool = True):
     import torch
     from transformers import AutoModelForCausalLM
 
+    from smoldist.attention import check_attn_implementation, register
     from smoldist.precision import load_dtype
+
+    check_attn_implementation(cfg.attn_implementation, training)
+    register()  # `varlen` becomes a name transformers knows
 
     dtype = getattr(torch, load_dtype(cfg.dtype, cfg.master_weights))  # fp32 master weights unless opted out
     if cfg.init:

@@ -41,6 +41,13 @@ def train_defaults(recipe: Recipe) -> dict:
     return {"output_dir": f"runs/{recipe.name}", "use_cpu": not torch.cuda.is_available()}
 
 
+def eval_rows(attn_implementation: str, train_rows: int) -> int:
+    """Eval rows per device: one packed row with sdpa/eager (their mask is (rows x seq_len)^2), else as in training."""
+    from smoldist.attention import DENSE_MASK
+
+    return 1 if attn_implementation in DENSE_MASK else train_rows
+
+
 def sft_config(recipe: Recipe, world_size: int, report_to: list[str]):
     """The trl.SFTConfig for a pre-packed store: TRL must not re-template, re-tokenize or re-pack."""
     import torch
@@ -51,6 +58,7 @@ def sft_config(recipe: Recipe, world_size: int, report_to: list[str]):
     train = {**train_defaults(recipe), **recipe.train}
     gbt = train.pop("global_batch_tokens", None)
     rows = train.setdefault("per_device_train_batch_size", 8)
+    train.setdefault("per_device_eval_batch_size", eval_rows(recipe.model.attn_implementation, rows))
     on_gpu = torch.cuda.is_available() and not train["use_cpu"]
     for key, value in autocast_flags(recipe.model.dtype, recipe.model.master_weights, on_gpu).items():
         train.setdefault(key, value)  # autocast to model.dtype over fp32 weights (smoldist/precision.py)

@@ -8,6 +8,7 @@ import time
 from transformers import TrainerCallback
 from trl import SFTTrainer
 
+from smoldist.attention import warn_dense_packed
 from smoldist.console import eval_line, write_line
 from smoldist.throughput import ThroughputMeter
 
@@ -22,6 +23,11 @@ class SmoldistTrainer(SFTTrainer):
         if self.meter is not None:
             self.meter.waited(time.perf_counter() - start)
         return out
+
+    def compute_loss(self, model, inputs, *args, **kwargs):
+        if self.is_world_process_zero():  # train and eval both come here: sdpa/eager on packed rows warn once
+            warn_dense_packed(self.model.config._attn_implementation, inputs)
+        return super().compute_loss(model, inputs, *args, **kwargs)
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         if self.meter is not None:

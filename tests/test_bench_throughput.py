@@ -50,3 +50,43 @@ def test_cpu_smoke_runs_three_paths_on_the_same_data(tmp_path):
 
     # smoldist's own perf/* logs covered the same timed steps (values are not compared: they are timings).
     assert paths["smoldist"]["logged"]["steps"] == 3
+
+
+def test_cpu_smoke_runs_the_packed_paths_under_varlen(tmp_path):
+    out = tmp_path / "v.json"
+    p = subprocess.run([sys.executable, str(REPO / "bench" / "train_throughput.py"), "--cpu-smoke", "--attn", "varlen",
+                        "--paths", "trl-bfd,smoldist", "--out", str(out), "--work", str(tmp_path / "work")],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    result = json.loads(out.read_text())
+    (config,) = result["configs"]
+    assert config["attn"] == "varlen" and set(config["paths"]) == {"trl-bfd", "smoldist"}
+    assert all("error" not in r for r in config["paths"].values())
+    assert result["best"][0]["paths"]["smoldist"]["attn"] == "varlen"
+
+
+def test_attention_names_are_checked_before_anything_runs(tmp_path):
+    bench = [sys.executable, str(REPO / "bench" / "train_throughput.py"), "--cpu-smoke", "--out", str(tmp_path / "x.json")]
+    p = subprocess.run([*bench, "--attn", "varlen,nope"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and "--attn: unknown 'nope'" in p.stderr
+    p = subprocess.run([*bench, "--attn", "flex_attention"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and "no backward on CPU" in p.stderr
+
+
+def test_merge_keeps_every_stage_and_picks_each_paths_fastest_setting(tmp_path):
+    def stage(name, attn, compile_, smol, bfd):
+        paths = {"smoldist": {"tokens_per_s": smol, "mfu": None}, "trl-bfd": {"tokens_per_s": bfd, "mfu": None}}
+        r = {"mode": "full", "device": "GPU X", "peak_tflops": 989, "versions": {}, "corpus": {},
+             "settings": {"compile": compile_}, "configs": [{"shape": "135M", "seq_len": 2048, "attn": attn, "paths": paths}]}
+        (tmp_path / f"train_throughput-{name}.json").write_text(json.dumps(r))
+        return tmp_path / f"train_throughput-{name}.json"
+
+    files = [stage("attn", "sdpa", False, 100.0, 90.0), stage("compile", "varlen", True, 300.0, 200.0)]
+    out = tmp_path / "merged.json"
+    p = subprocess.run([sys.executable, str(REPO / "bench" / "gpu" / "merge_results.py"), *map(str, files), "--out", str(out)],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    merged = json.loads(out.read_text())
+    assert merged["mode"] == "full" and len(merged["configs"]) == 2
+    (best,) = merged["best"]
+    assert best["paths"]["smoldist"]["attn"] == "varlen+compile" and best["ratios"]["smoldist/trl-bfd"] == 1.5
