@@ -101,6 +101,7 @@ def run(recipe: Recipe) -> dict:
 
 
 def _run(recipe: Recipe, stop) -> dict:
+    from smoldist.elastic import ElasticResumeLog, check_resume_world, prepare_resume
     from smoldist.distributed import EXPECTED_WORLD_ENV, check_world, dist_info, print0, write_rank_report
     from smoldist.model import build_model
     from smoldist.preemption import PreemptionCallback, last_complete_checkpoint, requeue_slurm_job
@@ -117,6 +118,12 @@ def _run(recipe: Recipe, stop) -> dict:
     dist = dist_info(cpu=recipe.train.get("use_cpu", not torch.cuda.is_available()))
     expected = os.environ.get(EXPECTED_WORLD_ENV)
     check_world(dist, int(expected) if expected else None)
+    output_dir = recipe.train.get("output_dir", f"runs/{recipe.name}")
+    # a checkpoint from another world size: refuse now, before anything loads, if this world cannot take the batch
+    resume = last_complete_checkpoint(output_dir)
+    resumed_world = resume and check_resume_world(resume, recipe.train.get("global_batch_tokens"),
+                                                  recipe.train.get("per_device_train_batch_size", 8),
+                                                  recipe.data.seq_len, dist.world_size)
     from accelerate import PartialState
 
     with PartialState(cpu=dist.device == "cpu").main_process_first():
@@ -130,7 +137,6 @@ def _run(recipe: Recipe, stop) -> dict:
     model = build_model(recipe.model, tokenizer)
 
     # ---- trainer
-    output_dir = recipe.train.get("output_dir", f"runs/{recipe.name}")
     report_to = configure_wandb(recipe.tracking.wandb, recipe.name, output_dir, dist.is_main)
     args = sft_config(recipe, dist.world_size, report_to)
     if eval_ds is None and args.eval_strategy != "no":
@@ -139,7 +145,7 @@ def _run(recipe: Recipe, stop) -> dict:
     preemption = PreemptionCallback(stop)
     meter = ThroughputMeter(FlopModel.of(model), device_peak_tflops(recipe.tracking.peak_tflops), dist.world_size)
     trainer = SmoldistTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer,
-                              callbacks=[preemption, StepCounter(meter)])
+                              callbacks=[preemption, StepCounter(meter), ElasticResumeLog(resumed_world, dist.world_size)])
     trainer.meter = meter
     trainer.add_callback(RunInfoCallback(run_info(recipe.to_dict(), store.manifest, dist.world_size, engine_name(trainer),
                                                   trainer.accelerator.state), store.path / "report.png"))
@@ -149,9 +155,10 @@ def _run(recipe: Recipe, stop) -> dict:
            f"store {store.path}")
 
     # ---- train, resuming from the last complete checkpoint in output_dir
-    resume = last_complete_checkpoint(args.output_dir)
     if resume:
         print0(f"smoldist train: resuming from {resume}")
+        for line in prepare_resume(trainer, resume, resumed_world, dist.world_size, dist.is_main):
+            print0(f"smoldist train: {line}")
     result = trainer.train(resume_from_checkpoint=resume)
     if preemption.stopped_at is not None:
         print0(f"smoldist train: stopped by signal {stop.signum} after step {preemption.stopped_at}; "
