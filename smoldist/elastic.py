@@ -70,7 +70,8 @@ def check_resume_world(checkpoint: str, global_batch_tokens: int | None, per_dev
     raise RecipeError(
         f"cannot resume {checkpoint} (saved on {before} processes) on {world_size} processes: train.global_batch_tokens "
         f"{global_batch_tokens} / (per_device_train_batch_size {per_device_rows} x seq_len {seq_len}) = "
-        f"{global_batch_tokens / row_tokens:g} micro-batches per optimiser step, not divisible by {world_size}; {works}. "
+        f"{global_batch_tokens / row_tokens:g} micro-batches per optimiser step, "
+        f"{'not divisible by ' + str(world_size) if sizes else 'not a whole number'}; {works}. "
         f"Nothing was loaded; relaunch with one of those process counts")
 
 
@@ -159,14 +160,38 @@ def load_rng_state(checkpoint: str | Path, rank: int) -> bool:
     return True
 
 
-class ElasticResumeLog(TrainerCallback):
-    """Says, once the checkpoint is loaded, on how many processes the run continues and on how many it ran."""
+def untie_optimizer_steps(optimizer) -> int:
+    """Give every optimiser state its own `step` tensor; returns how many were shared.
+
+    DeepSpeed 0.19.8's ZeRO-3 universal load hands all param groups ONE step tensor; fused/foreach AdamW
+    increments it in place once per group, so Adam's bias correction would run ahead (seen: a 2e-4 loss
+    drift from the first step after resume)."""
+    import torch
+
+    while getattr(optimizer, "optimizer", None) is not None:  # accelerate wrapper -> DeepSpeed ZeRO -> torch AdamW
+        optimizer = optimizer.optimizer
+    seen, shared = set(), 0
+    for st in getattr(optimizer, "state", {}).values():
+        step = st.get("step") if isinstance(st, dict) else None
+        if torch.is_tensor(step):
+            if id(step) in seen:
+                st["step"] = step.clone()
+                shared += 1
+            seen.add(id(st["step"]))
+    return shared
+
+
+class ElasticResume(TrainerCallback):
+    """Once the checkpoint is loaded: repair what a universal load shares, and say where the run continues."""
 
     def __init__(self, before: int | None, world_size: int):
         self.before, self.world_size = before, world_size
 
-    def on_train_begin(self, args, state, control, **kwargs):
-        if self.before is not None and self.before != self.world_size and state.is_world_process_zero:
+    def on_train_begin(self, args, state, control, optimizer=None, **kwargs):
+        if self.before is None or self.before == self.world_size:
+            return control
+        untie_optimizer_steps(optimizer)
+        if state.is_world_process_zero:
             print(f"smoldist train: resumed step {state.global_step} on {self.world_size} processes (was {self.before})",
                   flush=True)
         return control

@@ -101,7 +101,7 @@ def run(recipe: Recipe) -> dict:
 
 
 def _run(recipe: Recipe, stop) -> dict:
-    from smoldist.elastic import ElasticResumeLog, check_resume_world, prepare_resume
+    from smoldist.elastic import ElasticResume, check_resume_world, prepare_resume
     from smoldist.distributed import EXPECTED_WORLD_ENV, check_world, dist_info, print0, write_rank_report
     from smoldist.model import build_model
     from smoldist.preemption import PreemptionCallback, last_complete_checkpoint, requeue_slurm_job
@@ -145,7 +145,7 @@ def _run(recipe: Recipe, stop) -> dict:
     preemption = PreemptionCallback(stop)
     meter = ThroughputMeter(FlopModel.of(model), device_peak_tflops(recipe.tracking.peak_tflops), dist.world_size)
     trainer = SmoldistTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer,
-                              callbacks=[preemption, StepCounter(meter), ElasticResumeLog(resumed_world, dist.world_size)])
+                              callbacks=[preemption, StepCounter(meter), ElasticResume(resumed_world, dist.world_size)])
     trainer.meter = meter
     trainer.add_callback(RunInfoCallback(run_info(recipe.to_dict(), store.manifest, dist.world_size, engine_name(trainer),
                                                   trainer.accelerator.state), store.path / "report.png"))

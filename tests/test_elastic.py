@@ -53,6 +53,12 @@ def losses(run_dir: Path) -> list[float]:
     return [h["loss"] for h in state["log_history"] if "loss" in h]
 
 
+def stopped_with_checkpoint(p) -> bool:
+    """Every rank exited with STOPPED_EXIT_CODE (accelerate's launchers report that as 1 and name the code)."""
+    code = STOPPED_EXIT_CODE
+    return p.returncode == code or f"exitcode  : {code}" in p.stderr or f"non-zero exit status {code}." in p.stderr
+
+
 def launch(config: str | None, processes: int, recipe: Path, out: Path, env: dict | None = None):
     cfg = ["--config_file", str(CONFIGS / f"{config}.yaml")] if config and (processes > 1 or "zero" in config) else []
     return accelerate([*cfg, "--num_processes", str(processes), "-m", "smoldist.train", str(recipe), *COMMON,
@@ -63,8 +69,7 @@ def launch(config: str | None, processes: int, recipe: Path, out: Path, env: dic
 def test_stopped_run_resumes_on_another_world_size_and_matches(recipe, reference, name, config, before, after):
     out = recipe.parent / name
     first = launch(config, before, recipe, out, env={FAULT_ENV: str(STOP)})
-    # every rank exits with STOPPED_EXIT_CODE; accelerate's multi-process launcher reports that as 1
-    assert first.returncode == STOPPED_EXIT_CODE or f"exitcode  : {STOPPED_EXIT_CODE}" in first.stderr, first.stderr[-4000:]
+    assert stopped_with_checkpoint(first), first.stderr[-4000:]
     assert f"stopped by signal 10 after step {STOP}" in first.stdout
     marker = json.loads((out / f"checkpoint-{STOP}" / COMPLETE).read_text())
     assert marker["world_size"] == before, marker
@@ -75,6 +80,12 @@ def test_stopped_run_resumes_on_another_world_size_and_matches(recipe, reference
     assert f"grad accumulation {4 // after}" in second.stdout
     if after > 1:
         assert_one_job(out, after)
+        # the new rank's RNG cannot be restored: named in the log; the losses below show dropout-free SFT does not care
+        assert "RNG state not restored for rank(s) 1" in second.stdout
+        assert json.loads((out / "config.json").read_text())["attention_dropout"] == 0.0
+    if "zero" in config:
+        assert "to a DeepSpeed universal checkpoint" in second.stdout
+        assert (out / f"checkpoint-{STOP}" / "latest_universal").is_file()
     state = json.loads((out / "trainer_state.json").read_text())
     assert [h["step"] for h in state["log_history"] if "loss" in h] == list(range(1, STEPS + 1))
     got = losses(out)
@@ -82,4 +93,17 @@ def test_stopped_run_resumes_on_another_world_size_and_matches(recipe, reference
     RESULTS[name] = worst
     print(f"elastic {name}: max relative loss difference {worst:.2e} over {STEPS} steps; "
           f"reference {[round(x, 6) for x in reference]} resumed {[round(x, 6) for x in got]}")
-    assert worst < 1e-3, (reference, got)
+    # the issue asks < 1e-3; every case measures < 1e-6. 1e-5 catches a shared Adam step after a ZeRO-3
+    # universal load (smoldist.elastic.untie_optimizer_steps), which drifts by 2.2e-4
+    assert worst < 1e-5, (reference, got)
+
+
+def test_resume_onto_a_world_that_does_not_divide_refuses_on_every_rank_before_loading(recipe):
+    """3 processes cannot continue a global batch of 4 micro-batches: refused before the checkpoint is read."""
+    out = recipe.parent / "three"
+    (out / "checkpoint-4").mkdir(parents=True)  # only the marker: the check must not need anything else
+    (out / "checkpoint-4" / COMPLETE).write_text(json.dumps({"step": 4, "world_size": 2}))
+    p = launch("cpu_ddp", 3, recipe, out)
+    assert p.returncode != 0
+    assert "saved on 2 processes) on 3 processes" in p.stderr and "world sizes that work: 1, 2, 4" in p.stderr, p.stderr[-3000:]
+    assert "resuming from" not in p.stdout
