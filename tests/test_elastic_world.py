@@ -63,3 +63,12 @@ def test_train_refuses_before_preparing_or_loading_anything(tiny_recipe, tmp_pat
     assert "cannot resume" in p.stderr and "no world size works with per_device_train_batch_size=3" in p.stderr, p.stderr[-2000:]
     assert "Nothing was loaded" in p.stderr
     assert not (tmp_path / "store").exists()  # refused before the store was even prepared
+
+
+def test_submit_takes_a_node_range_and_rejects_a_bad_one(tiny_recipe, tmp_path):
+    cmd = [sys.executable, "-m", "smoldist", "submit", str(tiny_recipe), "--dry-run", "--nodes"]
+    p = subprocess.run([*cmd, "1-2"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "--nodes=1-2" in p.stdout and "slurm/train.sbatch" in p.stdout
+    bad = subprocess.run([*cmd, "2-1"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert bad.returncode != 0 and "give N or MIN-MAX with 0 < MIN <= MAX" in bad.stderr
