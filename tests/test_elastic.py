@@ -29,7 +29,6 @@ CASES = [
     ("zero3-2to1", "cpu_zero3", 2, 1),
     ("zero3-1to2", "cpu_zero3", 1, 2),
 ]
-RESULTS: dict[str, float] = {}  # case -> max relative loss difference (printed at the end of the module)
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +89,6 @@ def test_stopped_run_resumes_on_another_world_size_and_matches(recipe, reference
     assert [h["step"] for h in state["log_history"] if "loss" in h] == list(range(1, STEPS + 1))
     got = losses(out)
     worst = max(abs(a - b) / abs(a) for a, b in zip(reference, got))
-    RESULTS[name] = worst
     print(f"elastic {name}: max relative loss difference {worst:.2e} over {STEPS} steps; "
           f"reference {[round(x, 6) for x in reference]} resumed {[round(x, 6) for x in got]}")
     # the issue asks < 1e-3; every case measures < 1e-6. 1e-5 catches a shared Adam step after a ZeRO-3
