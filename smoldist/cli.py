@@ -20,6 +20,7 @@ import sys
 
 from smoldist.errors import SmoldistError
 from smoldist.launch import add_launch_arguments
+from smoldist.submit import node_count
 
 
 def split_recipe_args(args: list[str]) -> tuple[str | None, list[str]]:
@@ -43,7 +44,8 @@ def make_parser() -> argparse.ArgumentParser:
     v.add_argument("-n", type=int, default=3, help="how many records")
     m = sub.add_parser("submit", help="submit Slurm jobs: prepare (if needed), then train after it")
     m.add_argument("args", nargs="*", metavar="[RECIPE] [section.key=value]")
-    m.add_argument("--nodes", type=int, default=1)
+    m.add_argument("--nodes", type=node_count, default="1",
+                   help="N, or MIN-MAX: take what the scheduler gives on each start (elastic resume)")
     m.add_argument("--gpus-per-node", type=int, help="GPUs per node to ask for (default: what the partition gives)")
     m.add_argument("--partition")
     m.add_argument("--time", help="time limit, e.g. 24:00:00")

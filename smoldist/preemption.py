@@ -98,7 +98,8 @@ class PreemptionCallback(TrainerCallback):
         barrier()  # every rank has written its part (DeepSpeed shards are per rank)
         if state.is_world_process_zero:
             path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            (path / COMPLETE).write_text(json.dumps({"step": state.global_step}))
+            # the world it was saved on: a resume onto another world size needs it (smoldist.elastic)
+            (path / COMPLETE).write_text(json.dumps({"step": state.global_step, "world_size": args.world_size}))
         barrier()
         return control
 

@@ -2,6 +2,7 @@
 
     smoldist submit launch/smollm2-135m/smoltalk.yaml --nodes 4 --gpus-per-node 8 --partition gpu --time 24:00:00
     smoldist submit RECIPE --nodes 2 --dry-run      # print the sbatch commands only
+    smoldist submit RECIPE --nodes 1-4              # any node count from 1 to 4, on each (re)start
 
 The prepare job is skipped when the store for the recipe already exists. Logs go to logs/ (one
 file per job, kept across requeues).
@@ -33,7 +34,17 @@ def sbatch(args: list[str]) -> str:
     return p.stdout.strip().split(";")[0]
 
 
-def submit(recipe_path: str | None, overrides: list[str], nodes: int, gpus_per_node: int | None = None,
+def node_count(text: str) -> str:
+    """`--nodes`: N, or Slurm's MIN-MAX range (each start takes what it gets; training resumes on that world)."""
+    import argparse
+
+    parts = str(text).split("-")
+    if not (1 <= len(parts) <= 2 and all(p.isdigit() and int(p) > 0 for p in parts) and int(parts[0]) <= int(parts[-1])):
+        raise argparse.ArgumentTypeError(f"--nodes {text!r}: give N or MIN-MAX with 0 < MIN <= MAX, e.g. 4 or 2-4")
+    return str(text)
+
+
+def submit(recipe_path: str | None, overrides: list[str], nodes: int | str, gpus_per_node: int | None = None,
            partition: str | None = None, time_limit: str | None = None, logs: str = "logs",
            dry_run: bool = False, wait: bool = False) -> dict:
     from smoldist.prepare import plan_store

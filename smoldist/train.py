@@ -126,6 +126,7 @@ def run(recipe: Recipe) -> dict:
 
 
 def _run(recipe: Recipe, stop) -> dict:
+    from smoldist.elastic import ElasticResume, check_resume_world, prepare_resume
     from smoldist.distributed import EXPECTED_WORLD_ENV, check_world, dist_info, print0, write_rank_report
     from smoldist.model import build_model
     from smoldist.precision import cast_saved_model
@@ -145,6 +146,12 @@ def _run(recipe: Recipe, stop) -> dict:
     dist = dist_info(cpu=defaults["use_cpu"])
     expected = os.environ.get(EXPECTED_WORLD_ENV)
     check_world(dist, int(expected) if expected else None)
+    output_dir = defaults["output_dir"]
+    # a checkpoint from another world size: refuse now, before anything loads, if this world cannot take the batch
+    resume = last_complete_checkpoint(output_dir)
+    resumed_world = resume and check_resume_world(resume, recipe.train.get("global_batch_tokens"),
+                                                  recipe.train.get("per_device_train_batch_size", 8),
+                                                  recipe.data.seq_len, dist.world_size)
     from accelerate import PartialState
 
     with PartialState(cpu=dist.device == "cpu").main_process_first():
@@ -176,7 +183,8 @@ def _run(recipe: Recipe, stop) -> dict:
         pin_base_path(model)
         lora = peft_config(recipe.model.lora)
     trainer = SmoldistTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer,
-                              callbacks=[preemption], peft_config=lora)
+                              callbacks=[preemption, ElasticResume(resumed_world, dist.world_size)],
+                              peft_config=lora)
     quiet_console(trainer)  # one line per log on screen; the dicts stay in trainer_state.json and W&B
     trainer.meter = meter = ThroughputMeter(FlopModel.of(trainer.model), device_peak_tflops(recipe.tracking.peak_tflops),
                                             dist.world_size)  # counted after peft: trainable weights decide the FLOPs
@@ -190,9 +198,10 @@ def _run(recipe: Recipe, stop) -> dict:
            f"store {store.path}")
 
     # ---- train, resuming from the last complete checkpoint in output_dir
-    resume = last_complete_checkpoint(args.output_dir)
     if resume:
         print0(f"smoldist train: resuming from {resume}")
+        for line in prepare_resume(trainer, resume, resumed_world, dist.world_size, dist.is_main):
+            print0(f"smoldist train: {line}")
     result = trainer.train(resume_from_checkpoint=resume)
     if preemption.stopped_at is not None:
         print0(f"smoldist train: stopped by signal {stop.signum} after step {preemption.stopped_at}; "

@@ -34,6 +34,15 @@ class SmoldistTrainer(SFTTrainer):
             self.meter.count(inputs)
         return super().training_step(model, inputs, num_items_in_batch)
 
+    def _load_rng_state(self, checkpoint):
+        # a checkpoint from another world size names its RNG files differently: restore per rank (smoldist.elastic)
+        from smoldist.elastic import load_rng_state, saved_world
+
+        if checkpoint is not None and saved_world(checkpoint) not in (None, self.args.world_size):
+            load_rng_state(checkpoint, self.args.process_index)
+        else:
+            super()._load_rng_state(checkpoint)
+
     def log(self, logs: dict, start_time: float | None = None) -> None:
         if self.meter is not None and "loss" in logs:  # a training log (not eval): every rank is here
             logs.update(self.meter.report())

@@ -170,3 +170,48 @@ def test_failure_on_one_node_ends_the_whole_job(slurm_env, recipe, tmp_path):
     text = log.read_text()
     assert "n2" in text and ("exitcode: -9" in text or "Signal 9" in text or "SIGKILL" in text), text[-3000:]
     assert "saved model" not in text
+
+
+def test_job_warned_on_two_nodes_continues_on_one_node_and_matches(slurm_env, recipe, tmp_path):
+    """Elastic resume under Slurm: warned on 2 nodes, requeued, n2 drained, the next start gets 1 node and continues.
+
+    Slurm 22.05 (cons_tres) starts a `--nodes=1-2` job on the range's minimum when it can start it at once
+    (seen here with both nodes idle), so the first start asks for 2 and the pending job is then let shrink
+    to 1-2 nodes, as an operator would (`scontrol update JobId=<id> NumNodes=1-2 NumTasks=1`)."""
+    # 1 row x 128 tokens per micro-batch: accumulation 1 on 2 nodes, 2 on 1 node; the same optimiser steps
+    common = ["train.max_steps=24", "train.logging_steps=1", "train.global_batch_tokens=256"]
+    whole = run(["sbatch", "--wait", "--nodes=2", f"--output={tmp_path}/whole.out", "slurm/train.sbatch", str(recipe), *common,
+                 f"train.output_dir={tmp_path}/whole"], slurm_env)
+    assert whole.returncode == 0, (tmp_path / "whole.out").read_text()[-3000:]
+
+    log = tmp_path / "elastic.out"
+    job = sbatch(slurm_env, "--nodes=2", f"--output={log}", "slurm/train.sbatch", str(recipe), *common,
+                 f"train.output_dir={tmp_path}/elastic")
+    wait_until(lambda: logged_losses(log) >= 5, 120, "5 logged steps")
+    assert "restart 0: 2 node(s)" in log.read_text()
+    assert run(["scancel", "--signal=USR1", job], slurm_env).returncode == 0
+    wait_until(lambda: job_field(slurm_env, job, "Restarts") == "1" and job_field(slurm_env, job, "JobState") == "PENDING",
+               120, "the job to requeue itself")
+    drain = run(["scontrol", "update", "NodeName=n2", "State=DRAIN", "Reason=smoldist-elastic-test"], slurm_env)
+    assert drain.returncode == 0, drain.stderr
+    try:
+        shrink = run(["scontrol", "update", f"JobId={job}", "NumNodes=1-2", "NumTasks=1"], slurm_env)
+        assert shrink.returncode == 0, shrink.stderr
+        run(["scontrol", "update", f"JobId={job}", "StartTime=now"], slurm_env)
+        assert wait_for_end(slurm_env, job) in ("COMPLETED", "GONE")
+    finally:
+        run(["scontrol", "update", "NodeName=n2", "State=RESUME"], slurm_env)
+
+    text = log.read_text()
+    assert "restart 1: 1 node(s)" in text, text[-3000:]
+    stopped = int(text.split("stopped by signal 10 after step ")[1].split(";")[0])
+    # one trainer on the one node, not copies of it (train.sbatch pins srun's task count to this start's nodes)
+    assert text.count(f"resumed step {stopped} on 1 processes (was 2)") == 1, text[-3000:]
+    assert text.split("restart 1:")[1].count("[node.sh]") == 1
+    seen = ranks(tmp_path / "elastic")
+    assert [(r["rank"], r["world_size"], r["host"]) for r in seen] == [(0, 1, "n1")]
+    a, b = history(tmp_path / "whole"), history(tmp_path / "elastic")
+    assert [s for s, _ in b] == list(range(1, 25)) == [s for s, _ in a]
+    worst = max(abs(x - y) / abs(x) for (_, x), (_, y) in zip(a, b))
+    print(f"slurm elastic 2 nodes -> 1 node after step {stopped}: max relative loss difference {worst:.2e}")
+    assert worst < 1e-5, (a, b)
