@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 import tempfile
@@ -26,7 +27,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_GSM8K = REPO.parent / "shared" / "data" / "gsm8k" / "train.jsonl"
+SHARED_GSM8K = next((p for p in (REPO.parent / "shared" / "data" / "gsm8k" / "train.jsonl",
+                                  REPO.parents[1] / "shared" / "data" / "gsm8k" / "train.jsonl") if p.is_file()),
+                    REPO.parent / "shared" / "data" / "gsm8k" / "train.jsonl")
+NUMBER = re.compile(r"\d+")
 
 
 def qa_pool(gsm8k: Path | None, n: int, seed: int) -> list[tuple[str, str]]:
@@ -45,6 +49,31 @@ def build_corpus(path: Path, pool: list[tuple[str, str]], n: int, seed: int) -> 
             msgs = []
             for q, a in rng.sample(pool, rng.randint(1, 4)):
                 msgs += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+            f.write(json.dumps({"messages": msgs}) + "\n")
+
+
+def fresh_numbers(text: str, rng: random.Random) -> str:
+    """The same text with every number redrawn (same digit count): real wording, new message."""
+    return NUMBER.sub(lambda m: str(rng.randrange(10 ** (len(m.group()) - 1) if len(m.group()) > 1 else 0, 10 ** len(m.group()))), text)
+
+
+def build_distinct_corpus(path: Path, pool: list[tuple[str, str]], n: int, seed: int) -> None:
+    """Like build_corpus, but no message text occurs twice in the corpus (numbers redrawn until unique)."""
+    rng, seen = random.Random(seed), set()
+
+    def unique(text: str) -> str:
+        while True:
+            new = fresh_numbers(text, rng)
+            if new not in seen:
+                seen.add(new)
+                return new
+            text = new + " "  # a text without numbers: vary its ending
+
+    with path.open("w") as f:
+        for _ in range(n):
+            msgs = []
+            for q, a in rng.sample(pool, rng.randint(1, 4)):
+                msgs += [{"role": "user", "content": unique(q)}, {"role": "assistant", "content": unique(a)}]
             f.write(json.dumps({"messages": msgs}) + "\n")
 
 

@@ -25,6 +25,7 @@ from smoldist.config import DataConfig, ModelConfig, resolve_path
 from smoldist.converters import CONVERTERS, Document, InvalidRecord
 from smoldist.encode import Encoder, encode_stream
 from smoldist.errors import DataError
+from smoldist.hash_cache import HashCache
 from smoldist.packing import pack
 from smoldist.rows import TokenBuffer, write_rows
 from smoldist.sources import ResolvedSource, Unreadable, iter_records, resolve_source
@@ -65,12 +66,13 @@ def chat_template_for(model: ModelConfig, data: DataConfig) -> str:
     return template
 
 
-def store_key_inputs(data: DataConfig, sources: list[ResolvedSource], tok_hash: str, template: str) -> dict:
+def store_key_inputs(data: DataConfig, sources: list[ResolvedSource], tok_hash: str, template: str,
+                     hashes: HashCache | None = None) -> dict:
     """Everything that changes the tokens, and nothing else (learning rate, shards, num_proc stay out)."""
     converter_keys = ("format", "messages_field", "role_field", "content_field", "prompt_field", "completion_field",
                       "text_field", "columns", "system_prompt", "prefix", "max_samples", "fraction")
     return {
-        "sources": [{"identity": s.identity(), "converter": {k: getattr(s.spec, k) for k in converter_keys}} for s in sources],
+        "sources": [{"identity": s.identity(hashes), "converter": {k: getattr(s.spec, k) for k in converter_keys}} for s in sources],
         "tokenizer_sha256": tok_hash,
         "chat_template": template,
         "seq_len": data.seq_len, "packing": data.packing, "overflow": data.overflow, "loss_on": data.loss_on,
@@ -161,6 +163,7 @@ class StorePlan:
     inputs: dict
     key: str
     path: Path
+    hashes: HashCache  # sha256s by stat, in the store root: unchanged sources and shards are not read again
 
 
 def plan_store(model: ModelConfig, data: DataConfig) -> StorePlan:
@@ -168,9 +171,11 @@ def plan_store(model: ModelConfig, data: DataConfig) -> StorePlan:
     sources = [resolve_source(s, f"data.sources.{i}") for i, s in enumerate(data.sources)]
     tok = load_prep_tokenizer(model)
     template = chat_template_for(model, data)
-    inputs = store_key_inputs(data, sources, tok.fingerprint, template)
+    hashes = HashCache.for_store(data.store)
+    inputs = store_key_inputs(data, sources, tok.fingerprint, template, hashes)
+    hashes.save()
     key = compute_key(inputs)
-    return StorePlan(sources, tok, template, inputs, key, store_dir(data.store, key))
+    return StorePlan(sources, tok, template, inputs, key, store_dir(data.store, key), hashes)
 
 
 def prepare(model: ModelConfig, data: DataConfig, force: bool = False, verbose: bool = True,
@@ -183,7 +188,8 @@ def prepare(model: ModelConfig, data: DataConfig, force: bool = False, verbose: 
     plan = plan_store(model, data)
     sources, tok, template, inputs, key, path = plan.sources, plan.tok, plan.template, plan.inputs, plan.key, plan.path
     if path.exists() and not force:
-        manifest = verify_store(path, key, check_shards=verify_shards)
+        manifest = verify_store(path, key, check_shards=verify_shards, hashes=plan.hashes)
+        plan.hashes.save()
         if verbose:
             print(f"smoldist prepare: reusing store {path} ({time.perf_counter() - t0:.2f} s)")
         return PrepareResult(path, manifest, reused=True, template=template)
@@ -241,7 +247,8 @@ def prepare(model: ModelConfig, data: DataConfig, force: bool = False, verbose: 
         from smoldist.report import write_report
 
         write_report(writer.tmp, dict(manifest, key=key))
-        final = writer.commit(manifest, force=force)
+        final = writer.commit(manifest, force=force, hashes=plan.hashes)
+        plan.hashes.save()
     except BaseException:
         writer.abort()  # Ctrl-C or a crash leaves no directory that looks complete
         raise
