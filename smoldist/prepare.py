@@ -17,7 +17,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import numpy as np
 
@@ -136,21 +136,21 @@ def split_documents(n_docs: int, eval_fraction: float, seed: int) -> tuple[np.nd
 
 
 def build_split(name: str, docs: np.ndarray, lengths: np.ndarray, offsets: np.ndarray, ids, labels, data: DataConfig,
-                scratch: Path) -> tuple[Any, dict]:
-    """Pack the documents `docs` and return (datasets.Dataset, stats); rows are written in chunks."""
+                writer: StoreWriter) -> dict:
+    """Pack the documents `docs` and write their rows into the store's split `name`; returns its stats."""
+    t = time.perf_counter()
     packed, overflow = pack(lengths[docs], data.seq_len, data.packing, data.overflow)
-    ds, kept, trained = write_rows(packed, offsets[docs], ids, labels, data.seq_len, scratch / name)
+    t_pack = time.perf_counter() - t
+    fingerprint = hashlib.blake2b(f"{writer.key}:{name}".encode(), digest_size=8).hexdigest()
+    shards, kept, trained = writer.write_split(name, lambda d: write_rows(
+        packed, offsets[docs], ids, labels, data.seq_len, d, data.num_shards, fingerprint))
     n_rows = len(packed.rows)
-    stats = {
+    return {
         "documents": int(len(docs)), "rows": n_rows, "tokens": kept, "trained_tokens": trained,
         "fill": kept / (n_rows * data.seq_len) if n_rows else 0.0,
+        "rows_lower_bound": -(-kept // data.seq_len), "shards": shards, "pack_seconds": round(t_pack, 3),
         "overflow": overflow.as_dict(),
     }
-    return ds, stats
-
-
-def default_shards(n_bytes: int) -> int:
-    return max(1, min(64, n_bytes // (256 << 20)))
 
 
 @dataclass
@@ -200,10 +200,6 @@ def prepare(model: ModelConfig, data: DataConfig, force: bool = False, verbose: 
     doc_source = array("i")
     from tqdm import tqdm
 
-    if not verbose:
-        import datasets
-
-        datasets.disable_progress_bars()
     writer = StoreWriter(data.store, key)
     try:
         buffer = TokenBuffer(writer.scratch / "tokens")  # tokens go to disk as they come: memory stays bounded
@@ -221,9 +217,7 @@ def prepare(model: ModelConfig, data: DataConfig, force: bool = False, verbose: 
         for name, docs in zip(("train", "eval"), split_documents(len(lengths), data.eval_fraction, data.seed)):
             if len(docs) == 0:
                 continue
-            ds, stats = build_split(name, docs, lengths, offsets, ids, labels, data, writer.scratch)
-            writer.write_split(name, ds, data.num_shards or default_shards(ds.data.nbytes))
-            splits[name] = stats
+            splits[name] = build_split(name, docs, lengths, offsets, ids, labels, data, writer)
         source_arr = np.asarray(doc_source)
         manifest = {
             "inputs": inputs,

@@ -57,8 +57,9 @@ class StoreWriter:
         """Working files (token buffers, row chunks); removed before the store is committed."""
         return self.tmp / ".scratch"
 
-    def write_split(self, name: str, dataset, num_shards: int) -> None:
-        dataset.save_to_disk(str(self.tmp / name), num_shards=num_shards)
+    def write_split(self, name: str, write):
+        """`write(directory)` fills the split's directory (smoldist.rows.write_rows); returns what it returns."""
+        return write(self.tmp / name)
 
     def commit(self, manifest: dict, force: bool = False, hashes: HashCache | None = None) -> Path:
         shutil.rmtree(self.scratch, ignore_errors=True)

@@ -18,7 +18,7 @@ PROBE = """
 import json, sys
 from smoldist.cli import main
 code = main(["prepare", sys.argv[1]])
-heavy = sorted(m for m in ("torch", "transformers", "trl", "peft", "accelerate") if m in sys.modules)
+heavy = sorted(m for m in ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "matplotlib.pyplot") if m in sys.modules)
 print(json.dumps({"code": code, "heavy": heavy}))
 """
 
