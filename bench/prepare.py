@@ -21,6 +21,7 @@ import json
 import os
 import random
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -161,6 +162,8 @@ def bench_corpus(kind: str, args, pool, env: dict) -> dict:
     t_smol, t_trl, trl_in = [], [], []
     for i in range(args.warmup + args.runs):
         a, _ = timed(smol, env)
+        for d in (work / "hf-cache", work / "trl-out"):  # a fresh datasets cache: TRL must not reuse its last run's map
+            shutil.rmtree(d, ignore_errors=True)
         b, out = timed(trl_cmd, env)
         trl = json.loads(out.strip().splitlines()[-1])
         print(f"  {kind} pair {i + 1}{' (warm-up)' if i < args.warmup else ''}: smoldist {a:.2f} s, TRL {b:.2f} s")
