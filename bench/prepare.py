@@ -188,7 +188,8 @@ def bench_corpus(kind: str, args, pool, env: dict) -> dict:
         "trl": {"seconds": t_trl, "median_s": tm, "in_process_median_s": median(trl_in), "tokens": trl["tokens"],
                 "tokens_per_s": trl["tokens"] / tm, "fill": trl["fill"], "rows": trl["rows"],
                 "rows_lower_bound": -(-trl["tokens"] // args.seq_len)},
-        "ratio": tm / sm, "floor": floor,
+        "ratio": tm / sm, "pair_ratios": [b / a for a, b in zip(t_smol, t_trl)],
+        "ratio_median_of_pairs": median([b / a for a, b in zip(t_smol, t_trl)]), "floor": floor,
     }
 
 
@@ -207,6 +208,8 @@ def print_table(results: list[dict]) -> None:
         s, f = r["smoldist"], r["floor"]
         extra = (f"; floor encode_batch {f['encode_batch_s']:.2f} s, encode_batch_fast {f['encode_batch_fast_s']:.2f} s (in-process)"
                  if f else "")
+        print(f"{r['corpus']}: TRL/smoldist per pair {', '.join(f'{x:.2f}x' for x in r['pair_ratios'])}, "
+              f"median {r['ratio_median_of_pairs']:.2f}x")
         print(f"{r['corpus']}: smoldist runs {', '.join(f'{t:.2f}' for t in s['seconds'])} s; TRL runs "
               f"{', '.join(f'{t:.2f}' for t in r['trl']['seconds'])} s; smoldist in-process {s['in_process']}; "
               f"unchanged re-run {s['reuse_s']:.2f} s{extra}")
