@@ -51,7 +51,7 @@ def time_to_first_step(cmd: list[str], env: dict, timeout: float = 600) -> float
     try:
         for line in p.stdout:
             tail = (tail + [line])[-40:]
-            if first is None and line.startswith("smoldist | step 1 |"):
+            if first is None and "smoldist | step 1 |" in line:  # tqdm may precede it on the line
                 first = time.perf_counter() - t0
             if time.perf_counter() - t0 > timeout:
                 break
