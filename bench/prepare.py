@@ -1,15 +1,17 @@
 """Data preparation speed: `smoldist prepare` vs TRL's own preparation vs the tokenizer's floor.
 
-    python bench/prepare.py                       # 20,000 conversations, real gsm8k text if ../shared has it
-    python bench/prepare.py --conversations 2000 --out bench/results/prepare-small.json
+    python bench/prepare.py                       # both corpora, 20,000 conversations each, real gsm8k text if ../shared has it
+    python bench/prepare.py --conversations 2000 --runs 1 --warmup 0 --out bench/results/prepare-small.json
 
-Builds a corpus of multi-turn conversations (1-4 gsm8k question/answer turns each), trains a
-16k-vocab byte-level BPE on it, then times three whole processes on the same cores:
+Two corpora of multi-turn conversations (1-4 gsm8k question/answer turns each): `repeated` draws the
+turns from the gsm8k pool (a message recurs ~7 times), `distinct` redraws every number so that no
+message text occurs twice. For each, trains a 16k-vocab byte-level BPE on it, then times whole
+processes on the same cores, in pairs (smoldist, then TRL) after a warm-up pair, medians reported:
   (a) smoldist prepare (template + tokenize + assistant mask + BFD pack + write the store),
   (b) TRL SFTTrainer preparing the same data (packing=True, bfd, assistant_only_loss=True,
       dataset_num_proc = cores), fresh datasets cache,
   (c) the floor: the tokenizer's raw encode_batch on the already-rendered text.
-Prints a table (tokens/s, ratio to TRL, fill) and writes JSON.
+Prints a table (time, tokens/s, ratio to TRL, fill, rows vs the bound ceil(tokens/seq_len), pack time) and writes JSON.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import argparse
 import json
 import os
 import random
+import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -26,7 +30,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_GSM8K = REPO.parent / "shared" / "data" / "gsm8k" / "train.jsonl"
+SHARED_GSM8K = next((p for p in (REPO.parent / "shared" / "data" / "gsm8k" / "train.jsonl",
+                                  REPO.parents[1] / "shared" / "data" / "gsm8k" / "train.jsonl") if p.is_file()),
+                    REPO.parent / "shared" / "data" / "gsm8k" / "train.jsonl")
+NUMBER = re.compile(r"\d+")
 
 
 def qa_pool(gsm8k: Path | None, n: int, seed: int) -> list[tuple[str, str]]:
@@ -45,6 +52,31 @@ def build_corpus(path: Path, pool: list[tuple[str, str]], n: int, seed: int) -> 
             msgs = []
             for q, a in rng.sample(pool, rng.randint(1, 4)):
                 msgs += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+            f.write(json.dumps({"messages": msgs}) + "\n")
+
+
+def fresh_numbers(text: str, rng: random.Random) -> str:
+    """The same text with every number redrawn (same digit count): real wording, new message."""
+    return NUMBER.sub(lambda m: str(rng.randrange(10 ** (len(m.group()) - 1) if len(m.group()) > 1 else 0, 10 ** len(m.group()))), text)
+
+
+def build_distinct_corpus(path: Path, pool: list[tuple[str, str]], n: int, seed: int) -> None:
+    """Like build_corpus, but no message text occurs twice in the corpus (numbers redrawn until unique)."""
+    rng, seen = random.Random(seed), set()
+
+    def unique(text: str) -> str:
+        while True:
+            new = fresh_numbers(text, rng)
+            if new not in seen:
+                seen.add(new)
+                return new
+            text = new + " "  # a text without numbers: vary its ending
+
+    with path.open("w") as f:
+        for _ in range(n):
+            msgs = []
+            for q, a in rng.sample(pool, rng.randint(1, 4)):
+                msgs += [{"role": "user", "content": unique(q)}, {"role": "assistant", "content": unique(a)}]
             f.write(json.dumps({"messages": msgs}) + "\n")
 
 
@@ -101,26 +133,22 @@ FLOOR_SCRIPT = textwrap.dedent('''
 ''')
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--conversations", type=int, default=20000)
-    ap.add_argument("--seq-len", type=int, default=2048)
-    ap.add_argument("--procs", type=int, default=os.cpu_count())
-    ap.add_argument("--gsm8k", type=Path, default=SHARED_GSM8K, help="gsm8k train.jsonl (synthetic problems if missing)")
-    ap.add_argument("--work", type=Path, default=None, help="working directory (default: a temporary one)")
-    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "prepare.json")
-    args = ap.parse_args()
+CORPORA = {"repeated": build_corpus, "distinct": build_distinct_corpus}
 
-    work = args.work or Path(tempfile.mkdtemp(prefix="smoldist-bench-"))
+
+def median(xs: list[float]) -> float:
+    xs = sorted(xs)
+    return xs[len(xs) // 2] if len(xs) % 2 else (xs[len(xs) // 2 - 1] + xs[len(xs) // 2]) / 2
+
+
+def bench_corpus(kind: str, args, pool, env: dict) -> dict:
+    """Paired runs (smoldist then TRL, same cores, back to back) after warm-ups; medians."""
+    work = args.work / kind
     work.mkdir(parents=True, exist_ok=True)
     corpus, tok_dir = work / "corpus.jsonl", work / "tokenizer"
-    pool = qa_pool(args.gsm8k, 8000, seed=0)
-    build_corpus(corpus, pool, args.conversations, seed=0)
+    CORPORA[kind](corpus, pool, args.conversations, seed=0)
     train_tokenizer(corpus, tok_dir)
-    print(f"corpus: {args.conversations:,} conversations from {'gsm8k' if args.gsm8k.is_file() else 'synthetic problems'}; "
-          f"{args.procs} processes; seq_len {args.seq_len}; work dir {work}")
-
-    env = dict(os.environ, TOKENIZERS_PARALLELISM="true", HF_DATASETS_CACHE=str(work / "hf-cache"), WANDB_MODE="disabled")
+    env = dict(env, HF_DATASETS_CACHE=str(work / "hf-cache"))
     recipe = work / "recipe.yaml"
     recipe.write_text(json.dumps({  # JSON is YAML
         "model": {"init": {"hidden_size": 16}, "tokenizer": str(tok_dir), "chat_template": "smollm2"},
@@ -128,39 +156,89 @@ def main() -> None:
                  "overflow": "truncate", "loss_on": "assistant", "num_proc": args.procs, "store": str(work / "store")},
     }))
     smol = [sys.executable, "-m", "smoldist", "prepare", str(recipe), "--force"]
-    t_smol, _ = timed(smol, env)
-    manifest = json.loads(next((work / "store").glob("*/manifest.json")).read_text())
-    smol_tokens, smol_fill = manifest["splits"]["train"]["tokens"], manifest["splits"]["train"]["fill"]
-    t_reuse, _ = timed(smol[:-1], env)  # unchanged recipe: decide and reuse
-
     script = work / "trl_prepare.py"
     script.write_text(TRL_SCRIPT)
-    t_trl, out = timed([sys.executable, str(script), str(corpus), str(tok_dir), str(args.seq_len), str(args.procs), str(work / "trl-out")], env)
-    trl = json.loads(out.strip().splitlines()[-1])
+    trl_cmd = [sys.executable, str(script), str(corpus), str(tok_dir), str(args.seq_len), str(args.procs), str(work / "trl-out")]
+    t_smol, t_trl, trl_in = [], [], []
+    for i in range(args.warmup + args.runs):
+        a, _ = timed(smol, env)
+        for d in (work / "hf-cache", work / "trl-out"):  # a fresh datasets cache: TRL must not reuse its last run's map
+            shutil.rmtree(d, ignore_errors=True)
+        b, out = timed(trl_cmd, env)
+        trl = json.loads(out.strip().splitlines()[-1])
+        print(f"  {kind} pair {i + 1}{' (warm-up)' if i < args.warmup else ''}: smoldist {a:.2f} s, TRL {b:.2f} s")
+        if i >= args.warmup:
+            t_smol.append(a), t_trl.append(b), trl_in.append(trl["in_process_s"])
+    manifest = json.loads(next((work / "store").glob("*/manifest.json")).read_text())
+    split = manifest["splits"]["train"]
+    t_reuse, _ = timed(smol[:-1], env)  # unchanged recipe: hash check by stat, verify, reuse
+    floor = {}
+    if args.floor:
+        floor_script = work / "floor.py"
+        floor_script.write_text(FLOOR_SCRIPT)
+        _, out = timed([sys.executable, str(floor_script), str(corpus), str(tok_dir)], env)
+        floor = json.loads(out.strip().splitlines()[-1])
+    sm, tm = median(t_smol), median(t_trl)
+    return {
+        "corpus": kind, "conversations": args.conversations,
+        "distinct_messages": len({m["content"] for line in corpus.read_text().splitlines() for m in json.loads(line)["messages"]}),
+        "smoldist": {"seconds": t_smol, "median_s": sm, "tokens": split["tokens"], "tokens_per_s": split["tokens"] / sm,
+                     "fill": split["fill"], "rows": split["rows"], "rows_lower_bound": split["rows_lower_bound"],
+                     "pack_s": split["pack_seconds"], "in_process": manifest["seconds"], "reuse_s": t_reuse},
+        "trl": {"seconds": t_trl, "median_s": tm, "in_process_median_s": median(trl_in), "tokens": trl["tokens"],
+                "tokens_per_s": trl["tokens"] / tm, "fill": trl["fill"], "rows": trl["rows"],
+                "rows_lower_bound": -(-trl["tokens"] // args.seq_len)},
+        "ratio": tm / sm, "pair_ratios": [b / a for a, b in zip(t_smol, t_trl)],
+        "ratio_median_of_pairs": median([b / a for a, b in zip(t_smol, t_trl)]), "floor": floor,
+    }
 
-    floor_script = work / "floor.py"
-    floor_script.write_text(FLOOR_SCRIPT)
-    _, out = timed([sys.executable, str(floor_script), str(corpus), str(tok_dir)], env)
-    floor = json.loads(out.strip().splitlines()[-1])
 
-    rows = [
-        ("smoldist prepare (whole process)", smol_tokens, t_smol, smol_fill),
-        ("TRL SFTTrainer prep (whole process)", trl["tokens"], t_trl, trl["fill"]),
-        ("TRL SFTTrainer prep (in-process)", trl["tokens"], trl["in_process_s"], trl["fill"]),
-        ("floor: encode_batch (offsets)", floor["tokens"], floor["encode_batch_s"], None),
-        ("floor: encode_batch_fast", floor["tokens"], floor["encode_batch_fast_s"], None),
-    ]
-    print(f"\n{'path':38s} {'tokens':>11s} {'seconds':>8s} {'tokens/s':>11s} {'vs TRL':>7s} {'fill':>8s}")
-    trl_rate = trl["tokens"] / t_trl
-    result = {"conversations": args.conversations, "seq_len": args.seq_len, "procs": args.procs,
-              "corpus": "gsm8k" if args.gsm8k.is_file() else "synthetic", "reuse_s": t_reuse, "rows": []}
-    for name, tokens, secs, fill in rows:
-        rate = tokens / secs
-        print(f"{name:38s} {tokens:>11,} {secs:>8.2f} {rate:>11,.0f} {rate / trl_rate:>6.2f}x {'' if fill is None else f'{fill:.2%}':>8s}")
-        result["rows"].append({"path": name, "tokens": tokens, "seconds": secs, "tokens_per_s": rate, "vs_trl": rate / trl_rate, "fill": fill})
-    print(f"\nre-running smoldist prepare on the unchanged recipe (whole process, reuse): {t_reuse:.2f} s")
+def print_table(results: list[dict]) -> None:
+    head = f"{'corpus':9s} {'path':9s} {'median s':>8s} {'tokens':>10s} {'tokens/s':>10s} {'vs TRL':>7s} {'fill':>7s} {'rows':>6s} {'bound':>6s} {'over':>6s} {'pack s':>6s}"
+    print("\n" + head)
+    for r in results:
+        for name in ("smoldist", "trl"):
+            x = r[name]
+            over = x["rows"] / x["rows_lower_bound"] - 1
+            ratio = r["ratio"] if name == "smoldist" else 1.0
+            pack = f"{x['pack_s']:.3f}" if "pack_s" in x else ""
+            print(f"{r['corpus']:9s} {name:9s} {x['median_s']:>8.2f} {x['tokens']:>10,} {x['tokens_per_s']:>10,.0f} "
+                  f"{ratio:>6.2f}x {x['fill']:>7.2%} {x['rows']:>6,} {x['rows_lower_bound']:>6,} {over:>6.2%} {pack:>6s}")
+    for r in results:
+        s, f = r["smoldist"], r["floor"]
+        extra = (f"; floor encode_batch {f['encode_batch_s']:.2f} s, encode_batch_fast {f['encode_batch_fast_s']:.2f} s (in-process)"
+                 if f else "")
+        print(f"{r['corpus']}: TRL/smoldist per pair {', '.join(f'{x:.2f}x' for x in r['pair_ratios'])}, "
+              f"median {r['ratio_median_of_pairs']:.2f}x")
+        print(f"{r['corpus']}: smoldist runs {', '.join(f'{t:.2f}' for t in s['seconds'])} s; TRL runs "
+              f"{', '.join(f'{t:.2f}' for t in r['trl']['seconds'])} s; smoldist in-process {s['in_process']}; "
+              f"unchanged re-run {s['reuse_s']:.2f} s{extra}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--conversations", type=int, default=20000)
+    ap.add_argument("--seq-len", type=int, default=2048)
+    ap.add_argument("--procs", type=int, default=os.cpu_count())
+    ap.add_argument("--runs", type=int, default=3, help="paired runs per corpus (medians reported)")
+    ap.add_argument("--warmup", type=int, default=1, help="paired warm-up runs per corpus, not counted")
+    ap.add_argument("--corpora", default="repeated,distinct", help="comma-separated: " + ", ".join(CORPORA))
+    ap.add_argument("--no-floor", dest="floor", action="store_false", help="skip the raw tokenizer floor")
+    ap.add_argument("--gsm8k", type=Path, default=SHARED_GSM8K, help="gsm8k train.jsonl (synthetic problems if missing)")
+    ap.add_argument("--work", type=Path, default=None, help="working directory (default: a temporary one)")
+    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "prepare.json")
+    args = ap.parse_args()
+
+    args.work = args.work or Path(tempfile.mkdtemp(prefix="smoldist-bench-"))
+    pool = qa_pool(args.gsm8k, 8000, seed=0)
+    print(f"{args.conversations:,} conversations per corpus from {'gsm8k' if args.gsm8k.is_file() else 'synthetic problems'}; "
+          f"{args.procs} processes; seq_len {args.seq_len}; {args.warmup} warm-up + {args.runs} paired runs; work dir {args.work}")
+    env = dict(os.environ, TOKENIZERS_PARALLELISM="true", WANDB_MODE="disabled")
+    results = [bench_corpus(kind, args, pool, env) for kind in args.corpora.split(",")]
+    print_table(results)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
+    args.out.write_text(json.dumps({"seq_len": args.seq_len, "procs": args.procs, "runs": args.runs, "warmup": args.warmup,
+                                    "corpus_source": "gsm8k" if args.gsm8k.is_file() else "synthetic", "results": results}, indent=2))
     print(f"wrote {args.out}")
 
 

@@ -4,7 +4,7 @@
 
 Overrides are `section.key=value` (list items by index: `data.sources.0.path=x.jsonl`), typed by the
 field they set. Unknown keys anywhere fail with their full path and the closest valid name. `train`
-is passed to `trl.SFTConfig`; its keys are checked against SFTConfig's own fields.
+is passed to `trl.SFTConfig`; its keys are checked against SFTConfig's own fields (smoldist/train_keys.py).
 """
 
 from __future__ import annotations
@@ -270,9 +270,9 @@ def build_train_section(raw: Any) -> dict:
         return {}
     if not isinstance(raw, dict):
         raise RecipeError(f"train: expected a mapping of SFTConfig keys, got {type(raw).__name__}")
-    from trl import SFTConfig
+    from smoldist.train_keys import sft_field_types  # SFTConfig's fields without importing trl/torch (4 s)
 
-    hints = typing.get_type_hints(SFTConfig)
+    hints = sft_field_types()
     valid = sorted(set(hints) | set(OWN_TRAIN_KEYS))
     out = {}
     for key, value in raw.items():

@@ -129,7 +129,7 @@ def encode_stream(encoder: Encoder, batches: Iterable[list[Document]], num_proc:
     pending: deque = deque()
     try:
         for b in batches:
-            pending.append(pool.submit(_encode_in_worker, b))
+            pending.append(_submit(pool, b))
             if len(pending) >= IN_FLIGHT_PER_WORKER * num_proc:
                 yield _result(pending.popleft())
         while pending:
@@ -140,9 +140,20 @@ def encode_stream(encoder: Encoder, batches: Iterable[list[Document]], num_proc:
         _WORKER = None
 
 
+def _submit(pool: ProcessPoolExecutor, docs: list[Document]):
+    try:
+        return pool.submit(_encode_in_worker, docs)
+    except BrokenProcessPool:  # a worker died before this batch was queued: the same clear error as at result()
+        raise _died() from None
+
+
+def _died() -> DataError:
+    return DataError("a tokenizer worker process died (killed, or out of memory?); nothing was written. "
+                     "Retry with fewer workers (data.num_proc) or more memory")
+
+
 def _result(future) -> EncodedBatch:
     try:
         return future.result()
     except BrokenProcessPool:
-        raise DataError("a tokenizer worker process died (killed, or out of memory?); nothing was written. "
-                        "Retry with fewer workers (data.num_proc) or more memory") from None
+        raise _died() from None

@@ -17,7 +17,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import numpy as np
 
@@ -25,6 +25,7 @@ from smoldist.config import DataConfig, ModelConfig, resolve_path
 from smoldist.converters import CONVERTERS, Document, InvalidRecord
 from smoldist.encode import Encoder, encode_stream
 from smoldist.errors import DataError
+from smoldist.hash_cache import HashCache
 from smoldist.packing import pack
 from smoldist.rows import TokenBuffer, write_rows
 from smoldist.sources import ResolvedSource, Unreadable, iter_records, resolve_source
@@ -65,12 +66,13 @@ def chat_template_for(model: ModelConfig, data: DataConfig) -> str:
     return template
 
 
-def store_key_inputs(data: DataConfig, sources: list[ResolvedSource], tok_hash: str, template: str) -> dict:
+def store_key_inputs(data: DataConfig, sources: list[ResolvedSource], tok_hash: str, template: str,
+                     hashes: HashCache | None = None) -> dict:
     """Everything that changes the tokens, and nothing else (learning rate, shards, num_proc stay out)."""
     converter_keys = ("format", "messages_field", "role_field", "content_field", "prompt_field", "completion_field",
                       "text_field", "columns", "system_prompt", "prefix", "max_samples", "fraction")
     return {
-        "sources": [{"identity": s.identity(), "converter": {k: getattr(s.spec, k) for k in converter_keys}} for s in sources],
+        "sources": [{"identity": s.identity(hashes), "converter": {k: getattr(s.spec, k) for k in converter_keys}} for s in sources],
         "tokenizer_sha256": tok_hash,
         "chat_template": template,
         "seq_len": data.seq_len, "packing": data.packing, "overflow": data.overflow, "loss_on": data.loss_on,
@@ -134,21 +136,21 @@ def split_documents(n_docs: int, eval_fraction: float, seed: int) -> tuple[np.nd
 
 
 def build_split(name: str, docs: np.ndarray, lengths: np.ndarray, offsets: np.ndarray, ids, labels, data: DataConfig,
-                scratch: Path) -> tuple[Any, dict]:
-    """Pack the documents `docs` and return (datasets.Dataset, stats); rows are written in chunks."""
+                writer: StoreWriter) -> dict:
+    """Pack the documents `docs` and write their rows into the store's split `name`; returns its stats."""
+    t = time.perf_counter()
     packed, overflow = pack(lengths[docs], data.seq_len, data.packing, data.overflow)
-    ds, kept, trained = write_rows(packed, offsets[docs], ids, labels, data.seq_len, scratch / name)
+    t_pack = time.perf_counter() - t
+    fingerprint = hashlib.blake2b(f"{writer.key}:{name}".encode(), digest_size=8).hexdigest()
+    shards, kept, trained = writer.write_split(name, lambda d: write_rows(
+        packed, offsets[docs], ids, labels, data.seq_len, d, data.num_shards, fingerprint))
     n_rows = len(packed.rows)
-    stats = {
+    return {
         "documents": int(len(docs)), "rows": n_rows, "tokens": kept, "trained_tokens": trained,
         "fill": kept / (n_rows * data.seq_len) if n_rows else 0.0,
+        "rows_lower_bound": -(-kept // data.seq_len), "shards": shards, "pack_seconds": round(t_pack, 3),
         "overflow": overflow.as_dict(),
     }
-    return ds, stats
-
-
-def default_shards(n_bytes: int) -> int:
-    return max(1, min(64, n_bytes // (256 << 20)))
 
 
 @dataclass
@@ -161,6 +163,7 @@ class StorePlan:
     inputs: dict
     key: str
     path: Path
+    hashes: HashCache  # sha256s by stat, in the store root: unchanged sources and shards are not read again
 
 
 def plan_store(model: ModelConfig, data: DataConfig) -> StorePlan:
@@ -168,9 +171,11 @@ def plan_store(model: ModelConfig, data: DataConfig) -> StorePlan:
     sources = [resolve_source(s, f"data.sources.{i}") for i, s in enumerate(data.sources)]
     tok = load_prep_tokenizer(model)
     template = chat_template_for(model, data)
-    inputs = store_key_inputs(data, sources, tok.fingerprint, template)
+    hashes = HashCache.for_store(data.store)
+    inputs = store_key_inputs(data, sources, tok.fingerprint, template, hashes)
+    hashes.save()
     key = compute_key(inputs)
-    return StorePlan(sources, tok, template, inputs, key, store_dir(data.store, key))
+    return StorePlan(sources, tok, template, inputs, key, store_dir(data.store, key), hashes)
 
 
 def prepare(model: ModelConfig, data: DataConfig, force: bool = False, verbose: bool = True,
@@ -183,7 +188,8 @@ def prepare(model: ModelConfig, data: DataConfig, force: bool = False, verbose: 
     plan = plan_store(model, data)
     sources, tok, template, inputs, key, path = plan.sources, plan.tok, plan.template, plan.inputs, plan.key, plan.path
     if path.exists() and not force:
-        manifest = verify_store(path, key, check_shards=verify_shards)
+        manifest = verify_store(path, key, check_shards=verify_shards, hashes=plan.hashes)
+        plan.hashes.save()
         if verbose:
             print(f"smoldist prepare: reusing store {path} ({time.perf_counter() - t0:.2f} s)")
         return PrepareResult(path, manifest, reused=True, template=template)
@@ -194,10 +200,6 @@ def prepare(model: ModelConfig, data: DataConfig, force: bool = False, verbose: 
     doc_source = array("i")
     from tqdm import tqdm
 
-    if not verbose:
-        import datasets
-
-        datasets.disable_progress_bars()
     writer = StoreWriter(data.store, key)
     try:
         buffer = TokenBuffer(writer.scratch / "tokens")  # tokens go to disk as they come: memory stays bounded
@@ -215,9 +217,7 @@ def prepare(model: ModelConfig, data: DataConfig, force: bool = False, verbose: 
         for name, docs in zip(("train", "eval"), split_documents(len(lengths), data.eval_fraction, data.seed)):
             if len(docs) == 0:
                 continue
-            ds, stats = build_split(name, docs, lengths, offsets, ids, labels, data, writer.scratch)
-            writer.write_split(name, ds, data.num_shards or default_shards(ds.data.nbytes))
-            splits[name] = stats
+            splits[name] = build_split(name, docs, lengths, offsets, ids, labels, data, writer)
         source_arr = np.asarray(doc_source)
         manifest = {
             "inputs": inputs,
@@ -241,7 +241,8 @@ def prepare(model: ModelConfig, data: DataConfig, force: bool = False, verbose: 
         from smoldist.report import write_report
 
         write_report(writer.tmp, dict(manifest, key=key))
-        final = writer.commit(manifest, force=force)
+        final = writer.commit(manifest, force=force, hashes=plan.hashes)
+        plan.hashes.save()
     except BaseException:
         writer.abort()  # Ctrl-C or a crash leaves no directory that looks complete
         raise

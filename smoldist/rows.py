@@ -3,12 +3,13 @@
 Encoded documents are appended to two int32 files (ids, labels) in the store's scratch directory;
 only one length per document stays in memory, which is all packing needs. Rows are then gathered
 from the memory-mapped files a chunk at a time (~2 M tokens), each chunk written as an Arrow
-stream file, and the chunks are combined memory-mapped for `save_to_disk`. Peak memory is a
-chunk plus 8 bytes per document, whatever the dataset's size.
+record batch appended to its shard (the `datasets.save_to_disk` layout, written without datasets). Peak
+memory is a chunk plus 8 bytes per document, whatever the dataset's size.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -63,20 +64,42 @@ def arrow_chunk(packed: Packed, rows: list[list[int]], doc_offsets: np.ndarray, 
     return table, int(seg_lens.sum()), int((row_labels != IGNORE).sum())
 
 
+FEATURES = {c: {"feature": {"dtype": "int32", "_type": "Value"}, "_type": "LargeList"} for c in ("input_ids", "labels", "seq_lengths")}
+SHARD_BYTES = 256 << 20
+
+
+def shard_bounds(n_rows: int, num_shards: int) -> list[tuple[int, int]]:
+    """Contiguous row ranges, as `datasets.Dataset.shard(contiguous=True)` cuts them."""
+    div, mod = divmod(n_rows, num_shards)
+    starts = [div * i + min(i, mod) for i in range(num_shards + 1)]
+    return list(zip(starts[:-1], starts[1:]))
+
+
 def write_rows(packed: Packed, doc_offsets: np.ndarray, ids: np.ndarray, labels: np.ndarray, seq_len: int,
-               scratch: Path):
-    """All rows of `packed` as one memory-mapped datasets.Dataset, built chunk by chunk; plus token counts."""
-    import datasets
+               out_dir: Path, num_shards: int | None = None, fingerprint: str = "0" * 16) -> tuple[int, int, int]:
+    """All rows of `packed` as a `datasets.save_to_disk` directory, written chunk by chunk straight into its
+    shards (no `datasets` import, no second copy). Returns (shards, kept tokens, trained tokens)."""
     import pyarrow as pa
 
-    scratch.mkdir(parents=True, exist_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    n_rows = len(packed.rows)
+    est_bytes = 8 * int(packed.segments.length.sum()) + 24 * n_rows
+    num_shards = max(1, min(num_shards or min(64, est_bytes // SHARD_BYTES), max(n_rows, 1)))
+    schema = pa.schema([(c, pa.large_list(pa.int32())) for c in FEATURES],
+                       metadata={"huggingface": json.dumps({"info": {"features": FEATURES}})})
     per_chunk = max(1, CHUNK_TOKENS // seq_len)
-    parts, kept, trained = [], 0, 0
-    for i, start in enumerate(range(0, len(packed.rows), per_chunk)):
-        table, k, t = arrow_chunk(packed, packed.rows[start:start + per_chunk], doc_offsets, ids, labels)
-        path = scratch / f"rows-{i:05d}.arrow"
-        with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as out:
-            out.write_table(table)
-        parts.append(datasets.Dataset.from_file(str(path)))
-        kept, trained = kept + k, trained + t
-    return datasets.concatenate_datasets(parts), kept, trained
+    files, kept, trained = [], 0, 0
+    for i, (lo, hi) in enumerate(shard_bounds(n_rows, num_shards)):
+        name = f"data-{i:05d}-of-{num_shards:05d}.arrow"
+        with pa.OSFile(str(out_dir / name), "wb") as sink, pa.ipc.new_stream(sink, schema) as out:
+            for start in range(lo, hi, per_chunk):
+                table, k, t = arrow_chunk(packed, packed.rows[start:min(hi, start + per_chunk)], doc_offsets, ids, labels)
+                out.write_table(table.replace_schema_metadata(schema.metadata))
+                kept, trained = kept + k, trained + t
+        files.append({"filename": name})
+    state = {"_data_files": files, "_fingerprint": fingerprint, "_format_columns": list(FEATURES), "_format_kwargs": {},
+             "_format_type": None, "_output_all_columns": False, "_split": None}
+    (out_dir / "state.json").write_text(json.dumps(state, indent=2))
+    info = {"citation": "", "description": "", "features": FEATURES, "homepage": "", "license": ""}
+    (out_dir / "dataset_info.json").write_text(json.dumps(info, indent=2))
+    return num_shards, kept, trained

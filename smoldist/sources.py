@@ -7,7 +7,6 @@ A line that is not JSON is passed on as a `Unreadable` record: the converter ste
 from __future__ import annotations
 
 import glob
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from typing import Any, Iterator
 
 from smoldist.config import resolve_path
 from smoldist.errors import DataError
+from smoldist.hash_cache import HashCache
 
 LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet")
 
@@ -33,22 +33,14 @@ class ResolvedSource:
     files: list[str]
     spec: Any  # the SourceConfig
 
-    def identity(self) -> dict:
+    def identity(self, hashes: HashCache | None = None) -> dict:
         """What names this source's contents for the store key (file sha256s, or hub id + revision)."""
-        s = self.spec
+        s, sha256 = self.spec, (hashes or HashCache(None)).sha256
         if self.kind == "hub":
             return {"hub": s.path, "name": s.name, "data_dir": s.data_dir, "split": s.split, "revision": s.revision}
         files = self.files if self.kind == "files" else sorted(str(p) for p in Path(self.files[0]).rglob("*") if p.is_file())
-        return {"files": [{"path": os.path.abspath(f), "size": os.path.getsize(f), "sha256": file_sha256(f)} for f in files],
+        return {"files": [{"path": os.path.abspath(f), "size": os.path.getsize(f), "sha256": sha256(f)} for f in files],
                 "split": s.split if self.kind == "saved" else None}
-
-
-def file_sha256(path: str, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def looks_local(path: str) -> bool:

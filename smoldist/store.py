@@ -3,7 +3,8 @@
 The key hashes everything that changes the tokens (see `store_key_inputs` in prepare.py) and
 nothing else, so the same inputs reuse the same store and any change makes a new one. A store is
 written into a temporary directory and renamed into place only when complete; on load, the
-manifest's key and every shard's checksum are checked before a single row is trained on.
+manifest's key and every shard's checksum are checked before a single row is trained on (a stat per
+shard when it is unchanged since it was last hashed: smoldist/hash_cache.py).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import time
 from pathlib import Path
 
 from smoldist.errors import StoreError
+from smoldist.hash_cache import HashCache
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -34,15 +36,9 @@ def store_dir(root: str | Path, key: str) -> Path:
     return Path(root) / key
 
 
-def shard_checksums(split_dir: Path) -> dict[str, dict]:
-    out = {}
-    for f in sorted(split_dir.glob("*.arrow")):
-        h = hashlib.sha256()
-        with open(f, "rb") as fh:
-            while block := fh.read(1 << 22):
-                h.update(block)
-        out[f.name] = {"sha256": h.hexdigest(), "bytes": f.stat().st_size}
-    return out
+def shard_checksums(split_dir: Path, hashes: HashCache | None = None) -> dict[str, dict]:
+    sha256 = (hashes or HashCache(None)).sha256  # with a cache: a stat per shard unchanged since last hashed
+    return {f.name: {"sha256": sha256(f), "bytes": f.stat().st_size} for f in sorted(split_dir.glob("*.arrow"))}
 
 
 class StoreWriter:
@@ -61,13 +57,14 @@ class StoreWriter:
         """Working files (token buffers, row chunks); removed before the store is committed."""
         return self.tmp / ".scratch"
 
-    def write_split(self, name: str, dataset, num_shards: int) -> None:
-        dataset.save_to_disk(str(self.tmp / name), num_shards=num_shards)
+    def write_split(self, name: str, write):
+        """`write(directory)` fills the split's directory (smoldist.rows.write_rows); returns what it returns."""
+        return write(self.tmp / name)
 
-    def commit(self, manifest: dict, force: bool = False) -> Path:
+    def commit(self, manifest: dict, force: bool = False, hashes: HashCache | None = None) -> Path:
         shutil.rmtree(self.scratch, ignore_errors=True)
         manifest = dict(manifest, key=self.key, format_version=FORMAT_VERSION, created=time.strftime("%Y-%m-%dT%H:%M:%S"))
-        manifest["shards"] = {s: shard_checksums(self.tmp / s) for s in SPLITS if (self.tmp / s).is_dir()}
+        manifest["shards"] = {s: shard_checksums(self.tmp / s, hashes) for s in SPLITS if (self.tmp / s).is_dir()}
         (self.tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
         if self.final.exists():
             if not force:  # another process finished the same key first: identical contents, keep theirs
@@ -77,6 +74,8 @@ class StoreWriter:
             os.rename(self.final, trash)
             shutil.rmtree(trash)
         os.rename(self.tmp, self.final)  # atomic on one filesystem: the store appears complete or not at all
+        if hashes is not None:
+            hashes.moved(self.tmp, self.final)  # the shards were just hashed: training's verification is a stat each
         return self.final
 
     def abort(self) -> None:
@@ -92,7 +91,7 @@ def read_manifest(path: Path) -> dict:
         raise StoreError(f"{path}/{MANIFEST}: unreadable ({e}); rerun `smoldist prepare --force`") from None
 
 
-def verify_store(path: Path, key: str, check_shards: bool = True) -> dict:
+def verify_store(path: Path, key: str, check_shards: bool = True, hashes: HashCache | None = None) -> dict:
     """The manifest of a complete store for `key`; refuses a store that was edited, truncated or mismatched."""
     manifest = read_manifest(path)
     if manifest.get("key") != key or manifest.get("format_version") != FORMAT_VERSION:
@@ -104,7 +103,7 @@ def verify_store(path: Path, key: str, check_shards: bool = True) -> dict:
         raise StoreError(f"{path}/{MANIFEST}: its inputs do not hash to its key (edited?); rerun `smoldist prepare --force`")
     if check_shards:
         for split, expected in manifest.get("shards", {}).items():
-            found = shard_checksums(path / split)
+            found = shard_checksums(path / split, hashes)
             for name, want in expected.items():
                 got = found.get(name)
                 if got is None:

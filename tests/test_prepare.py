@@ -109,7 +109,7 @@ def test_no_temporary_store_left_after_a_failure(tmp_path, monkeypatch):
     monkeypatch.setattr(store.StoreWriter, "write_split", boom)
     with pytest.raises(KeyboardInterrupt):
         prepare(r.model, r.data, verbose=False)
-    assert list((tmp_path / "store").iterdir()) == []
+    assert [p.name for p in (tmp_path / "store").iterdir()] == [".cache"]  # sha256 cache only, no partial store
 
 
 def test_missing_source_fails_before_work(tmp_path):
@@ -130,3 +130,15 @@ def test_rows_written_in_many_chunks_equal_one_chunk_and_leave_no_scratch(tiny_r
     assert again.path == whole.path and load_split(again.path, "train").to_dict() == expected
     assert sorted(p.name for p in again.path.iterdir()) == ["manifest.json", "report.json", "report.png", "train"]
     assert again.manifest["splits"] == whole.manifest["splits"]
+
+
+def test_rows_written_into_several_shards_load_as_one_dataset_in_order(tiny_recipe, monkeypatch):
+    import smoldist.rows as rows
+
+    r = load_recipe(tiny_recipe, ["data.seq_len=64"])
+    expected = load_split(prepare(r.model, r.data, verbose=False).path, "train").to_dict()
+    monkeypatch.setattr(rows, "CHUNK_TOKENS", 150)
+    many = load_recipe(tiny_recipe, ["data.seq_len=64", "data.num_shards=3"])
+    again = prepare(many.model, many.data, force=True, verbose=False)
+    assert len(list((again.path / "train").glob("*.arrow"))) == 3 == again.manifest["splits"]["train"]["shards"]
+    assert load_split(again.path, "train").to_dict() == expected
