@@ -72,7 +72,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--liger", action="store_true", help="use_liger_kernel=True in all three paths (needs liger-kernel)")
     ap.add_argument("--activation-checkpointing", action="store_true", help="in all three paths (default off: H200 has the memory)")
     ap.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"],
-                    help="weight dtype (smoldist's default bfloat16; float32 = fp32 master weights + bf16 autocast)")
+                    help="model.dtype: bfloat16 = fp32 master weights + bf16 autocast in all three paths (docs/precision.md)")
     ap.add_argument("--peak-tflops", type=float, default=None, help="peak TFLOP/s per device for MFU (default: smoldist's table)")
     ap.add_argument("--conversations", type=int, default=8000, help="corpus size (GPU mode)")
     ap.add_argument("--gsm8k", type=Path, default=REPO.parent / "shared" / "data" / "gsm8k" / "train.jsonl")
