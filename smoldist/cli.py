@@ -5,6 +5,7 @@
     smoldist train   [RECIPE] [section.key=value ...] [--accelerate-config NAME --num-processes N ...] [--dry-run]
     smoldist submit  RECIPE --nodes N [--gpus-per-node G] [--partition P] [--time T] [--dry-run]
     smoldist chat    MODEL_DIR "What is 2 plus 3?"
+    smoldist configs                      # the accelerate configs shipped with smoldist
 
 With no RECIPE, prepare and train use the demo recipe shipped in the package (offline, CPU).
 Errors in the recipe or the data print one line naming the problem and exit with status 2.
@@ -51,6 +52,7 @@ def make_parser() -> argparse.ArgumentParser:
     c.add_argument("model_dir")
     c.add_argument("prompt")
     c.add_argument("--max-new-tokens", type=int, default=48)
+    sub.add_parser("configs", help="list the accelerate configs (names for --accelerate-config) and what each is for")
     return parser
 
 
@@ -61,6 +63,11 @@ def run_command(ns: argparse.Namespace) -> int:
         from smoldist.chat import chat
 
         print(chat(ns.model_dir, ns.prompt, max_new_tokens=ns.max_new_tokens))
+        return 0
+    if ns.command == "configs":
+        from smoldist.resources import list_configs
+
+        print(list_configs())
         return 0
     path, overrides = split_recipe_args(ns.args)
     recipe = load_recipe(path, overrides)

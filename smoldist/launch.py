@@ -21,21 +21,19 @@ from pathlib import Path
 
 from smoldist.distributed import EXPECTED_WORLD_ENV
 from smoldist.errors import RecipeError
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-CONFIG_DIRS = (Path.cwd() / "accelerate_configs", REPO_ROOT / "accelerate_configs")
+from smoldist.resources import known_configs
 
 
 def find_accelerate_config(name: str) -> Path:
-    """A path as given, or a name from accelerate_configs/ (here or next to the package)."""
+    """A path as given, or a name from accelerate_configs/ (here, else the ones shipped in the package)."""
     path = Path(name)
     if path.suffix in (".yaml", ".yml") and path.is_file():
         return path
-    for folder in CONFIG_DIRS:
-        if (folder / f"{name}.yaml").is_file():
-            return folder / f"{name}.yaml"
-    known = sorted({p.stem for d in CONFIG_DIRS if d.is_dir() for p in d.glob("*.yaml")})
-    raise RecipeError(f"--accelerate-config: '{name}' is neither a file nor one of: {', '.join(known)}")
+    known = known_configs()
+    if name in known:
+        return known[name]
+    raise RecipeError(f"--accelerate-config: '{name}' is neither a file nor one of: {', '.join(known)} "
+                      "(`smoldist configs` describes them)")
 
 
 @dataclass
