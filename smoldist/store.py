@@ -8,10 +8,12 @@ manifest's key and every shard's checksum are checked before a single row is tra
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import shutil
+import socket
 import time
 from pathlib import Path
 
@@ -46,12 +48,14 @@ def shard_checksums(split_dir: Path) -> dict[str, dict]:
 
 
 class StoreWriter:
-    """Collects a store in `<root>/.tmp-<key>-<pid>` and renames it into place on `commit()`."""
+    """Collects a store in `<root>/.tmp-<key>-<host>-<pid>` and renames it into place on `commit()`.
+
+    Host and pid: two nodes sharing the root can have the same pid."""
 
     def __init__(self, root: str | Path, key: str):
         self.root, self.key = Path(root), key
         self.final = store_dir(root, key)
-        self.tmp = self.root / f".tmp-{key}-{os.getpid()}"
+        self.tmp = self.root / f".tmp-{key}-{socket.gethostname()}-{os.getpid()}"
         if self.tmp.exists():
             shutil.rmtree(self.tmp)
         self.tmp.mkdir(parents=True)
@@ -76,7 +80,12 @@ class StoreWriter:
             trash = self.root / f".old-{self.key}-{os.getpid()}"
             os.rename(self.final, trash)
             shutil.rmtree(trash)
-        os.rename(self.tmp, self.final)  # atomic on one filesystem: the store appears complete or not at all
+        try:
+            os.rename(self.tmp, self.final)  # atomic on one filesystem: the store appears complete or not at all
+        except OSError as e:  # lost a race: another builder renamed the same key into place first
+            if force or e.errno not in (errno.EEXIST, errno.ENOTEMPTY) or not (self.final / MANIFEST).is_file():
+                raise
+            shutil.rmtree(self.tmp)  # same key, same contents: keep the winner's
         return self.final
 
     def abort(self) -> None:

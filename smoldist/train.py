@@ -5,7 +5,7 @@
     python -m smoldist.train RECIPE [overrides]                  # the same code
     accelerate launch -m smoldist.train RECIPE [overrides]       # many processes
 
-Stages: recipe -> store (prepared once, by the main process, if missing) -> tokenizer -> model
+Stages: recipe -> store (prepared once, by one process under a file lock, if missing) -> tokenizer -> model
 -> SFTConfig -> SFTTrainer -> train (auto-resume from the last checkpoint) -> save.
 """
 
@@ -114,14 +114,13 @@ def _run(recipe: Recipe, stop) -> dict:
     # ---- distributed state and the prepared store (built once, by the main process)
     import torch
 
-    dist = dist_info(cpu=recipe.train.get("use_cpu", not torch.cuda.is_available()))
+    dist = dist_info(cpu=recipe.train.get("use_cpu", not torch.cuda.is_available()),
+                     timeout_s=recipe.train.get("ddp_timeout", 1800))  # the group is created here, with the recipe's timeout
     expected = os.environ.get(EXPECTED_WORLD_ENV)
     check_world(dist, int(expected) if expected else None)
-    from accelerate import PartialState
-
-    with PartialState(cpu=dist.device == "cpu").main_process_first():
-        # the main process builds or fully verifies the store first; the others then only check its manifest
-        store = prepare(recipe.model, recipe.data, verbose=dist.is_main, verify_shards=dist.is_main)
+    # one process builds a missing store under a file lock; the others poll for it outside any collective,
+    # so a build longer than ddp_timeout cannot time the job out (smoldist/store_lock.py)
+    store = prepare(recipe.model, recipe.data, verbose=dist.is_main, verify_shards=dist.is_main)
     train_ds, eval_ds = load_split(store.path, "train"), load_split(store.path, "eval")
 
     # ---- tokenizer (with the template the store was built with) and model
