@@ -96,10 +96,10 @@ def run_command(ns: argparse.Namespace) -> int:
             print(plan.describe(only_rank=ns.machine_rank))
             return 0
         return spawn(plan, ns.machine_rank or 0)
-    from smoldist.preemption import STOPPED_EXIT_CODE
+    from smoldist.preemption import stopped_exit_code
     from smoldist.train import run
 
-    return STOPPED_EXIT_CODE if "stopped_at" in run(recipe) else 0
+    return stopped_exit_code() if "stopped_at" in run(recipe) else 0
 
 
 def main(argv: list[str] | None = None) -> int:

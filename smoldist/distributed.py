@@ -54,6 +54,13 @@ def process_group_timeout() -> float | None:
         return None
 
 
+def under_launcher() -> bool:
+    """True when a launcher (torchrun/accelerate/deepspeed) or Slurm started this process and watches its exit status."""
+    import os
+
+    return any(k in os.environ for k in ("LOCAL_RANK", "TORCHELASTIC_RUN_ID", "SLURM_JOB_ID", "SLURM_PROCID"))
+
+
 def print0(*args, **kwargs) -> None:
     if dist_info().is_main:
         print(*args, **kwargs, flush=True)

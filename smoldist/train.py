@@ -71,10 +71,17 @@ def log_image(key: str, path) -> None:
         wandb.run.log({key: wandb.Image(str(path))}, commit=False)
 
 
+FINISH_DELAY_ENV = "SMOLDIST_TEST_WANDB_FINISH_DELAY_S"  # testing aid: a W&B finish as slow as an online one
+
+
 def finish_wandb() -> None:
     import wandb
 
     if wandb.run is not None:
+        if delay := float(os.environ.get(FINISH_DELAY_ENV, "0")):
+            import time
+
+            time.sleep(delay)
         wandb.finish()
 
 
@@ -155,9 +162,10 @@ def _run(recipe: Recipe, stop) -> dict:
     if preemption.stopped_at is not None:
         print0(f"smoldist train: stopped by signal {stop.signum} after step {preemption.stopped_at}; "
                f"checkpoint saved in {args.output_dir}; run again to resume")
-        finish_wandb()  # close the run cleanly: the resumed job continues it under the same id
+        # requeue FIRST: nothing slow (W&B's finish can take seconds online) may stand between the checkpoint and it
         if dist.is_main and requeue_slurm_job():
             print0(f"smoldist train: requeued Slurm job {os.environ['SLURM_JOB_ID']}")
+        finish_wandb()  # close the run: the resumed job continues it under the same id (Slurm allows KillWait seconds)
         return {"stopped_at": preemption.stopped_at, "output_dir": args.output_dir, "resumed_from": resume}
 
     # ---- save model, tokenizer, trainer state, the resolved recipe, and what each rank saw
