@@ -85,7 +85,11 @@ PROBE_TOKENS = 16  # a fixed input whose logits, written per rank, must match th
 
 
 def final_fingerprint(model) -> tuple[str, list[float]]:
-    """sha256 over every parameter's full value, and logits of a fixed probe input (both gathered under ZeRO-3)."""
+    """sha256 over every parameter's full value, and logits of a fixed probe input.
+
+    Every rank must call it: under ZeRO-3 parameters are gathered, and under FSDP2 (torch fully_shard)
+    each DTensor's shards are all-gathered with `full_tensor()` (collectives), so every rank hashes the
+    whole model, as an unsharded run would; the probe's forward unshards through FSDP's own hooks."""
     import contextlib
     import hashlib
 
@@ -102,7 +106,10 @@ def final_fingerprint(model) -> tuple[str, list[float]]:
     with gather, torch.no_grad():
         for name, p in model.named_parameters():
             h.update(name.encode())
-            h.update(p.detach().to(torch.float32).cpu().contiguous().numpy().tobytes())
+            t = p.detach()
+            if hasattr(t, "full_tensor"):  # a DTensor shard (FSDP2): gather the full parameter
+                t = t.full_tensor()
+            h.update(t.to(torch.float32).cpu().contiguous().numpy().tobytes())
         model.eval()
         ids = torch.arange(1, PROBE_TOKENS + 1, device=params[0].device).unsqueeze(0) % model.config.vocab_size
         logits = model(input_ids=ids, use_cache=False).logits[0, :, :4].float().flatten().tolist()
