@@ -45,6 +45,8 @@ def make_parser() -> argparse.ArgumentParser:
     m.add_argument("--gpus-per-node", type=int, help="GPUs per node to ask for (default: what the partition gives)")
     m.add_argument("--partition")
     m.add_argument("--time", help="time limit, e.g. 24:00:00")
+    m.add_argument("--cpus-per-task", type=int, help="CPUs per task (one task per node); default: whole nodes (--exclusive)")
+    m.add_argument("--mem", help="memory per node, e.g. 200G; default: all of it (--mem=0)")
     m.add_argument("--logs", default="logs", help="directory for the jobs' logs")
     m.add_argument("--dry-run", action="store_true", help="print the sbatch commands only")
     m.add_argument("--wait", action="store_true", help="wait until the train job ends; exit with its status")
@@ -79,7 +81,8 @@ def run_command(ns: argparse.Namespace) -> int:
     if ns.command == "submit":
         from smoldist.submit import submit
 
-        res = submit(path, overrides, ns.nodes, ns.gpus_per_node, ns.partition, ns.time, ns.logs, ns.dry_run, ns.wait)
+        res = submit(path, overrides, ns.nodes, ns.gpus_per_node, ns.partition, ns.time, ns.logs, ns.dry_run, ns.wait,
+                     cpus_per_task=ns.cpus_per_task, mem=ns.mem)
         return res.get("returncode", 0)
     if ns.command == "preview":
         from smoldist.preview import preview

@@ -149,11 +149,14 @@ def build_split(name: str, docs: np.ndarray, lengths: np.ndarray, offsets: np.nd
 
 
 def available_cpus() -> int:
-    """CPUs this process may run on (a Slurm job's allocation, taskset), not the node's total."""
+    """CPUs this process may run on (a Slurm job's allocation, taskset), not the node's total.
+
+    SLURM_CPUS_PER_TASK caps it: clusters without CPU binding (task/none) leave the affinity at the whole node."""
     try:
-        return len(os.sched_getaffinity(0)) or 1
+        n = len(os.sched_getaffinity(0)) or 1
     except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+        n = os.cpu_count() or 1
+    return min(n, int(os.environ.get("SLURM_CPUS_PER_TASK") or n))
 
 
 def default_shards(n_bytes: int) -> int:
