@@ -117,7 +117,7 @@ def final_fingerprint(model) -> tuple[str, list[float]]:
     return h.hexdigest(), logits
 
 
-def write_rank_report(output_dir: str, info: DistInfo, model, engine: str) -> dict:
+def write_rank_report(output_dir: str, info: DistInfo, model, engine: str, **extra) -> dict:
     """Each rank writes what it saw, so that a run can be shown to have been one distributed job."""
     import json
     import socket
@@ -125,7 +125,7 @@ def write_rank_report(output_dir: str, info: DistInfo, model, engine: str) -> di
 
     checksum, probe = final_fingerprint(model)
     report = {"rank": info.rank, "local_rank": info.local_rank, "world_size": info.world_size, "backend": info.backend,
-              "engine": engine, "pg_timeout_s": process_group_timeout(), "host": socket.gethostname(), "param_sha256": checksum, "probe_logits": probe}
+              "engine": engine, "pg_timeout_s": process_group_timeout(), "host": socket.gethostname(), "param_sha256": checksum, "probe_logits": probe, **extra}
     path = Path(output_dir) / "ranks"
     path.mkdir(parents=True, exist_ok=True)
     (path / f"rank-{info.rank}.json").write_text(json.dumps(report))

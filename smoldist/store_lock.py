@@ -60,28 +60,44 @@ def _holder(path: Path) -> str:
         return "another process"
 
 
+def _same_file(fd: int, path: Path) -> bool:
+    """The locked file is still the one at `path` (its holder unlinks it when done; a new one may take its place)."""
+    try:
+        return os.fstat(fd).st_ino == os.stat(path).st_ino
+    except FileNotFoundError:
+        return False
+
+
 @contextmanager
 def build_turn(root: Path, key: str, final: Path, force: bool = False, verbose: bool = True) -> Iterator[bool]:
     """Wait for our turn to build `final`. Yields True if the store appeared meanwhile (reuse it, unless `force`),
-    False if this process now holds the lock and must build it. The lock is released on exit (or on death)."""
+    False if this process now holds the lock and must build it. The lock is released on exit (or on death),
+    and its file removed, so a store root holds no lock files once nobody builds."""
     root.mkdir(parents=True, exist_ok=True)
     lock_path = root / f".lock-{key}"
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+    fd, held = -1, False
+    t0 = time.monotonic()
+    every = float(os.environ.get(REPORT_ENV, "30"))
+    next_report = t0  # say at once that we wait, then every `every` seconds
     try:
-        t0 = time.monotonic()
-        every = float(os.environ.get(REPORT_ENV, "30"))
-        next_report = t0  # say at once that we wait, then every `every` seconds
         while True:
             if not force and (final / MANIFEST).is_file():
                 yield True
                 return
+            if fd < 0:
+                fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
             got = _try_lock(fd)
             if got is None:
                 print(f"smoldist prepare: warning: {root} does not support file locks; building without one "
                       f"(other nodes may build the same store at once; the first to finish wins)", file=sys.stderr, flush=True)
                 break
-            if got:
+            if got and _same_file(fd, lock_path):
+                held = True
                 break
+            if got:  # we locked a file its holder had already removed: open the current one
+                os.close(fd)
+                fd = -1
+                continue
             if verbose and time.monotonic() >= next_report:
                 print(f"smoldist prepare: waiting for {_holder(lock_path)} to build store {final} "
                       f"({time.monotonic() - t0:.0f} s so far; no collective is pending)", flush=True)
@@ -90,10 +106,17 @@ def build_turn(root: Path, key: str, final: Path, force: bool = False, verbose: 
         if not force and (final / MANIFEST).is_file():  # built by the holder we waited for
             yield True
             return
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{socket.gethostname()} pid {os.getpid()}\n".encode(), 0)
+        if held:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{socket.gethostname()} pid {os.getpid()}\n".encode(), 0)
         if delay := float(os.environ.get(DELAY_ENV, "0")):
             time.sleep(delay)
         yield False
     finally:
-        os.close(fd)  # releases the lock
+        if held:
+            try:
+                os.unlink(lock_path)  # before releasing: a waiter that then locks this inode sees it is gone
+            except FileNotFoundError:
+                pass
+        if fd >= 0:
+            os.close(fd)  # releases the lock

@@ -49,8 +49,9 @@ class FlopModel:
     @classmethod
     def of(cls, model) -> "FlopModel":
         cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
-        total = sum(p.numel() for p in model.parameters())
-        embed = model.get_input_embeddings().weight.numel()
+        numel = lambda p: getattr(p, "ds_numel", p.numel())  # noqa: E731 - ZeRO-3 partitions report their full size here
+        total = sum(numel(p) for p in model.parameters())
+        embed = numel(model.get_input_embeddings().weight)
         tied = getattr(cfg, "tie_word_embeddings", False)
         n = total if tied else total - embed  # the tied matrix is used once, as the LM head matmul
         head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads

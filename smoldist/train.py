@@ -133,12 +133,15 @@ def _run(recipe: Recipe, stop) -> dict:
     # ---- tokenizer (with the template the store was built with) and model
     tokenizer = load_hf_tokenizer(recipe.model)
     tokenizer.chat_template = store.template
-    model = build_model(recipe.model, tokenizer)
-
-    # ---- trainer
+    # the trainer's arguments come first: under a DeepSpeed ZeRO-3 launch they register its config with transformers,
+    # so the model is built partitioned (zero.Init) instead of whole on every rank
     output_dir = recipe.train.get("output_dir", f"runs/{recipe.name}")
     report_to = configure_wandb(recipe.tracking.wandb, recipe.name, output_dir, dist.is_main)
     args = sft_config(recipe, dist.world_size, report_to)
+    model = build_model(recipe.model, tokenizer)
+    built_partitioned = any(hasattr(p, "ds_id") for p in model.parameters())
+
+    # ---- trainer
     if eval_ds is None and args.eval_strategy != "no":
         raise RecipeError("train.eval_strategy: set, but the store has no eval split; set data.eval_fraction > 0")
     stop.install()  # SIGUSR1 / SIGTERM: finish the step, checkpoint, stop (and requeue under Slurm)
@@ -149,8 +152,9 @@ def _run(recipe: Recipe, stop) -> dict:
     trainer.meter = meter
     trainer.add_callback(RunInfoCallback(run_info(recipe.to_dict(), store.manifest, dist.world_size, engine_name(trainer),
                                                   trainer.accelerator.state), store.path / "report.png"))
-    n_params = sum(p.numel() for p in model.parameters())
-    print0(f"smoldist train: {recipe.name}: {n_params / 1e6:.2f} M parameters, world size {dist.world_size}, "
+    n_params = sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters())  # ds_numel: a ZeRO-3 partition's full size
+    print0(f"smoldist train: {recipe.name}: {n_params / 1e6:.2f} M parameters"
+           f"{' (built partitioned, ZeRO-3 zero.Init)' if built_partitioned else ''}, world size {dist.world_size}, "
            f"{len(train_ds):,} rows x {recipe.data.seq_len} tokens, grad accumulation {args.gradient_accumulation_steps}, "
            f"store {store.path}")
 
@@ -170,7 +174,7 @@ def _run(recipe: Recipe, stop) -> dict:
 
     # ---- save model, tokenizer, trainer state, the resolved recipe, and what each rank saw
     trainer.save_model(args.output_dir)
-    write_rank_report(args.output_dir, dist, trainer.model, engine_name(trainer))
+    write_rank_report(args.output_dir, dist, trainer.model, engine_name(trainer), built_partitioned=built_partitioned)
     if trainer.is_world_process_zero():
         trainer.save_state()
         save_recipe(recipe, Path(args.output_dir) / "recipe.yaml")
