@@ -3,7 +3,7 @@
     smoldist prepare [RECIPE] [section.key=value ...] [--force]
     smoldist preview [RECIPE] [section.key=value ...] [-n N]
     smoldist train   [RECIPE] [section.key=value ...] [--accelerate-config NAME --num-processes N ...] [--dry-run]
-    smoldist submit  RECIPE --nodes N [--gpus-per-node G] [--partition P] [--time T] [--dry-run]
+    smoldist submit  RECIPE --nodes N [--gpus-per-node G] [--cpus-per-task C] [--mem M] [--partition P] [--time T] [--dry-run]
     smoldist chat    MODEL_DIR "What is 2 plus 3?"
     smoldist configs                      # the accelerate configs shipped with smoldist
 
