@@ -4,7 +4,8 @@
 # Everything per node is evaluated HERE, on the node, never in the batch script: the node rank
 # (SLURM_NODEID, else NODE_RANK), node count (SLURM_JOB_NUM_NODES, else NNODES) and GPUs
 # (GPUS_PER_NODE, else the job's SLURM_GPUS_ON_NODE, else the GPUs this node sees). MASTER_ADDR and MASTER_PORT come from the caller.
-# Nodes without GPUs use a CPU config by themselves; ACCELERATE_CONFIG names any config.
+# ACCELERATE_CONFIG names any config (default multi_gpu). A node without GPUs stops with an error
+# unless ACCELERATE_CONFIG is a CPU one (cpu_ddp, cpu_zero2, cpu_zero3): no silent CPU fallback.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 PYTHON=${PYTHON:-$([ -x "$repo/.venv/bin/python" ] && echo "$repo/.venv/bin/python" || echo python3)}
@@ -16,7 +17,13 @@ port=${MASTER_PORT:-29500}
 gpus=${GPUS_PER_NODE:-${SLURM_GPUS_ON_NODE:-$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)}}
 gpus=${gpus:-0}
 if [ "$gpus" -eq 0 ]; then
-  config=${ACCELERATE_CONFIG:-cpu_ddp}; procs=${PROCS_PER_NODE:-1}
+  case ${ACCELERATE_CONFIG:-} in
+    cpu_*|*/cpu_*) config=$ACCELERATE_CONFIG; procs=${PROCS_PER_NODE:-1} ;;
+    *) echo "[node.sh] error: $(hostname) has no GPUs (nvidia-smi lists none; GPUS_PER_NODE/SLURM_GPUS_ON_NODE unset or 0)" \
+            "but config ${ACCELERATE_CONFIG:-multi_gpu} needs them. Ask for GPUs: smoldist submit RECIPE --gpus-per-node G" \
+            "(or sbatch --gpus-per-node=G slurm/train.sbatch ...); to train on CPUs on purpose set ACCELERATE_CONFIG=cpu_ddp." >&2
+       exit 2 ;;
+  esac
 else
   config=${ACCELERATE_CONFIG:-multi_gpu}; procs=$gpus
 fi

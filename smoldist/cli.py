@@ -3,11 +3,12 @@
     smoldist prepare [RECIPE] [section.key=value ...] [--force]
     smoldist preview [RECIPE] [section.key=value ...] [-n N]
     smoldist train   [RECIPE] [section.key=value ...] [--accelerate-config NAME --num-processes N ...] [--dry-run]
-    smoldist submit  RECIPE --nodes N [--gpus-per-node G] [--partition P] [--time T] [--dry-run]
+    smoldist submit  RECIPE --nodes N [--gpus-per-node G] [--cpus-per-task C] [--mem M] [--partition P] [--time T] [--dry-run]
     smoldist chat    MODEL_OR_RUN "What is 2 plus 3?"
     smoldist eval    MODEL_OR_RUN --data FILE --format gsm8k [-n N] [--batch-size B] [--max-new-tokens M] [--out FILE]
     smoldist eval    RUN --loss
     smoldist merge   RUN [OUT]
+    smoldist configs                      # the accelerate configs shipped with smoldist
 
 With no RECIPE, prepare and train use the demo recipe shipped in the package (offline, CPU).
 Errors in the recipe or the data print one line naming the problem and exit with status 2.
@@ -49,6 +50,8 @@ def make_parser() -> argparse.ArgumentParser:
     m.add_argument("--gpus-per-node", type=int, help="GPUs per node to ask for (default: what the partition gives)")
     m.add_argument("--partition")
     m.add_argument("--time", help="time limit, e.g. 24:00:00")
+    m.add_argument("--cpus-per-task", type=int, help="CPUs per task (one task per node); default: whole nodes (--exclusive)")
+    m.add_argument("--mem", help="memory per node, e.g. 200G; default: all of it (--mem=0)")
     m.add_argument("--logs", default="logs", help="directory for the jobs' logs")
     m.add_argument("--dry-run", action="store_true", help="print the sbatch commands only")
     m.add_argument("--wait", action="store_true", help="wait until the train job ends; exit with its status")
@@ -68,6 +71,7 @@ def make_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("merge", help="fold a LoRA run's adapter into its base model and save the full model")
     g.add_argument("run")
     g.add_argument("out", nargs="?", help="where to write it (default: RUN-merged)")
+    sub.add_parser("configs", help="list the accelerate configs (names for --accelerate-config) and what each is for")
     return parser
 
 
@@ -81,6 +85,11 @@ def run_command(ns: argparse.Namespace) -> int:
         return 0
     if ns.command in ("eval", "merge"):
         return run_model_command(ns)
+    if ns.command == "configs":
+        from smoldist.resources import list_configs
+
+        print(list_configs())
+        return 0
     path, overrides = split_recipe_args(ns.args)
     recipe = load_recipe(path, overrides)
     if ns.command == "prepare":
@@ -91,7 +100,8 @@ def run_command(ns: argparse.Namespace) -> int:
     if ns.command == "submit":
         from smoldist.submit import submit
 
-        res = submit(path, overrides, ns.nodes, ns.gpus_per_node, ns.partition, ns.time, ns.logs, ns.dry_run, ns.wait)
+        res = submit(path, overrides, ns.nodes, ns.gpus_per_node, ns.partition, ns.time, ns.logs, ns.dry_run, ns.wait,
+                     cpus_per_task=ns.cpus_per_task, mem=ns.mem)
         return res.get("returncode", 0)
     if ns.command == "preview":
         from smoldist.preview import preview
@@ -108,10 +118,10 @@ def run_command(ns: argparse.Namespace) -> int:
             print(plan.describe(only_rank=ns.machine_rank))
             return 0
         return spawn(plan, ns.machine_rank or 0)
-    from smoldist.preemption import STOPPED_EXIT_CODE
+    from smoldist.preemption import stopped_exit_code
     from smoldist.train import run
 
-    return STOPPED_EXIT_CODE if "stopped_at" in run(recipe) else 0
+    return stopped_exit_code() if "stopped_at" in run(recipe) else 0
 
 
 def run_model_command(ns: argparse.Namespace) -> int:

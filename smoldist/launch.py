@@ -21,21 +21,19 @@ from pathlib import Path
 
 from smoldist.distributed import EXPECTED_WORLD_ENV
 from smoldist.errors import RecipeError
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-CONFIG_DIRS = (Path.cwd() / "accelerate_configs", REPO_ROOT / "accelerate_configs")
+from smoldist.resources import known_configs
 
 
 def find_accelerate_config(name: str) -> Path:
-    """A path as given, or a name from accelerate_configs/ (here or next to the package)."""
+    """A path as given, or a name from accelerate_configs/ (here, else the ones shipped in the package)."""
     path = Path(name)
     if path.suffix in (".yaml", ".yml") and path.is_file():
         return path
-    for folder in CONFIG_DIRS:
-        if (folder / f"{name}.yaml").is_file():
-            return folder / f"{name}.yaml"
-    known = sorted({p.stem for d in CONFIG_DIRS if d.is_dir() for p in d.glob("*.yaml")})
-    raise RecipeError(f"--accelerate-config: '{name}' is neither a file nor one of: {', '.join(known)}")
+    known = known_configs()
+    if name in known:
+        return known[name]
+    raise RecipeError(f"--accelerate-config: '{name}' is neither a file nor one of: {', '.join(known)} "
+                      "(`smoldist configs` describes them)")
 
 
 @dataclass
@@ -93,14 +91,32 @@ def plan_from_args(ns, recipe: str | None, overrides: list[str]) -> LaunchPlan:
                       main_ip=ns.main_process_ip, main_port=ns.main_process_port)
 
 
+FORWARDED = (signal.SIGTERM, signal.SIGHUP)
+
+
 def spawn(plan: LaunchPlan, machine_rank: int) -> int:
-    """Run this node's command and return its exit code.
+    """Run this node's command, passing stop signals on to it, and return its exit code.
 
     SIGUSR1 (Slurm's warning before the time limit) is ignored here, and so by accelerate and
     torchrun, which inherit that: its default action would kill them. The trainers install their
-    own handler and checkpoint."""
+    own handler and checkpoint. SIGTERM/SIGHUP sent to `smoldist train` (a `kill`, a closed
+    terminal) go on to the launcher, which passes them to its workers (torchrun starts those in
+    sessions of their own, out of reach of a process-group signal): they checkpoint and stop,
+    instead of training on as orphans. Under Slurm they are not forwarded: Slurm signals every
+    process of the step itself, and a second SIGTERM would cut torchrun's shutdown short.
+    Ctrl-C (SIGINT) reaches the launcher from the terminal already; here it only waits for it."""
+    from smoldist.distributed import under_launcher
+
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
-    return subprocess.call(plan.command(machine_rank), env=dict(os.environ, **plan.env()))
+    child = subprocess.Popen(plan.command(machine_rank), env=dict(os.environ, **plan.env()))
+    forward = not under_launcher()
+    previous = {sig: signal.signal(sig, lambda signum, _f: forward and child.send_signal(signum)) for sig in FORWARDED}
+    previous[signal.SIGINT] = signal.signal(signal.SIGINT, lambda *_: None)
+    try:
+        return child.wait()  # the handlers return normally, so the wait resumes after each signal (PEP 475)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def add_launch_arguments(parser) -> None:

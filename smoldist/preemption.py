@@ -19,7 +19,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 COMPLETE = "COMPLETE"
-STOPPED_EXIT_CODE = 3  # "stopped early with a checkpoint; run again to resume"
+STOPPED_EXIT_CODE = 3  # "stopped early with a checkpoint; run again to resume" (a process on its own only)
 FAULT_ENV = "SMOLDIST_FAULT_SIGNAL_AT_STEP"  # testing aid: send ourselves SIGUSR1 after this step
 _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 
@@ -115,6 +115,18 @@ def last_complete_checkpoint(output_dir: str) -> str | None:
         if (path / COMPLETE).is_file():
             return str(path)
     return None
+
+
+def stopped_exit_code() -> int:
+    """Exit status of a rank that stopped cleanly with a checkpoint.
+
+    0 under a launcher (torchrun/accelerate, srun): a non-zero exit makes torchrun tear the other
+    workers down and `srun --kill-on-bad-exit` kill the other nodes, rank 0 included, which may still
+    be requeueing or closing W&B. 3 for a process started on its own, so a script can tell
+    "stopped, run again" from "done"."""
+    from smoldist.distributed import under_launcher
+
+    return 0 if under_launcher() else STOPPED_EXIT_CODE
 
 
 def requeue_slurm_job() -> bool:

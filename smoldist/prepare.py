@@ -30,6 +30,7 @@ from smoldist.packing import pack
 from smoldist.rows import TokenBuffer, write_rows
 from smoldist.sources import ResolvedSource, Unreadable, iter_records, resolve_source
 from smoldist.store import StoreWriter, compute_key, store_dir, verify_store
+from smoldist.store_lock import build_turn
 from smoldist.templates import check_template, load_template
 from smoldist.templates.render import make_renderer
 from smoldist.tokenizer import PrepTokenizer, load_prep_tokenizer
@@ -151,6 +152,15 @@ def build_split(name: str, docs: np.ndarray, lengths: np.ndarray, offsets: np.nd
         "rows_lower_bound": -(-kept // data.seq_len), "shards": shards, "pack_seconds": round(t_pack, 3),
         "overflow": overflow.as_dict(),
     }
+def available_cpus() -> int:
+    """CPUs this process may run on (a Slurm job's allocation, taskset), not the node's total.
+
+    SLURM_CPUS_PER_TASK caps it: clusters without CPU binding (task/none) leave the affinity at the whole node."""
+    try:
+        n = len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not Linux
+        n = os.cpu_count() or 1
+    return min(n, int(os.environ.get("SLURM_CPUS_PER_TASK") or n))
 
 
 @dataclass
@@ -186,15 +196,28 @@ def prepare(model: ModelConfig, data: DataConfig, force: bool = False, verbose: 
     one, which has just verified them)."""
     t0 = time.perf_counter()
     plan = plan_store(model, data)
-    sources, tok, template, inputs, key, path = plan.sources, plan.tok, plan.template, plan.inputs, plan.key, plan.path
+    path = plan.path
     if path.exists() and not force:
-        manifest = verify_store(path, key, check_shards=verify_shards, hashes=plan.hashes)
-        plan.hashes.save()
-        if verbose:
-            print(f"smoldist prepare: reusing store {path} ({time.perf_counter() - t0:.2f} s)")
-        return PrepareResult(path, manifest, reused=True, template=template)
+        return _reuse(plan, t0, verbose, verify_shards)
+    with build_turn(Path(data.store), plan.key, path, force=force, verbose=verbose) as appeared:
+        if appeared:  # another process (rank, node, prepare job) built it while we waited
+            return _reuse(plan, t0, verbose, verify_shards)
+        return _build(plan, model, data, force, verbose, t0)
 
-    num_proc = data.num_proc or os.cpu_count() or 1
+
+def _reuse(plan: StorePlan, t0: float, verbose: bool, verify_shards: bool) -> PrepareResult:
+    manifest = verify_store(plan.path, plan.key, check_shards=verify_shards, hashes=plan.hashes)
+    plan.hashes.save()
+    if verbose:
+        print(f"smoldist prepare: reusing store {plan.path} ({time.perf_counter() - t0:.2f} s)")
+    return PrepareResult(plan.path, manifest, reused=True, template=plan.template)
+
+
+def _build(plan: StorePlan, model: ModelConfig, data: DataConfig, force: bool, verbose: bool, t0: float) -> PrepareResult:
+    """Build the store; the caller holds the build lock, so this is the one process of the job doing it."""
+    sources, tok, template, inputs, key, path = plan.sources, plan.tok, plan.template, plan.inputs, plan.key, plan.path
+    print(f"smoldist prepare: building store {path} ({len(sources)} source(s))", flush=True)
+    num_proc = data.num_proc or available_cpus()
     encoder = make_encoder(tok, template, data.loss_on)
     counts = [SourceCounts() for _ in sources]
     doc_source = array("i")
@@ -236,6 +259,7 @@ def prepare(model: ModelConfig, data: DataConfig, force: bool = False, verbose: 
             "splits": splits,
             "length_histogram": length_histogram(lengths, data.seq_len),
             "versions": library_versions(),
+            "num_proc": num_proc,
             "seconds": {"tokenize": round(t_tok, 3), "total": round(time.perf_counter() - t0, 3)},
         }
         from smoldist.report import write_report

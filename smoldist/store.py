@@ -9,10 +9,12 @@ shard when it is unchanged since it was last hashed: smoldist/hash_cache.py).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import shutil
+import socket
 import time
 from pathlib import Path
 
@@ -42,12 +44,14 @@ def shard_checksums(split_dir: Path, hashes: HashCache | None = None) -> dict[st
 
 
 class StoreWriter:
-    """Collects a store in `<root>/.tmp-<key>-<pid>` and renames it into place on `commit()`."""
+    """Collects a store in `<root>/.tmp-<key>-<host>-<pid>` and renames it into place on `commit()`.
+
+    Host and pid: two nodes sharing the root can have the same pid."""
 
     def __init__(self, root: str | Path, key: str):
         self.root, self.key = Path(root), key
         self.final = store_dir(root, key)
-        self.tmp = self.root / f".tmp-{key}-{os.getpid()}"
+        self.tmp = self.root / f".tmp-{key}-{socket.gethostname()}-{os.getpid()}"
         if self.tmp.exists():
             shutil.rmtree(self.tmp)
         self.tmp.mkdir(parents=True)
@@ -73,7 +77,13 @@ class StoreWriter:
             trash = self.root / f".old-{self.key}-{os.getpid()}"
             os.rename(self.final, trash)
             shutil.rmtree(trash)
-        os.rename(self.tmp, self.final)  # atomic on one filesystem: the store appears complete or not at all
+        try:
+            os.rename(self.tmp, self.final)  # atomic on one filesystem: the store appears complete or not at all
+        except OSError as e:  # lost a race: another builder renamed the same key into place first
+            if force or e.errno not in (errno.EEXIST, errno.ENOTEMPTY) or not (self.final / MANIFEST).is_file():
+                raise
+            shutil.rmtree(self.tmp)  # same key, same contents: keep the winner's
+            return self.final
         if hashes is not None:
             hashes.moved(self.tmp, self.final)  # the shards were just hashed: training's verification is a stat each
         return self.final

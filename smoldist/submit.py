@@ -18,12 +18,12 @@ from pathlib import Path
 
 from smoldist.config import load_recipe
 from smoldist.errors import SmoldistError
-from smoldist.launch import REPO_ROOT
+from smoldist.resources import share_root
 
 
 def job_env() -> dict[str, str]:
     """The jobs run this checkout with this Python, wherever sbatch is called from (sbatch exports the environment)."""
-    return dict(os.environ, SMOLDIST_REPO=str(REPO_ROOT), PYTHON=sys.executable)
+    return dict(os.environ, SMOLDIST_REPO=str(share_root()), PYTHON=sys.executable)
 
 
 def sbatch(args: list[str]) -> str:
@@ -46,7 +46,7 @@ def node_count(text: str) -> str:
 
 def submit(recipe_path: str | None, overrides: list[str], nodes: int | str, gpus_per_node: int | None = None,
            partition: str | None = None, time_limit: str | None = None, logs: str = "logs",
-           dry_run: bool = False, wait: bool = False) -> dict:
+           dry_run: bool = False, wait: bool = False, cpus_per_task: int | None = None, mem: str | None = None) -> dict:
     from smoldist.prepare import plan_store
 
     recipe = load_recipe(recipe_path, overrides)  # a bad recipe fails here, not in the queue
@@ -54,10 +54,12 @@ def submit(recipe_path: str | None, overrides: list[str], nodes: int | str, gpus
     recipe_args = ([str(Path(recipe_path).resolve())] if recipe_path else []) + list(overrides)
     common = [f"--partition={partition}"] if partition else []
     common += [f"--time={time_limit}"] if time_limit else []
+    # the scripts ask for whole nodes (--exclusive --mem=0); these flags override the CPUs / memory per task
+    common += ([f"--cpus-per-task={cpus_per_task}"] if cpus_per_task else []) + ([f"--mem={mem}"] if mem else [])
     out = lambda: f"--output={Path(logs).resolve()}/%x-%j.out"  # noqa: E731
-    prep_cmd = [*common, out(), str(REPO_ROOT / "slurm" / "prepare.sbatch"), *recipe_args]
+    prep_cmd = [*common, out(), str(share_root() / "slurm" / "prepare.sbatch"), *recipe_args]
     train_opts = [*common, out(), f"--nodes={nodes}"] + ([f"--gpus-per-node={gpus_per_node}"] if gpus_per_node else [])
-    train_script = [str(REPO_ROOT / "slurm" / "train.sbatch"), *recipe_args]
+    train_script = [str(share_root() / "slurm" / "train.sbatch"), *recipe_args]
     need_prepare = not (plan.path / "manifest.json").is_file()
 
     if dry_run:

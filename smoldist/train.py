@@ -5,7 +5,7 @@
     python -m smoldist.train RECIPE [overrides]                  # the same code
     accelerate launch -m smoldist.train RECIPE [overrides]       # many processes
 
-Stages: recipe -> store (prepared once, by the main process, if missing) -> tokenizer -> model
+Stages: recipe -> store (prepared once, by one process under a file lock, if missing) -> tokenizer -> model
 -> SFTConfig -> SFTTrainer -> train (auto-resume from the last checkpoint) -> save.
 """
 
@@ -96,10 +96,17 @@ def log_image(key: str, path) -> None:
         wandb.run.log({key: wandb.Image(str(path))}, commit=False)
 
 
+FINISH_DELAY_ENV = "SMOLDIST_TEST_WANDB_FINISH_DELAY_S"  # testing aid: a W&B finish as slow as an online one
+
+
 def finish_wandb() -> None:
     import wandb
 
     if wandb.run is not None:
+        if delay := float(os.environ.get(FINISH_DELAY_ENV, "0")):
+            import time
+
+            time.sleep(delay)
         wandb.finish()
 
 
@@ -143,7 +150,8 @@ def _run(recipe: Recipe, stop) -> dict:
 
     # ---- distributed state and the prepared store (built once, by the main process)
     defaults = {**train_defaults(recipe), **recipe.train}
-    dist = dist_info(cpu=defaults["use_cpu"])
+    dist = dist_info(cpu=defaults["use_cpu"],
+                     timeout_s=recipe.train.get("ddp_timeout", 1800))  # the group is created here, with the recipe's timeout
     expected = os.environ.get(EXPECTED_WORLD_ENV)
     check_world(dist, int(expected) if expected else None)
     output_dir = defaults["output_dir"]
@@ -152,17 +160,20 @@ def _run(recipe: Recipe, stop) -> dict:
     resumed_world = resume and check_resume_world(resume, recipe.train.get("global_batch_tokens"),
                                                   recipe.train.get("per_device_train_batch_size", 8),
                                                   recipe.data.seq_len, dist.world_size)
-    from accelerate import PartialState
-
-    with PartialState(cpu=dist.device == "cpu").main_process_first():
-        # the main process builds or fully verifies the store first; the others then only check its manifest
-        store = prepare(recipe.model, recipe.data, verbose=dist.is_main, verify_shards=dist.is_main)
+    # one process builds a missing store under a file lock; the others poll for it outside any collective,
+    # so a build longer than ddp_timeout cannot time the job out (smoldist/store_lock.py)
+    store = prepare(recipe.model, recipe.data, verbose=dist.is_main, verify_shards=dist.is_main)
     train_ds, eval_ds = load_split(store.path, "train"), load_split(store.path, "eval")
 
     # ---- tokenizer (with the template the store was built with) and model
     tokenizer = load_hf_tokenizer(recipe.model)
     tokenizer.chat_template = store.template
+    # the trainer's arguments come first: under a DeepSpeed ZeRO-3 launch they register its config with transformers,
+    # so the model is built partitioned (zero.Init) instead of whole on every rank
+    report_to = configure_wandb(recipe.tracking.wandb, recipe.name, output_dir, dist.is_main)
+    args = sft_config(recipe, dist.world_size, report_to)
     model = build_model(recipe.model, tokenizer)
+    built_partitioned = any(hasattr(p, "ds_id") for p in model.parameters())
     if any(src.format != "text" for src in recipe.data.sources):  # chat turns are trained: stop where they end
         stops = set_stop_tokens(tokenizer, model, store.template)
         if stops and stops.changed:
@@ -170,8 +181,6 @@ def _run(recipe: Recipe, stop) -> dict:
                    f"tokenizer's eos was {stops.previous_eos}); pad is {stops.pad}")
 
     # ---- trainer
-    report_to = configure_wandb(recipe.tracking.wandb, recipe.name, defaults["output_dir"], dist.is_main)
-    args = sft_config(recipe, dist.world_size, report_to)
     if eval_ds is None and args.eval_strategy != "no":
         raise RecipeError("train.eval_strategy: set, but the store has no eval split; set data.eval_fraction > 0")
     stop.install()  # SIGUSR1 / SIGTERM: finish the step, checkpoint, stop (and requeue under Slurm)
@@ -193,7 +202,8 @@ def _run(recipe: Recipe, stop) -> dict:
                                                   trainer.accelerator.state), store.path / "report.png"))
     n_params, n_trainable = count_parameters(trainer.model)
     trained = "" if n_trainable == n_params else f" ({n_trainable / 1e6:.3f} M trainable: LoRA)"
-    print0(f"smoldist train: {recipe.name}: {n_params / 1e6:.2f} M parameters{trained}, world size {dist.world_size}, "
+    print0(f"smoldist train: {recipe.name}: {n_params / 1e6:.2f} M parameters{trained}"
+           f"{' (built partitioned, ZeRO-3 zero.Init)' if built_partitioned else ''}, world size {dist.world_size}, "
            f"{len(train_ds):,} rows x {recipe.data.seq_len} tokens, grad accumulation {args.gradient_accumulation_steps}, "
            f"store {store.path}")
 
@@ -206,14 +216,16 @@ def _run(recipe: Recipe, stop) -> dict:
     if preemption.stopped_at is not None:
         print0(f"smoldist train: stopped by signal {stop.signum} after step {preemption.stopped_at}; "
                f"checkpoint saved in {args.output_dir}; run again to resume")
-        finish_wandb()  # close the run cleanly: the resumed job continues it under the same id
+        # requeue FIRST: nothing slow (W&B's finish can take seconds online) may stand between the checkpoint and it
         if dist.is_main and requeue_slurm_job():
             print0(f"smoldist train: requeued Slurm job {os.environ['SLURM_JOB_ID']}")
+        finish_wandb()  # close the run: the resumed job continues it under the same id (Slurm allows KillWait seconds)
         return {"stopped_at": preemption.stopped_at, "output_dir": args.output_dir, "resumed_from": resume}
 
     # ---- save model, tokenizer, trainer state, the resolved recipe, and what each rank saw
     trainer.save_model(args.output_dir)
-    write_rank_report(args.output_dir, dist, trainer.model, engine_name(trainer), lora_extra(trainer.model, recipe))
+    write_rank_report(args.output_dir, dist, trainer.model, engine_name(trainer),
+                      {**lora_extra(trainer.model, recipe), "built_partitioned": built_partitioned})
     if trainer.is_world_process_zero():
         cast_saved_model(args.output_dir, recipe.model.dtype)  # fp32 masters trained; the model ships in model.dtype
         trainer.save_state()

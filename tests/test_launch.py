@@ -81,5 +81,6 @@ def test_node_launcher_evaluates_rank_on_the_node():
         assert f"node {rank} of 4, 8 process(es), config multi_gpu" in p.stdout
         assert f"--num_processes 32 --num_machines 4 --machine_rank {rank} --main_process_ip n1 --main_process_port 20001" in p.stdout
         assert p.stdout.count("node ") == 2  # its own banner and its own command, not the other nodes'
-    p = script("node.sh", "launch/smollm2-135m/gsm8k.yaml", "--dry-run", env={"MASTER_ADDR": "n1", "GPUS_PER_NODE": "0", "NNODES": "2", "NODE_RANK": "1"})
+    p = script("node.sh", "launch/smollm2-135m/gsm8k.yaml", "--dry-run",
+               env={"MASTER_ADDR": "n1", "GPUS_PER_NODE": "0", "NNODES": "2", "NODE_RANK": "1", "ACCELERATE_CONFIG": "cpu_ddp"})
     assert "node 1 of 2, 1 process(es), config cpu_ddp" in p.stdout

@@ -31,7 +31,8 @@ def slurm_env():
     p = subprocess.run(["bash", str(REPO / "slurm" / "local_cluster.sh"), "start"], capture_output=True, text=True, env=env)
     assert p.returncode == 0, p.stdout + p.stderr
     env.update(SLURM_CONF=f"{CLUSTER_DIR}/etc/slurm.conf", PYTHON=sys.executable, SMOLDIST_REPO=str(REPO),
-               OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
+               OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false",
+               ACCELERATE_CONFIG="cpu_ddp")  # the nodes have no GPUs: CPU on purpose (node.sh refuses a GPU config there)
     yield env
     subprocess.run(["bash", str(REPO / "slurm" / "local_cluster.sh"), "stop"], capture_output=True, env=env)
 
@@ -76,7 +77,11 @@ def wait_for_end(env: dict, job: str, timeout: float = 300) -> str:
 
 
 def logged_losses(log: Path) -> int:
-    return log.read_text().count("'loss'") if log.exists() else 0
+    return read_log(log).count("'loss'") if log.exists() else 0
+
+
+def read_log(log: Path) -> str:
+    return log.read_text(errors="replace")  # a process killed mid-write (requeue, KillWait) can cut a UTF-8 character
 
 
 def history(run_dir: Path) -> list[tuple[int, float]]:
@@ -121,7 +126,10 @@ def test_submit_prepares_then_trains_and_reuses_the_store(slurm_env, recipe, tmp
 
 
 def test_signalled_job_requeues_resumes_and_matches_an_uninterrupted_run(slurm_env, recipe, tmp_path):
-    common = ["train.max_steps=40", "train.logging_steps=1"]
+    # W&B on (offline), its finish as slow as an online one and longer than the cluster's KillWait (5 s): rank 1 ends
+    # first, and the requeue must not wait behind rank 0's finish (srun --kill-on-bad-exit used to kill it there)
+    slurm_env = dict(slurm_env, SMOLDIST_TEST_WANDB_FINISH_DELAY_S="15")
+    common = ["train.max_steps=40", "train.logging_steps=1", "tracking.wandb.mode=offline"]
     whole = run(["sbatch", "--wait", "--nodes=2", f"--output={tmp_path}/whole.out", "slurm/train.sbatch", str(recipe), *common,
                  f"train.output_dir={tmp_path}/whole"], slurm_env)
     assert whole.returncode == 0, (tmp_path / "whole.out").read_text()[-3000:]
@@ -135,13 +143,15 @@ def test_signalled_job_requeues_resumes_and_matches_an_uninterrupted_run(slurm_e
     run(["scontrol", "update", f"JobId={job}", "StartTime=now"], slurm_env)  # skip Slurm's ~2 min hold on requeued jobs
     assert wait_for_end(slurm_env, job) in ("COMPLETED", "GONE")
 
-    text = log.read_text()
+    text = read_log(log)
     assert "stopped by signal 10" in text and f"requeued Slurm job {job}" in text and "restart 1" in text
     assert "resuming from" in text and "saved model" in text
     a, b = history(tmp_path / "whole"), history(tmp_path / "cut")
     assert [s for s, _ in b] == list(range(1, 41)), "the loss history has a gap or a repeated step"
     assert [s for s, _ in a] == [s for s, _ in b]
     assert [l for _, l in b] == pytest.approx([l for _, l in a], rel=1e-5)
+    runs = sorted((tmp_path / "cut" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2 and len({r.name.rsplit("-", 1)[1] for r in runs}) == 1, runs  # one W&B run, continued after requeue
 
 
 def test_failure_on_one_node_ends_the_whole_job(slurm_env, recipe, tmp_path):

@@ -1,0 +1,37 @@
+"""One rank of tests/test_fsdp2.py: fingerprint a tiny Llama before and after torch's own FSDP2 `fully_shard`.
+
+    torchrun --nproc_per_node 2 tests/fsdp2_fingerprint_worker.py OUT_DIR
+"""
+
+import copy
+import json
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import fully_shard
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from smoldist.distributed import final_fingerprint
+
+dist.init_process_group("gloo")
+rank, world = dist.get_rank(), dist.get_world_size()
+torch.manual_seed(0)  # same weights on every rank, as after from_pretrained
+config = LlamaConfig(vocab_size=256, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                     num_key_value_heads=2, max_position_embeddings=64, tie_word_embeddings=True)
+model = LlamaForCausalLM(config)
+unsharded = final_fingerprint(copy.deepcopy(model))
+mesh = init_device_mesh("cpu", (world,))
+for layer in model.model.layers:
+    fully_shard(layer, mesh=mesh)
+fully_shard(model, mesh=mesh)
+local = {n: p.to_local().numel() for n, p in model.named_parameters() if hasattr(p, "to_local")}
+full = {n: p.numel() for n, p in model.named_parameters()}
+sharded = final_fingerprint(model)
+Path(sys.argv[1], f"rank-{rank}.json").write_text(json.dumps({
+    "rank": rank, "world_size": world, "dtensor_params": len(local), "params": len(full),
+    "local_numel": sum(local.values()), "full_numel": sum(full.values()),
+    "unsharded": list(unsharded), "sharded": list(sharded)}))
+dist.destroy_process_group()

@@ -1,0 +1,22 @@
+"""ZeRO-3 builds the model partitioned (deepspeed.zero.Init), not whole on every rank (marked slow)."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import recipe_dict, write_recipe
+from test_distributed import CONFIGS, accelerate, assert_one_job, ranks
+
+pytestmark = pytest.mark.slow
+
+
+def test_zero3_builds_the_model_partitioned(tmp_path, conversations_file):
+    recipe = write_recipe(tmp_path, recipe_dict(tmp_path, [{"path": str(conversations_file)}],
+                                                train={"max_steps": 1, "save_steps": 100, "per_device_train_batch_size": 1}))
+    p = accelerate(["--config_file", str(CONFIGS / "cpu_zero3.yaml"), "-m", "smoldist.train", str(recipe)], timeout=900)
+    assert p.returncode == 0, p.stderr[-4000:]
+    assert "(built partitioned, ZeRO-3 zero.Init)" in p.stdout, p.stdout[-3000:]
+    assert "0.00 M parameters" not in p.stdout  # a partition's numel() is 0: the count uses ds_numel
+    assert_one_job(tmp_path / "run", 2)
+    assert [r.get("built_partitioned") for r in ranks(tmp_path / "run")] == [True, True]
+    assert {r["engine"] for r in ranks(tmp_path / "run")} == {"deepspeed-zero3"}
