@@ -168,11 +168,13 @@ def _run(recipe: Recipe, stop) -> dict:
     # ---- tokenizer (with the template the store was built with) and model
     tokenizer = load_hf_tokenizer(recipe.model)
     tokenizer.chat_template = store.template
-    # the trainer's arguments come first: under a DeepSpeed ZeRO-3 launch they register its config with transformers,
-    # so the model is built partitioned (zero.Init) instead of whole on every rank
     report_to = configure_wandb(recipe.tracking.wandb, recipe.name, output_dir, dist.is_main)
-    args = sft_config(recipe, dist.world_size, report_to)
-    model = build_model(recipe.model, tokenizer)
+    if recipe.model.init:  # a random init is built whole: under zero.Init its values would depend on the world size
+        model = build_model(recipe.model, tokenizer)
+        args = sft_config(recipe, dist.world_size, report_to)
+    else:  # the trainer's arguments first: under ZeRO-3 they register its config, so pretrained weights load partitioned
+        args = sft_config(recipe, dist.world_size, report_to)
+        model = build_model(recipe.model, tokenizer)
     built_partitioned = any(hasattr(p, "ds_id") for p in model.parameters())
     if any(src.format != "text" for src in recipe.data.sources):  # chat turns are trained: stop where they end
         stops = set_stop_tokens(tokenizer, model, store.template)
