@@ -77,7 +77,7 @@ def wait_for_end(env: dict, job: str, timeout: float = 300) -> str:
 
 
 def logged_losses(log: Path) -> int:
-    return read_log(log).count("'loss'") if log.exists() else 0
+    return read_log(log).count("smoldist | step") if log.exists() else 0  # one console line per logging step
 
 
 def read_log(log: Path) -> str:
