@@ -55,7 +55,8 @@ def losses(run_dir: Path) -> list[float]:
 def stopped_with_checkpoint(p) -> bool:
     """A clean stop: 0 under a launcher (so torchrun/srun kill no saver), 3 for a process on its own
     (smoldist.preemption.stopped_exit_code); the caller checks the stop line and the checkpoint marker."""
-    return p.returncode in (0, STOPPED_EXIT_CODE)
+    code = STOPPED_EXIT_CODE  # a 1-process accelerate launch runs python itself, reports 3 as 1 and names it
+    return p.returncode in (0, code) or f"exitcode  : {code}" in p.stderr or f"non-zero exit status {code}." in p.stderr
 
 
 def launch(config: str | None, processes: int, recipe: Path, out: Path, env: dict | None = None):
