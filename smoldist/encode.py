@@ -8,19 +8,11 @@ never carries loss: nothing before it in its document predicts it.
 
 from __future__ import annotations
 
-import multiprocessing as mp
-import os
-import signal
-from collections import deque
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from typing import Iterable, Iterator
 
 import numpy as np
 
 from smoldist.converters import Document
-from smoldist.errors import DataError
 
 IGNORE = -100
 
@@ -32,6 +24,13 @@ class EncodedBatch:
     ids: np.ndarray
     labels: np.ndarray
     lengths: np.ndarray
+
+    def head(self, k: int) -> "EncodedBatch":
+        """The first k documents."""
+        if k >= len(self.lengths):
+            return self
+        n = int(self.lengths[:k].sum())
+        return EncodedBatch(self.ids[:n], self.labels[:n], self.lengths[:k])
 
 
 class Encoder:
@@ -93,67 +92,3 @@ def tokens_in_spans(token_starts: np.ndarray, spans: list[tuple[int, int]]) -> n
     ends = np.asarray([e for _, e in spans], dtype=np.int64)
     idx = np.searchsorted(starts, token_starts, side="right") - 1
     return (idx >= 0) & (token_starts < ends[np.maximum(idx, 0)])
-
-
-_WORKER: Encoder | None = None
-IN_FLIGHT_PER_WORKER = 2  # batches queued per worker: keeps workers busy while memory stays bounded
-
-
-def _init_worker() -> None:
-    # N worker processes each tokenizing on one thread beat one process on N rayon threads (1.4x vs 2x on 2 cores)
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    # a forked worker inherits the parent's handlers (e.g. training's stop flag): restore the defaults so that
-    # SIGTERM ends it, and leave Ctrl-C to the parent, which shuts the pool down
-    for sig in (signal.SIGTERM, signal.SIGUSR1):
-        signal.signal(sig, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def _encode_in_worker(docs: list[Document]) -> EncodedBatch:
-    assert _WORKER is not None
-    return _WORKER.encode(docs)
-
-
-def encode_stream(encoder: Encoder, batches: Iterable[list[Document]], num_proc: int) -> Iterator[EncodedBatch]:
-    """Encode batches in order, over `num_proc` forked workers (1: in this process).
-
-    A bounded window of batches is in flight, so reading, encoding and the consumer overlap without
-    reading the whole input ahead. A worker that dies (out of memory, killed) fails the run at once."""
-    global _WORKER
-    if num_proc <= 1:
-        for b in batches:
-            yield encoder.encode(b)
-        return
-    _WORKER = encoder  # inherited by the forked workers, so nothing heavy is pickled per task
-    pool = ProcessPoolExecutor(num_proc, mp_context=mp.get_context("fork"), initializer=_init_worker)
-    pending: deque = deque()
-    try:
-        for b in batches:
-            pending.append(_submit(pool, b))
-            if len(pending) >= IN_FLIGHT_PER_WORKER * num_proc:
-                yield _result(pending.popleft())
-        while pending:
-            yield _result(pending.popleft())
-    finally:
-        # close + join (no terminate): workers exit on the pool's sentinel; queued batches are cancelled
-        pool.shutdown(wait=True, cancel_futures=True)
-        _WORKER = None
-
-
-def _submit(pool: ProcessPoolExecutor, docs: list[Document]):
-    try:
-        return pool.submit(_encode_in_worker, docs)
-    except BrokenProcessPool:  # a worker died before this batch was queued: the same clear error as at result()
-        raise _died() from None
-
-
-def _died() -> DataError:
-    return DataError("a tokenizer worker process died (killed, or out of memory?); nothing was written. "
-                     "Retry with fewer workers (data.num_proc) or more memory")
-
-
-def _result(future) -> EncodedBatch:
-    try:
-        return future.result()
-    except BrokenProcessPool:
-        raise _died() from None

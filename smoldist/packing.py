@@ -2,7 +2,7 @@
 
 A document longer than `seq_len` first meets the overflow policy (split into chunks, truncate, or
 drop); every token lost and every document split is counted. Then the pieces ("segments") are
-packed: `bfd` best-fit-decreasing over the whole set, `wrapped` concatenated and cut at seq_len
+packed: `bfd` best-fit-decreasing over the whole set, then `tighten`ed, `wrapped` concatenated and cut at seq_len
 (a segment cut by a row boundary continues as a new segment), `none` one segment per row.
 Each row keeps `seq_lengths`, so documents never attend to each other at training time.
 """
@@ -99,6 +99,93 @@ def pack_bfd(seg_lengths: np.ndarray, seq_len: int) -> list[list[int]]:
     return rows
 
 
+# rows drawn into the pool beside each excess row: varied lengths close more gaps
+# (bench/prepare.py's corpora: 0.48% over the bound with BFD alone, 0.05% tightened)
+POOL_SPREAD = 32
+TIGHTEN_PASSES = 8
+
+
+def tighten(rows: list[list[int]], seg_lengths: np.ndarray, seq_len: int) -> list[list[int]]:
+    """Fewer rows after BFD: passes of `tighten_once` while they save rows."""
+    for _ in range(TIGHTEN_PASSES):
+        fewer = tighten_once(rows, seg_lengths, seq_len)
+        if len(fewer) >= len(rows):
+            break
+        rows = fewer
+    return rows
+
+
+def tighten_once(rows: list[list[int]], seg_lengths: np.ndarray, seq_len: int) -> list[list[int]]:
+    """Empty the least-filled rows (and a spread of others) into a pool, close the other rows' gaps from it, repack the rest.
+
+    BFD leaves each row a gap smaller than any segment still to place, ~0.5% of the tokens. A row's gap
+    closes by taking a pool segment that fits it, or by swapping one of its segments for a pool segment at
+    most `gap` longer. Every move shrinks the pool; what is left is packed by BFD. Kept only if rows are saved."""
+    lengths = seg_lengths.tolist()
+    used = [sum(lengths[s] for s in r) for r in rows]
+    excess = len(rows) - -(-sum(used) // seq_len)
+    if excess <= 0:
+        return rows
+    order = sorted(range(len(rows)), key=used.__getitem__)
+    drop = set(order[:excess]) | set(order[excess::max(1, (len(rows) - excess) // (POOL_SPREAD * excess))])
+    pool = _Pool(seq_len)
+    for r in drop:
+        for seg in rows[r]:
+            pool.put(seg, lengths[seg])
+    kept = [list(rows[r]) for r in range(len(rows)) if r not in drop]
+    for row, room in zip(kept, (seq_len - used[r] for r in range(len(rows)) if r not in drop)):
+        while room > 0:
+            fit = pool.longest_within(1, room)
+            if fit:  # a pool segment that fits the gap as it is
+                row.append(pool.take(fit))
+                room -= fit
+                continue
+            best = (0, -1, 0)  # (gain, position in row, pool length)
+            for i, seg in enumerate(row):
+                la = lengths[seg]
+                lb = pool.longest_within(la + 1, min(la + room, seq_len))
+                if lb and lb - la > best[0]:
+                    best = (lb - la, i, lb)
+            gain, i, lb = best
+            if not gain:
+                break
+            pool.put(row[i], lengths[row[i]])
+            row[i] = pool.take(lb)
+            room -= gain
+    rest = pool.segments()
+    rest_rows = pack_bfd(np.asarray([lengths[s] for s in rest], dtype=np.int64), seq_len) if rest else []
+    out = kept + [[rest[j] for j in r] for r in rest_rows]
+    return out if len(out) < len(rows) else rows
+
+
+class _Pool:
+    """Segments waiting for a row, by length, with the longest within a length range found fast."""
+
+    def __init__(self, seq_len: int):
+        self.by_len: dict[int, list[int]] = {}
+        self.has = np.zeros(seq_len + 1, dtype=bool)
+
+    def put(self, seg: int, length: int) -> None:
+        self.by_len.setdefault(length, []).append(seg)
+        self.has[length] = True
+
+    def take(self, length: int) -> int:
+        segs = self.by_len[length]
+        seg = segs.pop()
+        if not segs:
+            del self.by_len[length]
+            self.has[length] = False
+        return seg
+
+    def longest_within(self, lo: int, hi: int) -> int:
+        """The greatest length in [lo, hi] held by some segment, or 0."""
+        window = self.has[lo:hi + 1]
+        return lo + len(window) - 1 - int(window[::-1].argmax()) if window.any() else 0
+
+    def segments(self) -> list[int]:
+        return [s for segs in self.by_len.values() for s in segs]
+
+
 def pack_wrapped(segs: Segments, seq_len: int) -> tuple[Segments, list[list[int]]]:
     """Concatenate segments in order and cut every seq_len tokens; a cut segment becomes two."""
     doc, start, length = [], [], []
@@ -121,7 +208,7 @@ def pack_wrapped(segs: Segments, seq_len: int) -> tuple[Segments, list[list[int]
 def pack(lengths: np.ndarray, seq_len: int, packing: str, overflow: str) -> tuple[Packed, OverflowStats]:
     segs, stats = apply_overflow(lengths, seq_len, overflow)
     if packing == "bfd":
-        return Packed(segs, pack_bfd(segs.length, seq_len)), stats
+        return Packed(segs, tighten(pack_bfd(segs.length, seq_len), segs.length, seq_len)), stats
     if packing == "wrapped":
         segs, rows = pack_wrapped(segs, seq_len)
         return Packed(segs, rows), stats

@@ -11,45 +11,29 @@ from __future__ import annotations
 
 import hashlib
 import os
-from array import array
 import sys
 import time
+from array import array
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
 from smoldist.config import DataConfig, ModelConfig, resolve_path
-from smoldist.converters import CONVERTERS, Document, InvalidRecord
-from smoldist.encode import Encoder, encode_stream
+from smoldist.encode import EncodedBatch, Encoder
 from smoldist.errors import DataError
 from smoldist.hash_cache import HashCache
 from smoldist.packing import pack
+from smoldist.records import BatchConverter, Converted, RawBatch, Tally, read_batches
 from smoldist.rows import TokenBuffer, write_rows
-from smoldist.sources import ResolvedSource, Unreadable, iter_records, resolve_source
+from smoldist.sources import ResolvedSource, resolve_source
 from smoldist.store import StoreWriter, compute_key, store_dir, verify_store
 from smoldist.store_lock import build_turn
 from smoldist.templates import check_template, load_template
 from smoldist.templates.render import make_renderer
 from smoldist.tokenizer import PrepTokenizer, load_prep_tokenizer
-
-BATCH = 1000
-SHOW_INVALID = 5
-
-
-@dataclass
-class SourceCounts:
-    read: int = 0
-    valid: int = 0
-    skipped_by_selection: int = 0
-    invalid: Counter = field(default_factory=Counter)
-    first_invalid: list = field(default_factory=list)
-
-    def as_dict(self) -> dict:
-        return {"read": self.read, "valid": self.valid, "not_selected": self.skipped_by_selection,
-                "invalid": dict(self.invalid), "first_invalid": self.first_invalid}
+from smoldist.worker_pool import ordered_map
 
 
 @dataclass
@@ -85,47 +69,17 @@ def make_encoder(tok: PrepTokenizer, template: str, loss_on: str) -> Encoder:
     return Encoder(tok.backend, make_renderer(template, tok.special_tokens), loss_on, tok.eos_token_id)
 
 
-def selected(index: int, fraction: float | None, seed: int, source_no: int) -> bool:
-    """Seeded, order-independent choice of ~fraction of the records."""
-    if fraction is None or fraction >= 1.0:
-        return True
-    h = hashlib.blake2b(f"{seed}:{source_no}:{index}".encode(), digest_size=8).digest()
-    return int.from_bytes(h, "little") / 2**64 < fraction
+class PrepareWork:
+    """What a worker does with a batch of raw records: convert them, then tokenize the valid ones."""
 
+    def __init__(self, convert: BatchConverter, encoder: Encoder):
+        self.convert, self.encoder = convert, encoder
 
-def iter_documents(sources: list[ResolvedSource], data: DataConfig, counts: list[SourceCounts],
-                   doc_source) -> Iterator[list[Document]]:
-    """Batches of valid documents; invalid records counted (or raised with their position)."""
-    batch: list[Document] = []
-    for si, src in enumerate(sources):
-        key, spec, c = f"data.sources.{si}", src.spec, counts[si]
-        convert = CONVERTERS[spec.format]
-        for pos, record in iter_records(src, key):
-            if spec.max_samples is not None and c.valid >= spec.max_samples:
-                break
-            c.read += 1
-            if not selected(c.read - 1, spec.fraction, data.seed, si):
-                c.skipped_by_selection += 1
-                continue
-            try:
-                if isinstance(record, Unreadable):
-                    raise InvalidRecord("bad_json", record.why)
-                doc = convert(record, spec, data.loss_on)
-            except InvalidRecord as e:
-                if data.on_invalid == "error":
-                    raise DataError(f"{pos}: invalid record ({e.reason}): {e.detail}  [{key}, data.on_invalid: error]") from None
-                c.invalid[e.reason] += 1
-                if len(c.first_invalid) < SHOW_INVALID:
-                    c.first_invalid.append(f"{pos}: {e.reason}: {e.detail}")
-                continue
-            c.valid += 1
-            doc_source.append(si)
-            batch.append(doc)
-            if len(batch) == BATCH:
-                yield batch
-                batch = []
-    if batch:
-        yield batch
+    def __call__(self, batch: RawBatch) -> tuple[Converted, EncodedBatch]:
+        conv = self.convert(batch)
+        encoded = self.encoder.encode(conv.docs)
+        conv.docs = []  # the tokens are what the main process needs back
+        return conv, encoded
 
 
 def split_documents(n_docs: int, eval_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -152,6 +106,8 @@ def build_split(name: str, docs: np.ndarray, lengths: np.ndarray, offsets: np.nd
         "rows_lower_bound": -(-kept // data.seq_len), "shards": shards, "pack_seconds": round(t_pack, 3),
         "overflow": overflow.as_dict(),
     }
+
+
 def available_cpus() -> int:
     """CPUs this process may run on (a Slurm job's allocation, taskset), not the node's total.
 
@@ -215,67 +171,79 @@ def _reuse(plan: StorePlan, t0: float, verbose: bool, verify_shards: bool) -> Pr
 
 def _build(plan: StorePlan, model: ModelConfig, data: DataConfig, force: bool, verbose: bool, t0: float) -> PrepareResult:
     """Build the store; the caller holds the build lock, so this is the one process of the job doing it."""
-    sources, tok, template, inputs, key, path = plan.sources, plan.tok, plan.template, plan.inputs, plan.key, plan.path
-    print(f"smoldist prepare: building store {path} ({len(sources)} source(s))", flush=True)
+    from smoldist.report import ReportPainter, print_summary, write_report
+
+    print(f"smoldist prepare: building store {plan.path} ({len(plan.sources)} source(s))", flush=True)
     num_proc = data.num_proc or available_cpus()
-    encoder = make_encoder(tok, template, data.loss_on)
-    counts = [SourceCounts() for _ in sources]
-    doc_source = array("i")
-    from tqdm import tqdm
-
-    writer = StoreWriter(data.store, key)
+    writer = StoreWriter(data.store, plan.key)
     try:
-        buffer = TokenBuffer(writer.scratch / "tokens")  # tokens go to disk as they come: memory stays bounded
-        with tqdm(desc="tokenize", unit=" docs", disable=not verbose, file=sys.stderr) as bar:
-            for enc in encode_stream(encoder, iter_documents(sources, data, counts, doc_source), num_proc):
-                buffer.append(enc)
-                bar.update(len(enc.lengths))
-        ids, labels, lengths = buffer.close()
-        if not len(lengths):
-            raise DataError("no valid records in any source; " + "; ".join(
-                f"data.sources.{i}: {c.read} read, invalid {dict(c.invalid)}" for i, c in enumerate(counts)))
-        offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        ids, labels, lengths, doc_source, counts = _tokenize(plan, data, num_proc, writer, verbose)
         t_tok = time.perf_counter() - t0
-        splits = {}
-        for name, docs in zip(("train", "eval"), split_documents(len(lengths), data.eval_fraction, data.seed)):
-            if len(docs) == 0:
-                continue
-            splits[name] = build_split(name, docs, lengths, offsets, ids, labels, data, writer)
-        source_arr = np.asarray(doc_source)
-        manifest = {
-            "inputs": inputs,
-            "recipe": {"model": {"tokenizer": model.tokenizer or model.name_or_path, "chat_template": model.chat_template},
-                       "data": {k: v for k, v in data.__dict__.items() if k != "sources"}},
-            "counts": {
-                "records_read": sum(c.read for c in counts),
-                "records_valid": sum(c.valid for c in counts),
-                "records_invalid": sum(sum(c.invalid.values()) for c in counts),
-                "invalid_by_reason": dict(sum((c.invalid for c in counts), Counter())),
-                "documents": int(len(lengths)),
-                "tokens": int(lengths.sum()),
-                "per_source": [dict(c.as_dict(), path=s.spec.path, documents=int((source_arr == i).sum()),
-                                    tokens=int(lengths[source_arr == i].sum())) for i, (c, s) in enumerate(zip(counts, sources))],
-            },
-            "splits": splits,
-            "length_histogram": length_histogram(lengths, data.seq_len),
-            "versions": library_versions(),
-            "num_proc": num_proc,
-            "seconds": {"tokenize": round(t_tok, 3), "total": round(time.perf_counter() - t0, 3)},
-        }
-        from smoldist.report import write_report
-
-        write_report(writer.tmp, dict(manifest, key=key))
+        with ReportPainter() as painter:  # imports matplotlib in another process while this one packs and writes
+            offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+            splits = {}
+            for name, docs in zip(("train", "eval"), split_documents(len(lengths), data.eval_fraction, data.seed)):
+                if len(docs):
+                    splits[name] = build_split(name, docs, lengths, offsets, ids, labels, data, writer)
+            manifest = {
+                "inputs": plan.inputs,
+                "recipe": {"model": {"tokenizer": model.tokenizer or model.name_or_path, "chat_template": model.chat_template},
+                           "data": {k: v for k, v in data.__dict__.items() if k != "sources"}},
+                "counts": count_summary(counts, plan.sources, lengths, np.asarray(doc_source)),
+                "splits": splits,
+                "length_histogram": length_histogram(lengths, data.seq_len),
+                "versions": library_versions(),
+                "num_proc": num_proc,
+                "seconds": {"tokenize": round(t_tok, 3), "total": round(time.perf_counter() - t0, 3)},
+            }
+            write_report(writer.tmp, dict(manifest, key=plan.key), painter)
         final = writer.commit(manifest, force=force, hashes=plan.hashes)
         plan.hashes.save()
     except BaseException:
         writer.abort()  # Ctrl-C or a crash leaves no directory that looks complete
         raise
-    manifest = verify_store(final, key, check_shards=False)
+    manifest = verify_store(final, plan.key, check_shards=False)
     if verbose:
-        from smoldist.report import print_summary
-
         print_summary(final, manifest)
-    return PrepareResult(final, manifest, reused=False, template=template)
+    return PrepareResult(final, manifest, reused=False, template=plan.template)
+
+
+def _tokenize(plan: StorePlan, data: DataConfig, num_proc: int, writer: StoreWriter, verbose: bool):
+    """Every source read, converted and tokenized (by `num_proc` workers) into the writer's scratch space.
+
+    Returns (ids, labels) memory-mapped, each document's length and source, and the per-source counts."""
+    from tqdm import tqdm
+
+    tally = Tally(plan.sources, data.on_invalid)
+    work = PrepareWork(BatchConverter(plan.sources, data.seed, data.loss_on), make_encoder(plan.tok, plan.template, data.loss_on))
+    buffer = TokenBuffer(writer.scratch / "tokens")  # tokens go to disk as they come: memory stays bounded
+    doc_source = array("i")
+    with tqdm(desc="tokenize", unit=" docs", disable=not verbose, file=sys.stderr) as bar:
+        for batch, (conv, encoded) in ordered_map(work, read_batches(plan.sources, tally.counts), num_proc):
+            kept = tally.take(batch, conv)  # in source order: counts, max_samples, on_invalid: error
+            if kept:
+                buffer.append(encoded.head(kept))
+                doc_source.extend(array("i", [batch.source]) * kept)
+                bar.update(kept)
+    ids, labels, lengths = buffer.close()
+    if not len(lengths):
+        raise DataError("no valid records in any source; " + "; ".join(
+            f"data.sources.{i}: {c.read} read, invalid {dict(c.invalid)}" for i, c in enumerate(tally.counts)))
+    return ids, labels, lengths, doc_source, tally.counts
+
+
+def count_summary(counts: list, sources: list[ResolvedSource], lengths: np.ndarray, doc_source: np.ndarray) -> dict:
+    """The manifest's `counts`: records read, valid and invalid (by reason), documents and tokens, per source."""
+    return {
+        "records_read": sum(c.read for c in counts),
+        "records_valid": sum(c.valid for c in counts),
+        "records_invalid": sum(sum(c.invalid.values()) for c in counts),
+        "invalid_by_reason": dict(sum((c.invalid for c in counts), Counter())),
+        "documents": int(len(lengths)),
+        "tokens": int(lengths.sum()),
+        "per_source": [dict(c.as_dict(), path=s.spec.path, documents=int((doc_source == i).sum()),
+                            tokens=int(lengths[doc_source == i].sum())) for i, (c, s) in enumerate(zip(counts, sources))],
+    }
 
 
 def length_histogram(lengths: np.ndarray, seq_len: int, bins: int = 32) -> dict:

@@ -17,7 +17,8 @@ import numpy as np
 
 from smoldist.config import DataConfig, ModelConfig
 from smoldist.encode import IGNORE
-from smoldist.prepare import SourceCounts, iter_documents, make_encoder, plan_store
+from smoldist.prepare import make_encoder, plan_store
+from smoldist.records import Tally, iter_documents
 
 OPEN, CLOSE = "[[", "]]"
 
@@ -51,9 +52,9 @@ def preview(model: ModelConfig, data: DataConfig, n: int = 3, color: bool | None
     plan = plan_store(model, data)  # the sources, tokenizer and template that `prepare` would use
     sources, tok = plan.sources, plan.tok
     encoder = make_encoder(tok, plan.template, data.loss_on)
-    counts = [SourceCounts() for _ in sources]
-    doc_source: list[int] = []
-    docs = list(itertools.islice((d for batch in iter_documents(sources, data, counts, doc_source) for d in batch), n))
+    tally = Tally(sources, data.on_invalid)
+    first = list(itertools.islice(iter_documents(sources, data.seed, data.loss_on, tally), n))
+    doc_source, docs = [s for s, _ in first], [d for _, d in first]
     shown = []
     if not docs:
         console.print("no valid records to preview")
@@ -76,7 +77,7 @@ def preview(model: ModelConfig, data: DataConfig, n: int = 3, color: bool | None
         for w in warns:
             console.print(f"warning: {w}", style="yellow" if color else None)
         shown.append({"tokens": length, "trained": n_trained, "warnings": warns})
-    invalid = sum((c.invalid for c in counts), start=Counter())
+    invalid = sum((c.invalid for c in tally.counts), start=Counter())
     if invalid:
         console.print(f"skipped invalid records while reading: {dict(invalid)}")
     return shown

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import multiprocessing as mp
+import signal
 from pathlib import Path
 
 from smoldist.converters import REASONS
@@ -20,10 +22,64 @@ def report_data(manifest: dict) -> dict:
     }
 
 
-def write_report(directory: Path, manifest: dict) -> None:
+def write_report(directory: Path, manifest: dict, painter: "ReportPainter | None" = None) -> None:
     data = report_data(manifest)
     (directory / "report.json").write_text(json.dumps(data, indent=2))
-    plot_report(directory / "report.png", data)
+    (painter or ReportPainter(start=False)).draw(directory / "report.png", data)
+
+
+class ReportPainter:
+    """Draws report.png in a forked process that imports matplotlib (~0.5 s) while this one packs and writes.
+
+    Where fork is missing, or the process fails, the plot is drawn here instead."""
+
+    def __init__(self, start: bool = True):
+        self.proc = None
+        if start and "fork" in mp.get_all_start_methods():
+            ctx = mp.get_context("fork")
+            recv, self.conn = ctx.Pipe(duplex=False)
+            self.proc = ctx.Process(target=_paint, args=(recv,), daemon=True, name="smoldist-report")
+            self.proc.start()
+            recv.close()
+
+    def draw(self, path: Path, data: dict) -> None:
+        if self.proc is not None:
+            self.conn.send((str(path), data))
+            self.proc.join(timeout=300)
+            ok = self.proc.exitcode == 0
+            self.close()
+            if ok:
+                return
+        plot_report(path, data)
+
+    def close(self) -> None:
+        """End the process if it was not used (an error in between): it is waiting for data."""
+        if self.proc is None:
+            return
+        if self.proc.is_alive():
+            self.proc.terminate()
+        self.proc.join(timeout=10)
+        self.conn.close()
+        self.proc = None
+
+    def __enter__(self) -> "ReportPainter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _paint(conn) -> None:
+    for sig in (signal.SIGTERM, signal.SIGUSR1):  # not the parent's handlers (training's stop flag)
+        signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    import matplotlib.figure  # noqa: F401 - the slow part, done before the data is ready
+
+    try:
+        path, data = conn.recv()
+    except EOFError:  # the parent ended without a report to draw
+        return
+    plot_report(Path(path), data)
 
 
 def plot_report(path: Path, data: dict) -> None:

@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from smoldist.packing import gather_rows, pack
+from smoldist.packing import gather_rows, pack, pack_bfd, tighten
 
 
 @settings(max_examples=300, deadline=None)
@@ -56,6 +56,25 @@ def test_bfd_fills_rows_tightly():
     packed, _ = pack(lengths, 2048, "bfd", "split")
     fill = lengths.sum() / (len(packed.rows) * 2048)
     assert fill > 0.995
+
+
+def test_tighten_brings_bfd_rows_close_to_the_bound():
+    # lengths from a few hundred values, as real corpora repeat lengths: BFD alone opens rows of equal
+    # segments whose gap fits nothing left (0.33% over the bound here)
+    rng = np.random.default_rng(1)
+    lengths = rng.choice(rng.integers(60, 1100, size=300), size=20000)
+    bound = -(-int(lengths.sum()) // 2048)
+    bfd = pack_bfd(lengths, 2048)
+    packed, _ = pack(lengths, 2048, "bfd", "truncate")
+    assert len(bfd) / bound - 1 > 0.003
+    assert len(packed.rows) / bound - 1 < 0.0025
+    assert sorted(s for r in packed.rows for s in r) == list(range(len(lengths)))
+    assert max(int(lengths[r].sum()) for r in packed.rows) <= 2048
+
+
+def test_tighten_keeps_rows_it_cannot_improve():
+    rows = [[0, 1], [2]]
+    assert tighten(rows, np.array([5, 5, 3]), 10) is rows  # 13 tokens need 2 rows of 10 anyway
 
 
 # ---- padding-free isolation, through the collator TRL uses in training
