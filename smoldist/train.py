@@ -136,7 +136,6 @@ def _run(recipe: Recipe, stop) -> dict:
     from smoldist.elastic import ElasticResume, check_resume_world, prepare_resume
     from smoldist.distributed import EXPECTED_WORLD_ENV, check_world, dist_info, print0, write_rank_report
     from smoldist.model import build_model
-    from smoldist.precision import cast_saved_model
     from smoldist.stop_tokens import set_stop_tokens
     from smoldist.preemption import PreemptionCallback, last_complete_checkpoint, requeue_slurm_job
     from smoldist.prepare import prepare
@@ -200,6 +199,7 @@ def _run(recipe: Recipe, stop) -> dict:
     trainer.meter = meter = ThroughputMeter(FlopModel.of(trainer.model), device_peak_tflops(recipe.tracking.peak_tflops),
                                             dist.world_size)  # counted after peft: trainable weights decide the FLOPs
     trainer.add_callback(StepCounter(meter))
+    trainer.ship_dtype = recipe.model.dtype  # fp32 masters trained; the final model ships in model.dtype
     trainer.add_callback(RunInfoCallback(run_info(recipe.to_dict(), store.manifest, dist.world_size, engine_name(trainer),
                                                   trainer.accelerator.state), store.path / "report.png"))
     n_params, n_trainable = count_parameters(trainer.model)
@@ -225,11 +225,10 @@ def _run(recipe: Recipe, stop) -> dict:
         return {"stopped_at": preemption.stopped_at, "output_dir": args.output_dir, "resumed_from": resume}
 
     # ---- save model, tokenizer, trainer state, the resolved recipe, and what each rank saw
-    trainer.save_model(args.output_dir)
+    trainer.save_model(args.output_dir)  # cast to model.dtype, then pushed if train.push_to_hub
     write_rank_report(args.output_dir, dist, trainer.model, engine_name(trainer),
                       {**lora_extra(trainer.model, recipe), "built_partitioned": built_partitioned})
     if trainer.is_world_process_zero():
-        cast_saved_model(args.output_dir, recipe.model.dtype)  # fp32 masters trained; the model ships in model.dtype
         trainer.save_state()
         save_recipe(recipe, Path(args.output_dir) / "recipe.yaml")
         curve = plot_loss_curve(trainer.state.log_history, Path(args.output_dir) / "loss.png")

@@ -4,6 +4,7 @@ adds `perf/*` metrics (summed over ranks) to every training log, printed as one 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from transformers import TrainerCallback
 from trl import SFTTrainer
@@ -15,6 +16,19 @@ from smoldist.throughput import ThroughputMeter
 
 class SmoldistTrainer(SFTTrainer):
     meter: ThroughputMeter | None = None
+    ship_dtype: str | None = None  # the final model is rewritten in this dtype (fp32 masters trained)
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        # The final model is cast before anything is pushed: the Trainer would push straight after saving,
+        # and push_to_hub saves again (here, so that save is cast too). Checkpoints keep fp32 weights.
+        super().save_model(output_dir, _internal_call=True)
+        final = output_dir is None or Path(output_dir).resolve() == Path(self.args.output_dir).resolve()
+        if final and self.ship_dtype is not None and self.is_world_process_zero():
+            from smoldist.precision import cast_saved_model
+
+            cast_saved_model(self.args.output_dir, self.ship_dtype)
+        if self.args.push_to_hub and not _internal_call:
+            self.push_to_hub(commit_message="Model save", revision=self.args.hub_revision)
 
     def get_batch_samples(self, epoch_iterator, num_batches, device):
         # The trainer fetches all micro-batches of one optimiser step here: that is the data wait.

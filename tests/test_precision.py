@@ -8,6 +8,7 @@ bf16 lose them. With fp32 master weights the updates accumulate and only the com
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -76,3 +77,38 @@ def test_pure_low_precision_is_an_explicit_opt_in_that_warns(tmp_path):
     assert autocast_flags("bfloat16", "none", on_gpu=True) == {"bf16": False, "fp16": False}
     assert autocast_flags("bfloat16", "float32", on_gpu=False) == {"bf16": True, "fp16": False}
     assert "master_weights: float32" in PURE_LOW_PRECISION_WARNING
+
+
+def test_push_to_hub_uploads_the_model_in_model_dtype(tmp_path, monkeypatch):
+    """The hub is out of reach offline: a stand-in for huggingface_hub's API records what each upload would send."""
+    from concurrent.futures import Future
+
+    import torch
+    import transformers.trainer
+    from safetensors.torch import load_file
+
+    uploads = []
+
+    class Hub:  # only the two calls the Trainer makes; the folder is read at upload time, as the hub client would
+        def create_repo(self, repo_id, **kw):
+            return type("RepoUrl", (), {"repo_id": repo_id})()
+
+        def upload_folder(self, repo_id, folder_path, commit_message=None, run_as_future=False, **kw):
+            weights = sorted(p for p in Path(folder_path).glob("model*.safetensors"))
+            uploads.append((commit_message, {t.dtype for w in weights for t in load_file(str(w)).values()},
+                            json.loads((Path(folder_path) / "config.json").read_text()).get("dtype")))
+            done = Future()
+            done.set_result(None)
+            return done if run_as_future else None
+
+    monkeypatch.setattr(transformers.trainer, "hf_api", lambda: Hub())
+    data = write_jsonl(tmp_path / "chats.jsonl", CONVERSATIONS * 5)
+    raw = recipe_dict(tmp_path, [{"path": str(data)}], model={"dtype": "bfloat16"})
+    raw["train"].update(push_to_hub=True, hub_model_id="smoldist-test/tiny", max_steps=2, save_steps=2)
+    run(load_recipe(write_recipe(tmp_path, raw)))
+    final = [u for u in uploads if u[0] != "Training in progress, step 2"]
+    assert final, uploads
+    assert all(dtypes == {torch.bfloat16} and cfg == "bfloat16" for _, dtypes, cfg in final), uploads
+    out = tmp_path / "run"
+    assert {t.dtype for t in load_file(str(out / "model.safetensors")).values()} == {torch.bfloat16}
+    assert {t.dtype for t in load_file(str(out / "checkpoint-2" / "model.safetensors")).values()} == {torch.float32}
