@@ -10,7 +10,8 @@ processes on the same cores, in pairs (smoldist, then TRL) after a warm-up pair,
   (a) smoldist prepare (template + tokenize + assistant mask + BFD pack + write the store),
   (b) TRL SFTTrainer preparing the same data (packing=True, bfd, assistant_only_loss=True,
       dataset_num_proc = cores), fresh datasets cache,
-  (c) the floor: the tokenizer's raw encode_batch on the already-rendered text.
+  (c) the floor: the tokenizer's raw encode_batch on the already-rendered text, on rayon threads and in
+      `procs` single-threaded processes (smoldist's layout).
 Prints a table (time, tokens/s, ratio to TRL, fill, rows vs the bound ceil(tokens/seq_len), pack time) and writes JSON.
 """
 
@@ -119,17 +120,23 @@ TRL_SCRIPT = textwrap.dedent('''
 ''')
 
 FLOOR_SCRIPT = textwrap.dedent('''
-    import json, sys, time
+    import json, multiprocessing as mp, os, sys, time
     from tokenizers import Tokenizer
     from transformers.utils.chat_template_utils import render_jinja_template
     from smoldist.templates import load_template
-    corpus, tok_dir = sys.argv[1], sys.argv[2]
+    corpus, tok_dir, procs = sys.argv[1], sys.argv[2], int(sys.argv[3])
     convs = [json.loads(l)["messages"] for l in open(corpus)]
     texts, _ = render_jinja_template(conversations=convs, chat_template=load_template("smollm2"))
     tok = Tokenizer.from_file(tok_dir + "/tokenizer.json")
     t = time.perf_counter(); n = sum(len(e.ids) for e in tok.encode_batch(texts, add_special_tokens=False)); with_off = time.perf_counter() - t
     t = time.perf_counter(); tok.encode_batch_fast(texts, add_special_tokens=False); fast = time.perf_counter() - t
-    print(json.dumps({"tokens": n, "encode_batch_s": with_off, "encode_batch_fast_s": fast}))
+    def encode(chunk):  # smoldist's layout: one single-threaded tokenizer per process, batches of 1,000
+        return len(tok.encode_batch(chunk, add_special_tokens=False))
+    def single_thread():
+        os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    with mp.get_context("fork").Pool(procs, initializer=single_thread) as pool:
+        t = time.perf_counter(); sum(pool.imap(encode, [texts[i:i + 1000] for i in range(0, len(texts), 1000)])); in_procs = time.perf_counter() - t
+    print(json.dumps({"tokens": n, "encode_batch_s": with_off, "encode_batch_fast_s": fast, "encode_batch_procs_s": in_procs}))
 ''')
 
 
@@ -176,11 +183,11 @@ def bench_corpus(kind: str, args, pool, env: dict) -> dict:
     if args.floor:
         floor_script = work / "floor.py"
         floor_script.write_text(FLOOR_SCRIPT)
-        _, out = timed([sys.executable, str(floor_script), str(corpus), str(tok_dir)], env)
+        _, out = timed([sys.executable, str(floor_script), str(corpus), str(tok_dir), str(args.procs)], env)
         floor = json.loads(out.strip().splitlines()[-1])
     sm, tm = median(t_smol), median(t_trl)
     return {
-        "corpus": kind, "conversations": args.conversations,
+        "corpus": kind, "conversations": args.conversations, "procs": args.procs,
         "distinct_messages": len({m["content"] for line in corpus.read_text().splitlines() for m in json.loads(line)["messages"]}),
         "smoldist": {"seconds": t_smol, "median_s": sm, "tokens": split["tokens"], "tokens_per_s": split["tokens"] / sm,
                      "fill": split["fill"], "rows": split["rows"], "rows_lower_bound": split["rows_lower_bound"],
@@ -206,8 +213,9 @@ def print_table(results: list[dict]) -> None:
                   f"{ratio:>6.2f}x {x['fill']:>7.2%} {x['rows']:>6,} {x['rows_lower_bound']:>6,} {over:>6.2%} {pack:>6s}")
     for r in results:
         s, f = r["smoldist"], r["floor"]
-        extra = (f"; floor encode_batch {f['encode_batch_s']:.2f} s, encode_batch_fast {f['encode_batch_fast_s']:.2f} s (in-process)"
-                 if f else "")
+        extra = (f"; floor (in-process, rendered text): encode_batch {f['encode_batch_s']:.2f} s, encode_batch_fast "
+                 f"{f['encode_batch_fast_s']:.2f} s (rayon threads), encode_batch in {r['procs']} single-threaded processes "
+                 f"{f['encode_batch_procs_s']:.2f} s" if f else "")
         print(f"{r['corpus']}: TRL/smoldist per pair {', '.join(f'{x:.2f}x' for x in r['pair_ratios'])}, "
               f"median {r['ratio_median_of_pairs']:.2f}x")
         print(f"{r['corpus']}: smoldist runs {', '.join(f'{t:.2f}' for t in s['seconds'])} s; TRL runs "
