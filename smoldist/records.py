@@ -85,30 +85,25 @@ def read_batches(sources: list[ResolvedSource], counts: list[SourceCounts], batc
 def _raw_chunks(src: ResolvedSource, key: str, size: int) -> Iterator[tuple[list, list, str | None]]:
     if src.kind == "files" and all(f.endswith(".jsonl") for f in src.files):
         for path in src.files:
-            yield from _jsonl_chunks(path, size)
+            with open(path, encoding="utf-8", errors="strict") as f:
+                lines = ((n, line) for n, line in enumerate(f, 1) if not line.isspace())
+                for linenos, texts in _chunks(lines, size):
+                    yield linenos, texts, path
         return
-    positions, records = [], []
-    for pos, record in iter_records(src, key):
-        positions.append(pos), records.append(record)
-        if len(records) == size:
-            yield positions, records, None
-            positions, records = [], []
-    if records:
+    for positions, records in _chunks(iter_records(src, key), size):
         yield positions, records, None
 
 
-def _jsonl_chunks(path: str, size: int) -> Iterator[tuple[list, list, str]]:
-    linenos, lines = [], []
-    with open(path, encoding="utf-8", errors="strict") as f:
-        for lineno, line in enumerate(f, 1):
-            if line.isspace():
-                continue
-            linenos.append(lineno), lines.append(line)
-            if len(lines) == size:
-                yield linenos, lines, path
-                linenos, lines = [], []
-    if lines:
-        yield linenos, lines, path
+def _chunks(pairs: Iterator[tuple[Any, Any]], size: int) -> Iterator[tuple[list, list]]:
+    """(positions, records) lists of up to `size` from (position, record) pairs."""
+    positions, records = [], []
+    for pos, record in pairs:
+        positions.append(pos), records.append(record)
+        if len(records) == size:
+            yield positions, records
+            positions, records = [], []
+    if records:
+        yield positions, records
 
 
 class BatchConverter:

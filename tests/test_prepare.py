@@ -129,7 +129,8 @@ def test_rows_written_in_many_chunks_equal_one_chunk_and_leave_no_scratch(tiny_r
     again = prepare(r.model, r.data, force=True, verbose=False)
     assert again.path == whole.path and load_split(again.path, "train").to_dict() == expected
     assert sorted(p.name for p in again.path.iterdir()) == ["manifest.json", "report.json", "report.png", "train"]
-    assert again.manifest["splits"] == whole.manifest["splits"]
+    untimed = lambda m: {k: {f: v for f, v in split.items() if f != "pack_seconds"} for k, split in m["splits"].items()}  # noqa: E731
+    assert untimed(again.manifest) == untimed(whole.manifest)
 
 
 def test_rows_written_into_several_shards_load_as_one_dataset_in_order(tiny_recipe, monkeypatch):
