@@ -2,7 +2,9 @@
 
 SIGUSR1 (Slurm's `--signal=USR1@T` before the time limit) and SIGTERM (a workstation's kill, or
 preemption) only set a flag. At the end of the current optimiser step all ranks agree on the flag
-(one all-reduce), the trainer writes a checkpoint and stops. Only a checkpoint that every rank has
+(one all-reduce), the trainer writes a checkpoint and stops. During an evaluation the ranks agree
+after every evaluation batch, and the evaluation ends there (`EvaluationStopped`): a long evaluation
+must not use up the time Slurm gives between the signal and the kill. Only a checkpoint that every rank has
 finished writing gets the `COMPLETE` marker, and only marked checkpoints are resumed from, so an
 interrupted save is never picked up. Under Slurm, rank 0 then requeues the job, which resumes.
 """
@@ -21,6 +23,7 @@ from transformers import TrainerCallback
 COMPLETE = "COMPLETE"
 STOPPED_EXIT_CODE = 3  # "stopped early with a checkpoint; run again to resume" (a process on its own only)
 FAULT_ENV = "SMOLDIST_FAULT_SIGNAL_AT_STEP"  # testing aid: send ourselves SIGUSR1 after this step
+EVAL_FAULT_ENV = "SMOLDIST_FAULT_SIGNAL_AT_EVAL_BATCH"  # testing aid: ... after this many evaluation batches
 _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 
 
@@ -76,23 +79,41 @@ def barrier() -> None:
         dist.barrier()
 
 
+class EvaluationStopped(Exception):
+    """A stop signal arrived during an evaluation: it ends at this batch, and the step's checkpoint is saved."""
+
+
 class PreemptionCallback(TrainerCallback):
-    """Turns a stop signal into save-then-stop at the next step boundary, and marks finished checkpoints."""
+    """Turns a stop signal into save-then-stop at the next step boundary (or evaluation batch), and marks
+    finished checkpoints."""
 
     def __init__(self, flag: StopFlag):
         self.flag = flag
         self.stopped_at: int | None = None
-        fault = os.environ.get(FAULT_ENV)
-        self.fault_step = int(fault) if fault else None
+        self.fault_step = int(os.environ[FAULT_ENV]) if os.environ.get(FAULT_ENV) else None
+        self.fault_eval_batch = int(os.environ[EVAL_FAULT_ENV]) if os.environ.get(EVAL_FAULT_ENV) else None
+        self.eval_batches = 0
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.fault_step is not None and state.global_step == self.fault_step:
             os.kill(os.getpid(), signal.SIGUSR1)  # a real signal through the real handler
         if any_rank(self.flag.signum is not None):
-            self.stopped_at = state.global_step
-            control.should_save = True
-            control.should_training_stop = True
+            self._save_and_stop(state, control)
         return control
+
+    def on_prediction_step(self, args, state, control, **kwargs):
+        self.eval_batches += 1
+        if self.fault_eval_batch is not None and self.eval_batches == self.fault_eval_batch:
+            os.kill(os.getpid(), signal.SIGUSR1)
+        if any_rank(self.flag.signum is not None):  # every rank runs the same number of evaluation batches
+            self._save_and_stop(state, control)  # the trainer's own control object: still set after the raise
+            raise EvaluationStopped(f"evaluation stopped by signal {self.flag.signum} after {self.eval_batches} batch(es)")
+        return control
+
+    def _save_and_stop(self, state, control) -> None:
+        self.stopped_at = state.global_step
+        control.should_save = True
+        control.should_training_stop = True
 
     def on_save(self, args, state, control, **kwargs):
         barrier()  # every rank has written its part (DeepSpeed shards are per rank)

@@ -11,6 +11,7 @@ from trl import SFTTrainer
 
 from smoldist.attention import warn_dense_packed
 from smoldist.console import eval_line, write_line
+from smoldist.preemption import EvaluationStopped
 from smoldist.throughput import ThroughputMeter
 
 
@@ -37,6 +38,21 @@ class SmoldistTrainer(SFTTrainer):
         if self.meter is not None:
             self.meter.waited(time.perf_counter() - start)
         return out
+
+    def evaluate(self, *args, **kwargs) -> dict:
+        self.evaluation_cut = False
+        try:
+            return super().evaluate(*args, **kwargs)
+        except EvaluationStopped as e:  # the stop callback has set should_save and should_training_stop
+            self.evaluation_cut = True
+            if self.is_world_process_zero():
+                write_line(f"smoldist | {e}; saving a checkpoint at step {self.state.global_step}")
+            return {}
+
+    def _determine_best_metric(self, metrics, trial) -> bool:
+        if getattr(self, "evaluation_cut", False):  # no metrics; True keeps save_strategy "best" saving the stop's checkpoint
+            return True
+        return super()._determine_best_metric(metrics, trial)
 
     def compute_loss(self, model, inputs, *args, **kwargs):
         if self.is_world_process_zero():  # train and eval both come here: sdpa/eager on packed rows warn once

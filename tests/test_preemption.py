@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from smoldist.preemption import COMPLETE, FAULT_ENV, STOPPED_EXIT_CODE, last_complete_checkpoint
+from smoldist.preemption import COMPLETE, EVAL_FAULT_ENV, FAULT_ENV, STOPPED_EXIT_CODE, last_complete_checkpoint
 
 from conftest import REPO
 
@@ -45,3 +45,19 @@ def test_interrupted_and_resumed_equals_uninterrupted(tiny_recipe, tmp_path):
     assert [s for s, _, _ in b] == list(range(1, 9))  # no gap, no repeated step
     for (s1, l1, g1), (s2, l2, g2) in zip(a, b):
         assert s1 == s2 and l1 == pytest.approx(l2, rel=1e-6) and g1 == pytest.approx(g2, rel=1e-5), (s1, l1, l2)
+
+
+def test_a_stop_during_evaluation_ends_it_and_saves_at_once(tiny_recipe, tmp_path):
+    out = tmp_path / "cut"
+    args = [sys.executable, "-m", "smoldist", "train", str(tiny_recipe), f"train.output_dir={out}", "train.max_steps=8",
+            "train.save_steps=100", "train.per_device_train_batch_size=1", "train.global_batch_tokens=256",
+            "data.packing=none", "data.eval_fraction=0.5", "train.eval_strategy=steps", "train.eval_steps=2",
+            "train.per_device_eval_batch_size=1"]  # 10 evaluation batches of one document each
+    p = subprocess.run(args, capture_output=True, text=True, cwd=REPO, timeout=600,
+                       env=dict(os.environ, **{EVAL_FAULT_ENV: "2"}))  # the signal comes at the 2nd evaluation batch
+    assert p.returncode == STOPPED_EXIT_CODE, p.stderr[-3000:]
+    assert "evaluation stopped by signal 10 after 2 batch(es)" in p.stdout, p.stdout[-3000:]
+    assert "stopped by signal 10 after step 2" in p.stdout  # before: the evaluation ran to its end and step 3 trained
+    assert (out / "checkpoint-2" / COMPLETE).is_file() and not (out / "checkpoint-3").exists()
+    state = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())
+    assert not any("eval_loss" in h for h in state["log_history"])
