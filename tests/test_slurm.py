@@ -81,7 +81,9 @@ def logged_losses(log: Path) -> int:
 
 
 def read_log(log: Path) -> str:
-    return log.read_text(errors="replace")  # a process killed mid-write (requeue, KillWait) can cut a UTF-8 character
+    # a process killed mid-write (requeue, KillWait) can cut a UTF-8 character, and two nodes writing one
+    # log can interleave one's bytes inside the other's character
+    return log.read_text(errors="replace")
 
 
 def history(run_dir: Path) -> list[tuple[int, float]]:
@@ -101,7 +103,7 @@ def recipe(tmp_path, conversations_file):
 
 def test_two_node_job_trains_as_one_world(slurm_env, recipe, tmp_path):
     p = run(["sbatch", "--wait", "--nodes=2", f"--output={tmp_path}/%j.out", "slurm/train.sbatch", str(recipe)], slurm_env)
-    assert p.returncode == 0, p.stderr + "".join(f.read_text() for f in tmp_path.glob("*.out"))
+    assert p.returncode == 0, p.stderr + "".join(read_log(f) for f in tmp_path.glob("*.out"))
     seen = ranks(tmp_path / "run")
     assert [r["rank"] for r in seen] == [0, 1] and {r["world_size"] for r in seen} == {2}
     assert {r["host"] for r in seen} == {"n1", "n2"}, "the two ranks must run on the two nodes"
@@ -113,9 +115,9 @@ def test_submit_prepares_then_trains_and_reuses_the_store(slurm_env, recipe, tmp
                 slurm_env, cwd=tmp_path)
     assert first.returncode == 0, first.stdout + first.stderr
     assert "prepare job" in first.stdout and "train job" in first.stdout
-    prep_log = next((tmp_path / "logs").glob("smoldist-prepare-*.out")).read_text()
+    prep_log = read_log(next((tmp_path / "logs").glob("smoldist-prepare-*.out")))
     assert "smoldist prepare: store" in prep_log
-    train_log = next((tmp_path / "logs").glob("smoldist-train-*.out")).read_text()
+    train_log = read_log(next((tmp_path / "logs").glob("smoldist-train-*.out")))
     assert "reusing store" in train_log and "world size 2" in train_log
     second = run([sys.executable, "-m", "smoldist", "submit", str(recipe), f"train.output_dir={tmp_path}/again", "--nodes", "2",
                   "--wait", "--logs", str(tmp_path / "logs")], slurm_env, cwd=tmp_path)
@@ -132,7 +134,7 @@ def test_signalled_job_requeues_resumes_and_matches_an_uninterrupted_run(slurm_e
     common = ["train.max_steps=40", "train.logging_steps=1", "tracking.wandb.mode=offline"]
     whole = run(["sbatch", "--wait", "--nodes=2", f"--output={tmp_path}/whole.out", "slurm/train.sbatch", str(recipe), *common,
                  f"train.output_dir={tmp_path}/whole"], slurm_env)
-    assert whole.returncode == 0, (tmp_path / "whole.out").read_text()[-3000:]
+    assert whole.returncode == 0, read_log(tmp_path / "whole.out")[-3000:]
 
     log = tmp_path / "cut.out"
     job = sbatch(slurm_env, "--nodes=2", f"--output={log}", "slurm/train.sbatch", str(recipe), *common, f"train.output_dir={tmp_path}/cut")
@@ -177,7 +179,7 @@ def test_failure_on_one_node_ends_the_whole_job(slurm_env, recipe, tmp_path):
     took = time.monotonic() - killed_at
     assert state in ("FAILED", "GONE"), state
     assert took < 120
-    text = log.read_text()
+    text = read_log(log)
     assert "n2" in text and ("exitcode: -9" in text or "Signal 9" in text or "SIGKILL" in text), text[-3000:]
     assert "saved model" not in text
 
@@ -192,13 +194,13 @@ def test_job_warned_on_two_nodes_continues_on_one_node_and_matches(slurm_env, re
     common = ["train.max_steps=24", "train.logging_steps=1", "train.global_batch_tokens=256"]
     whole = run(["sbatch", "--wait", "--nodes=2", f"--output={tmp_path}/whole.out", "slurm/train.sbatch", str(recipe), *common,
                  f"train.output_dir={tmp_path}/whole"], slurm_env)
-    assert whole.returncode == 0, (tmp_path / "whole.out").read_text()[-3000:]
+    assert whole.returncode == 0, read_log(tmp_path / "whole.out")[-3000:]
 
     log = tmp_path / "elastic.out"
     job = sbatch(slurm_env, "--nodes=2", f"--output={log}", "slurm/train.sbatch", str(recipe), *common,
                  f"train.output_dir={tmp_path}/elastic")
     wait_until(lambda: logged_losses(log) >= 5, 120, "5 logged steps")
-    assert "restart 0: 2 node(s)" in log.read_text()
+    assert "restart 0: 2 node(s)" in read_log(log)
     assert run(["scancel", "--signal=USR1", job], slurm_env).returncode == 0
     wait_until(lambda: job_field(slurm_env, job, "Restarts") == "1" and job_field(slurm_env, job, "JobState") == "PENDING",
                120, "the job to requeue itself")
@@ -212,7 +214,7 @@ def test_job_warned_on_two_nodes_continues_on_one_node_and_matches(slurm_env, re
     finally:
         run(["scontrol", "update", "NodeName=n2", "State=RESUME"], slurm_env)
 
-    text = log.read_text()
+    text = read_log(log)
     assert "restart 1: 1 node(s)" in text, text[-3000:]
     stopped = int(text.split("stopped by signal 10 after step ")[1].split(";")[0])
     # one trainer on the one node, not copies of it (train.sbatch pins srun's task count to this start's nodes)
