@@ -14,6 +14,7 @@ SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "a
 
 # Reason codes, in the order a record is checked.
 REASONS = {
+    "not_utf8": "unreadable line (not UTF-8)",
     "bad_json": "unreadable line (bad JSON)",
     "not_a_record": "record is not a JSON object",
     "missing_field": "a required field is missing",

@@ -54,7 +54,7 @@ def read_gsm8k(path: str, n: int | None = None) -> tuple[list[dict], Counter]:
         if n is not None and len(items) >= n:
             break
         if isinstance(record, Unreadable):
-            skipped["bad_json"] += 1
+            skipped[record.reason] += 1
             continue
         try:
             doc = CONVERTERS["gsm8k"](record, spec, "assistant")

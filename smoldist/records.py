@@ -1,6 +1,6 @@
 """Raw records -> documents: cut into batches by the main process, parsed and converted in the workers.
 
-The main process only reads: JSONL lines stay unparsed text, other formats come as the records their
+The main process only reads: JSONL lines stay undecoded bytes, other formats come as the records their
 reader gives. The workers select (`fraction`), parse, convert and validate each record beside tokenizing
 it, and report per record what became of it. Back in the main process, in source order, a `Tally`
 applies what needs that order: the counts, `max_samples`, and `on_invalid: error` naming the first bad
@@ -10,7 +10,6 @@ record. So the result is the same with 1 worker or 16, and the main process stay
 from __future__ import annotations
 
 import hashlib
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterator
@@ -19,7 +18,7 @@ import numpy as np
 
 from smoldist.converters import CONVERTERS, Document, InvalidRecord
 from smoldist.errors import DataError
-from smoldist.sources import ResolvedSource, Unreadable, iter_records
+from smoldist.sources import ResolvedSource, Unreadable, iter_records, parse_line
 
 BATCH = 1000
 SHOW_INVALID = 5
@@ -42,7 +41,7 @@ class SourceCounts:
 
 @dataclass
 class RawBatch:
-    """Consecutive records of one source, as read: JSONL lines unparsed (`path` set), else records with positions."""
+    """Consecutive records of one source, as read: JSONL lines as bytes (`path` set), else records with positions."""
 
     source: int
     first: int  # the source-wide index of the first record: the seeded `fraction` choice depends on it
@@ -85,7 +84,7 @@ def read_batches(sources: list[ResolvedSource], counts: list[SourceCounts], batc
 def _raw_chunks(src: ResolvedSource, key: str, size: int) -> Iterator[tuple[list, list, str | None]]:
     if src.kind == "files" and all(f.endswith(".jsonl") for f in src.files):
         for path in src.files:
-            with open(path, encoding="utf-8", errors="strict") as f:
+            with open(path, "rb") as f:  # lines stay bytes: the workers decode and parse them
                 lines = ((n, line) for n, line in enumerate(f, 1) if not line.isspace())
                 for linenos, texts in _chunks(lines, size):
                     yield linenos, texts, path
@@ -125,20 +124,13 @@ class BatchConverter:
             try:
                 if batch.path is not None:
                     record = parse_line(record)
-                elif isinstance(record, Unreadable):
-                    raise InvalidRecord("bad_json", record.why)
+                if isinstance(record, Unreadable):
+                    raise InvalidRecord(record.reason, record.why)
                 docs.append(convert(record, spec, self.loss_on))
             except InvalidRecord as e:
                 outcomes[i] = INVALID
                 invalid.append((i, e.reason, e.detail))
         return Converted(outcomes, invalid, docs)
-
-
-def parse_line(line: str) -> Any:
-    try:
-        return json.loads(line)
-    except json.JSONDecodeError as e:
-        raise InvalidRecord("bad_json", f"bad JSON ({e.msg} at column {e.colno})") from None
 
 
 class Tally:

@@ -1,7 +1,7 @@
 """Reading records from a source: local .jsonl/.json/.parquet files or globs, a saved dataset dir, or a hub id.
 
 Every record comes with its position (file and line, or index) so that an invalid one can be named.
-A line that is not JSON is passed on as a `Unreadable` record: the converter step counts it.
+A line that is not UTF-8 or not JSON is passed on as a `Unreadable` record: the converter step counts it.
 """
 
 from __future__ import annotations
@@ -22,9 +22,22 @@ LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet")
 
 @dataclass
 class Unreadable:
-    """A line or item that could not be parsed; carries why."""
+    """A line or item that could not be parsed; carries why, and the reason code it is counted under."""
 
     why: str
+    reason: str = "bad_json"
+
+
+def parse_line(raw: bytes) -> Any:
+    """One JSONL line as a record, or Unreadable: a bad byte or bad JSON loses this line, not the file."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return Unreadable(f"not UTF-8 (byte 0x{raw[e.start]:02x} at byte {e.start + 1} of the line)", "not_utf8")
+    try:
+        return json.loads(text.removeprefix("\ufeff"))  # a byte-order mark, as some editors write on line 1
+    except json.JSONDecodeError as e:
+        return Unreadable(f"bad JSON ({e.msg} at column {e.colno})")
 
 
 @dataclass
@@ -72,19 +85,18 @@ def resolve_source(spec: Any, key: str) -> ResolvedSource:
 
 
 def iter_jsonl(path: str) -> Iterator[tuple[str, Any]]:
-    with open(path, encoding="utf-8", errors="strict") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                yield f"{path}:{lineno}", json.loads(line)
-            except json.JSONDecodeError as e:
-                yield f"{path}:{lineno}", Unreadable(f"bad JSON ({e.msg} at column {e.colno})")
+    with open(path, "rb") as f:  # bytes: each line is decoded on its own, so one bad byte costs one line
+        for lineno, raw in enumerate(f, 1):
+            if not raw.isspace():
+                yield f"{path}:{lineno}", parse_line(raw)
 
 
 def iter_json(path: str) -> Iterator[tuple[str, Any]]:
+    raw = Path(path).read_bytes()
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data = json.loads(raw.decode("utf-8").removeprefix("\ufeff"))
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 (byte 0x{raw[e.start]:02x} at offset {e.start}); re-save it as UTF-8") from None
     except json.JSONDecodeError as e:
         raise DataError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
     if isinstance(data, dict) and len(data) == 1 and isinstance(next(iter(data.values())), list):

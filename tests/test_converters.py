@@ -161,3 +161,25 @@ def test_preview_warns_about_empty_trained_span_and_long_records(tmp_path):
 def _parts(tmp_path, sources, **data):
     r = load_recipe(write_recipe(tmp_path, recipe_dict(tmp_path, sources, data=data)))
     return r.model, r.data
+
+
+def test_a_line_that_is_not_utf8_is_one_invalid_record_not_a_crash(tmp_path):
+    good = json.dumps(GOOD).encode()
+    latin1 = json.dumps({"messages": [{"role": "user", "content": "café"}, {"role": "assistant", "content": "ok"}]},
+                        ensure_ascii=False).encode("latin-1")  # é as the single byte 0xe9
+    f = tmp_path / "mixed.jsonl"
+    f.write_bytes(b"\xef\xbb\xbf" + good + b"\n" + latin1 + b"\n" + good + b"\n")  # with a byte-order mark on line 1
+    m = prepare(*_parts(tmp_path, [{"path": str(f)}]), verbose=False).manifest
+    per = m["counts"]["per_source"][0]
+    assert (per["read"], per["valid"], per["invalid"]) == (3, 2, {"not_utf8": 1})
+    col = latin1.index(b"\xe9") + 1
+    assert per["first_invalid"] == [f"{f}:2: not_utf8: not UTF-8 (byte 0xe9 at byte {col} of the line)"]
+    with pytest.raises(DataError, match=r"mixed.jsonl:2: invalid record \(not_utf8\)"):
+        prepare(*_parts(tmp_path, [{"path": str(f)}], on_invalid="error", store=str(tmp_path / "s2")), verbose=False)
+
+
+def test_a_json_file_that_is_not_utf8_is_named(tmp_path):
+    f = tmp_path / "list.json"
+    f.write_bytes(b'[{"question": "caf\xe9?", "answer": "#### 1"}]')
+    with pytest.raises(DataError, match=r"list.json: not UTF-8 \(byte 0xe9 at offset 18\)"):
+        prepare(*_parts(tmp_path, [{"path": str(f)}]), verbose=False)
