@@ -25,7 +25,10 @@ def report_data(manifest: dict) -> dict:
 def write_report(directory: Path, manifest: dict, painter: "ReportPainter | None" = None) -> None:
     data = report_data(manifest)
     (directory / "report.json").write_text(json.dumps(data, indent=2))
-    (painter or ReportPainter(start=False)).draw(directory / "report.png", data)
+    if painter is not None:
+        painter.draw(directory / "report.png", data)
+    else:
+        plot_report(directory / "report.png", data)
 
 
 class ReportPainter:
@@ -33,9 +36,9 @@ class ReportPainter:
 
     Where fork is missing, or the process fails, the plot is drawn here instead."""
 
-    def __init__(self, start: bool = True):
+    def __init__(self):
         self.proc = None
-        if start and "fork" in mp.get_all_start_methods():
+        if "fork" in mp.get_all_start_methods():
             ctx = mp.get_context("fork")
             recv, self.conn = ctx.Pipe(duplex=False)
             self.proc = ctx.Process(target=_paint, args=(recv,), daemon=True, name="smoldist-report")

@@ -18,6 +18,7 @@ from smoldist.throughput import ThroughputMeter
 class SmoldistTrainer(SFTTrainer):
     meter: ThroughputMeter | None = None
     ship_dtype: str | None = None  # the final model is rewritten in this dtype (fp32 masters trained)
+    evaluation_cut = False  # the last evaluation was ended by a stop signal (smoldist.preemption)
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         # The final model is cast before anything is pushed: the Trainer would push straight after saving,
@@ -50,7 +51,7 @@ class SmoldistTrainer(SFTTrainer):
             return {}
 
     def _determine_best_metric(self, metrics, trial) -> bool:
-        if getattr(self, "evaluation_cut", False):  # no metrics; True keeps save_strategy "best" saving the stop's checkpoint
+        if self.evaluation_cut:  # no metrics; True keeps save_strategy "best" saving the stop's checkpoint
             return True
         return super()._determine_best_metric(metrics, trial)
 
