@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import os
+import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -13,6 +16,33 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parents[1]
+TEST_HARD_TIMEOUT_S = int(os.environ.get("SMOLDIST_TEST_HARD_TIMEOUT_S", "1200"))
+
+
+@pytest.fixture(autouse=True)
+def hard_timeout(request):
+    """No test hangs CI: past the limit, every thread's traceback is printed and the pytest process exits 1.
+
+    Subprocess tests also time out their children; this covers in-process ones (worker pools, training).
+    faulthandler's C-level timer, 30 s later, ends it even if a thread holds the GIL."""
+    def expire():
+        capture = request.config.pluginmanager.getplugin("capturemanager")
+        if capture is not None:
+            capture.suspend_global_capture(in_=False)  # so that the report reaches the CI log
+        print(f"\n{request.node.nodeid} ran past {TEST_HARD_TIMEOUT_S} s (SMOLDIST_TEST_HARD_TIMEOUT_S); "
+              "tracebacks follow, then pytest exits", file=sys.stderr, flush=True)
+        faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+        os._exit(1)
+
+    timer = threading.Timer(TEST_HARD_TIMEOUT_S, expire)
+    timer.daemon = True
+    timer.start()
+    faulthandler.dump_traceback_later(TEST_HARD_TIMEOUT_S + 30, exit=True)
+    yield
+    faulthandler.cancel_dump_traceback_later()
+    timer.cancel()
+
+
 TINY_INIT = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
              "num_key_value_heads": 2, "max_position_embeddings": 512, "tie_word_embeddings": True}
 
