@@ -71,8 +71,10 @@ def read_gsm8k(path: str, n: int | None = None) -> tuple[list[dict], Counter]:
     return items, skipped
 
 
-def generate(model, tok, questions: list[str], batch_size: int, max_new_tokens: int, progress: bool = True) -> list[str]:
-    """Greedy completions, batched with left padding, each stopping at the end of its turn."""
+def generate(model, tok, questions: list[str], batch_size: int, max_new_tokens: int, progress: bool = True,
+             should_stop=None) -> list[str]:
+    """Greedy completions, batched with left padding, each stopping at the end of its turn; fewer than asked
+    when `should_stop()` (asked before each batch) says so."""
     import torch
     from tqdm import tqdm
 
@@ -86,6 +88,8 @@ def generate(model, tok, questions: list[str], batch_size: int, max_new_tokens: 
     device = next(model.parameters()).device
     with tqdm(total=len(questions), desc="eval", unit=" q", disable=not progress, dynamic_ncols=True) as bar:
         for i in range(0, len(questions), batch_size):
+            if should_stop is not None and should_stop():
+                break
             chunk = questions[i:i + batch_size]
             texts = [tok.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True, tokenize=False)
                      for q in chunk]
@@ -100,7 +104,7 @@ def generate(model, tok, questions: list[str], batch_size: int, max_new_tokens: 
 
 
 def eval_gsm8k(model_path: str, data: str, n: int | None = None, batch_size: int = 8, max_new_tokens: int = 256,
-               out: str | None = None, progress: bool = True) -> dict:
+               out: str | None = None, progress: bool = True, should_stop=None) -> dict:
     import torch
     from transformers import AutoTokenizer
 
@@ -116,7 +120,8 @@ def eval_gsm8k(model_path: str, data: str, n: int | None = None, batch_size: int
     model = load_model(model_path, torch.float32).eval()
     if torch.cuda.is_available():
         model = model.to("cuda", torch.bfloat16)
-    completions = generate(model, tok, [it["question"] for it in items], batch_size, max_new_tokens, progress)
+    completions = generate(model, tok, [it["question"] for it in items], batch_size, max_new_tokens, progress, should_stop)
+    asked, items = len(items), items[:len(completions)]
     records, how_counts = [], Counter()
     for it, completion in zip(items, completions):
         extracted, how = extract_answer(completion)
@@ -124,7 +129,8 @@ def eval_gsm8k(model_path: str, data: str, n: int | None = None, batch_size: int
         records.append({"question": it["question"], "completion": completion, "extracted": extracted, "gold": it["gold"],
                         "correct": extracted is not None and extracted == it["gold"], "extracted_by": how})
     correct = sum(r["correct"] for r in records)
-    result = {"accuracy": correct / len(records), "n": len(records), "correct": correct, "model": str(model_path),
+    result = {"accuracy": correct / len(records) if records else None, "n": len(records), "correct": correct,
+              "stopped": len(records) < asked, "asked": asked, "model": str(model_path),
               "data": str(data), "format": "gsm8k", "max_new_tokens": max_new_tokens, "extracted_by": dict(how_counts),
               "skipped": dict(skipped), "records": records}
     if out:
@@ -192,9 +198,16 @@ def eval_loss(run_dir: str, batch_size: int = 8, out: str | None = None) -> dict
     return result
 
 
-def eval_at_end(cfg, output_dir: str) -> dict:
-    """`tracking.eval`: score the saved model (main process), write eval_gsm8k.json, log accuracy + samples to W&B."""
-    result = eval_gsm8k(output_dir, cfg.data, cfg.n, cfg.batch_size, cfg.max_new_tokens, str(Path(output_dir) / "eval_gsm8k.json"))
+def eval_at_end(cfg, output_dir: str, stop=None) -> dict:
+    """`tracking.eval`: score the saved model (main process), write eval_gsm8k.json, log accuracy + samples to W&B.
+    A stop signal (`stop`, a smoldist.preemption.StopFlag) ends it at the next batch: the model is already saved."""
+    result = eval_gsm8k(output_dir, cfg.data, cfg.n, cfg.batch_size, cfg.max_new_tokens, str(Path(output_dir) / "eval_gsm8k.json"),
+                        should_stop=_stop_check(stop))
+    if result["stopped"]:
+        so_far = f" (accuracy so far {result['accuracy']:.1%})" if result["n"] else ""
+        print(f"smoldist | eval gsm8k stopped by signal {stop.signum} after {result['n']} of {result['asked']} questions"
+              f"{so_far}; the model is saved: score it with `smoldist eval {output_dir} --data {cfg.data}`", flush=True)
+        return result  # a partial accuracy is not logged as the run's
     by = result["extracted_by"]
     print(f"smoldist | eval gsm8k | accuracy {result['accuracy']:.1%} ({result['correct']}/{result['n']}) | "
           f"'####' {by.get('####', 0)}, last number {by.get('last number', 0)}, none {by.get('none', 0)}", flush=True)
@@ -206,3 +219,22 @@ def eval_at_end(cfg, output_dir: str) -> dict:
         wandb.run.log({"eval/gsm8k_accuracy": result["accuracy"], "eval/gsm8k_n": result["n"],
                        "eval/gsm8k_fallback": by.get("last number", 0), "eval/gsm8k_samples": table})
     return result
+
+
+def _stop_check(stop):
+    """Asked before each generation batch: has a stop signal come (SMOLDIST_FAULT_SIGNAL_AT_END_EVAL_BATCH sends one)?"""
+    import os
+    import signal
+
+    from smoldist.preemption import END_EVAL_FAULT_ENV
+
+    fault, batches = int(os.environ.get(END_EVAL_FAULT_ENV) or 0), 0
+
+    def should_stop() -> bool:
+        nonlocal batches
+        if fault and batches == fault:
+            os.kill(os.getpid(), signal.SIGUSR1)  # a real signal through the real handler
+        batches += 1
+        return stop is not None and stop.signum is not None
+
+    return should_stop

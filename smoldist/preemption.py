@@ -24,6 +24,7 @@ COMPLETE = "COMPLETE"
 STOPPED_EXIT_CODE = 3  # "stopped early with a checkpoint; run again to resume" (a process on its own only)
 FAULT_ENV = "SMOLDIST_FAULT_SIGNAL_AT_STEP"  # testing aid: send ourselves SIGUSR1 after this step
 EVAL_FAULT_ENV = "SMOLDIST_FAULT_SIGNAL_AT_EVAL_BATCH"  # testing aid: ... after this many evaluation batches
+END_EVAL_FAULT_ENV = "SMOLDIST_FAULT_SIGNAL_AT_END_EVAL_BATCH"  # ... after this many batches of tracking.eval
 _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 
 

@@ -225,7 +225,7 @@ def _run(recipe: Recipe, stop) -> dict:
         return {"stopped_at": preemption.stopped_at, "output_dir": args.output_dir, "resumed_from": resume}
 
     # ---- save model, tokenizer, trainer state, the resolved recipe, and what each rank saw
-    trainer.save_model(args.output_dir)  # cast to model.dtype, then pushed if train.push_to_hub
+    trainer.save_model(args.output_dir)  # cast to model.dtype
     write_rank_report(args.output_dir, dist, trainer.model, engine_name(trainer),
                       {**lora_extra(trainer.model, recipe), "built_partitioned": built_partitioned})
     if trainer.is_world_process_zero():
@@ -236,7 +236,9 @@ def _run(recipe: Recipe, stop) -> dict:
         if recipe.tracking.eval is not None:  # score what was saved, as `smoldist eval` would
             from smoldist.evaluate import eval_at_end
 
-            eval_at_end(recipe.tracking.eval, args.output_dir)
+            eval_at_end(recipe.tracking.eval, args.output_dir, stop)
+    if args.push_to_hub:  # last, so the hub repo holds what the run dir holds: recipe, loss curve, state, evaluation
+        trainer.push_to_hub(commit_message="End of training", revision=args.hub_revision)
     finish_wandb()
     print0(f"smoldist train: saved model to {args.output_dir} (train loss {result.training_loss:.4f})")
     return dict(result.metrics, output_dir=args.output_dir, resumed_from=resume)

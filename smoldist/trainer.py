@@ -19,18 +19,21 @@ class SmoldistTrainer(SFTTrainer):
     meter: ThroughputMeter | None = None
     ship_dtype: str | None = None  # the final model is rewritten in this dtype (fp32 masters trained)
     evaluation_cut = False  # the last evaluation was ended by a stop signal (smoldist.preemption)
+    final_saved_step: int | None = None  # the step whose final model is in output_dir, cast to ship_dtype
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
-        # The final model is cast before anything is pushed: the Trainer would push straight after saving,
-        # and push_to_hub saves again (here, so that save is cast too). Checkpoints keep fp32 weights.
-        super().save_model(output_dir, _internal_call=True)
+        # Checkpoints keep fp32 weights; the final model is cast to model.dtype. Nothing is pushed from here:
+        # train.py pushes once, after the recipe, loss curve, state and evaluation are written beside the model.
         final = output_dir is None or Path(output_dir).resolve() == Path(self.args.output_dir).resolve()
-        if final and self.ship_dtype is not None and self.is_world_process_zero():
-            from smoldist.precision import cast_saved_model
+        if final and self.final_saved_step == self.state.global_step:
+            return  # push_to_hub saves again: what is on disk is this step's model, already cast (same on every rank)
+        super().save_model(output_dir, _internal_call=True)
+        if final:
+            if self.ship_dtype is not None and self.is_world_process_zero():
+                from smoldist.precision import cast_saved_model
 
-            cast_saved_model(self.args.output_dir, self.ship_dtype)
-        if self.args.push_to_hub and not _internal_call:
-            self.push_to_hub(commit_message="Model save", revision=self.args.hub_revision)
+                cast_saved_model(self.args.output_dir, self.ship_dtype)
+            self.final_saved_step = self.state.global_step
 
     def get_batch_samples(self, epoch_iterator, num_batches, device):
         # The trainer fetches all micro-batches of one optimiser step here: that is the data wait.

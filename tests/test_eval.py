@@ -113,7 +113,8 @@ def test_eval_real_smollm2_instruct_on_real_gsm8k_questions(real_instruct, tmp_p
     assert all(r["completion"] for r in result["records"])  # it answered in words, and stopped at <|im_end|>
 
 
-def test_tracking_eval_scores_the_saved_model_and_logs_to_wandb(tiny_recipe, tmp_path):
+def train_with_tracking_eval(tiny_recipe, tmp_path, *overrides: str, **env_extra: str):
+    """`smoldist train` with tracking.eval on the 4 gsm8k questions and offline W&B: (process, the run's W&B history)."""
     import os
     import subprocess
     import sys
@@ -122,15 +123,32 @@ def test_tracking_eval_scores_the_saved_model_and_logs_to_wandb(tiny_recipe, tmp
     from smoldist.wandb_offline import read_run
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-    env["HOME"] = str(tmp_path / "home")
+    env.update(HOME=str(tmp_path / "home"), **env_extra)
     p = subprocess.run([sys.executable, "-m", "smoldist", "train", str(tiny_recipe), "tracking.wandb.mode=offline",
-                        f"tracking.eval.data={GSM8K_4}", "tracking.eval.n=2", "tracking.eval.max_new_tokens=4"],
+                        f"tracking.eval.data={GSM8K_4}", "tracking.eval.max_new_tokens=4", *overrides],
                        capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
+    (run_file,) = (tmp_path / "run" / "wandb").glob("offline-run-*/run-*.wandb")
+    return p, read_run(run_file).history
+
+
+def test_tracking_eval_scores_the_saved_model_and_logs_to_wandb(tiny_recipe, tmp_path):
+    p, history = train_with_tracking_eval(tiny_recipe, tmp_path, "tracking.eval.n=2")
     result = json.loads((tmp_path / "run" / "eval_gsm8k.json").read_text())
     check_result(result, GSM8K_4, 2)
+    assert not result["stopped"]
     assert f"smoldist | eval gsm8k | accuracy {result['accuracy']:.1%}" in p.stdout
-    (run_file,) = (tmp_path / "run" / "wandb").glob("offline-run-*/run-*.wandb")
-    logged = [h for h in read_run(run_file).history if "eval/gsm8k_accuracy" in h]
+    logged = [h for h in history if "eval/gsm8k_accuracy" in h]
     assert len(logged) == 1 and logged[0]["eval/gsm8k_accuracy"] == result["accuracy"]
-    assert logged[0]["eval/gsm8k_samples/_type"] == "table-file" and logged[0]["eval/gsm8k_samples/nrows"] == 2
+
+
+def test_a_stop_during_tracking_eval_ends_it_at_the_batch_and_keeps_the_saved_model(tiny_recipe, tmp_path):
+    """The model is saved before tracking.eval: a stop signal (Slurm's time limit) must not wait for every question."""
+    p, history = train_with_tracking_eval(tiny_recipe, tmp_path, "tracking.eval.n=4", "tracking.eval.batch_size=1",
+                                          SMOLDIST_FAULT_SIGNAL_AT_END_EVAL_BATCH="2")
+    assert "eval gsm8k stopped by signal 10 after 2 of 4 questions" in p.stdout, p.stdout[-2000:]
+    result = json.loads((tmp_path / "run" / "eval_gsm8k.json").read_text())
+    check_result(result, GSM8K_4, 2)
+    assert result["stopped"] and result["asked"] == 4
+    assert (tmp_path / "run" / "model.safetensors").exists() and "saved model to" in p.stdout
+    assert not [h for h in history if "eval/gsm8k_accuracy" in h]  # a partial score is not the run's

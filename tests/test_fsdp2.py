@@ -25,7 +25,8 @@ def test_fingerprint_of_a_fully_sharded_model_matches_the_unsharded_one(tmp_path
            str(REPO / "tests" / "fsdp2_fingerprint_worker.py"), str(tmp_path)]
     p = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300,
                        env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])))
-    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-4000:]
+    written = sorted(f.name for f in tmp_path.glob("rank-*.json"))  # says whether a failure came before or after the work
+    assert p.returncode == 0, f"written: {written}\n" + p.stdout[-2000:] + p.stderr[-4000:]
     seen = [json.loads((tmp_path / f"rank-{r}.json").read_text()) for r in (0, 1)]
     assert {s["world_size"] for s in seen} == {2}
     for s in seen:  # it really was sharded: every parameter a DTensor, each rank holding about half

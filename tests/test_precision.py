@@ -79,8 +79,9 @@ def test_pure_low_precision_is_an_explicit_opt_in_that_warns(tmp_path):
     assert "master_weights: float32" in PURE_LOW_PRECISION_WARNING
 
 
-def test_push_to_hub_uploads_the_model_in_model_dtype(tmp_path, monkeypatch):
-    """The hub is out of reach offline: a stand-in for huggingface_hub's API records what each upload would send."""
+def test_push_to_hub_uploads_the_model_in_model_dtype_with_the_run_files(tmp_path, monkeypatch):
+    """The hub is out of reach offline: a stand-in for huggingface_hub's API records what each upload would send.
+    The final upload is the bf16 model with what the run wrote beside it (recipe, loss curve, state), pushed once."""
     from concurrent.futures import Future
 
     import torch
@@ -96,7 +97,8 @@ def test_push_to_hub_uploads_the_model_in_model_dtype(tmp_path, monkeypatch):
         def upload_folder(self, repo_id, folder_path, commit_message=None, run_as_future=False, **kw):
             weights = sorted(p for p in Path(folder_path).glob("model*.safetensors"))
             uploads.append((commit_message, {t.dtype for w in weights for t in load_file(str(w)).values()},
-                            json.loads((Path(folder_path) / "config.json").read_text()).get("dtype")))
+                            json.loads((Path(folder_path) / "config.json").read_text()).get("dtype"),
+                            {p.name for p in Path(folder_path).iterdir()}))
             done = Future()
             done.set_result(None)
             return done if run_as_future else None
@@ -107,8 +109,10 @@ def test_push_to_hub_uploads_the_model_in_model_dtype(tmp_path, monkeypatch):
     raw["train"].update(push_to_hub=True, hub_model_id="smoldist-test/tiny", max_steps=2, save_steps=2)
     run(load_recipe(write_recipe(tmp_path, raw)))
     final = [u for u in uploads if u[0] != "Training in progress, step 2"]
-    assert final, uploads
-    assert all(dtypes == {torch.bfloat16} and cfg == "bfloat16" for _, dtypes, cfg in final), uploads
+    assert len(final) == 1, uploads  # one final push, not one per save
+    _, dtypes, cfg, files = final[0]
+    assert {"recipe.yaml", "loss.png", "trainer_state.json", "model.safetensors"} <= files, sorted(files)
+    assert dtypes == {torch.bfloat16} and cfg == "bfloat16", uploads
     out = tmp_path / "run"
     assert {t.dtype for t in load_file(str(out / "model.safetensors")).values()} == {torch.bfloat16}
     assert {t.dtype for t in load_file(str(out / "checkpoint-2" / "model.safetensors")).values()} == {torch.float32}
