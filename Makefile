@@ -33,6 +33,8 @@ demo: install
 	@echo "--- the trained model answers (greedy):"
 	$(BIN)/smoldist chat runs/demo "What sound does a cow make?"
 	$(BIN)/smoldist chat runs/demo "Ada has 12 apples and buys 9 more. How many apples does Ada have now?"
+	@echo "--- better than the model it started from? (held-out loss, same rows)"
+	$(BIN)/smoldist eval runs/demo --loss --compare
 
 # The default suite: fast, single-process.
 test: install

@@ -7,6 +7,7 @@
     smoldist chat    MODEL_OR_RUN "What is 2 plus 3?"
     smoldist eval    MODEL_OR_RUN --data FILE --format gsm8k [-n N] [--batch-size B] [--max-new-tokens M] [--out FILE]
     smoldist eval    RUN --loss
+    smoldist eval    RUN --compare [BASE] (--data FILE | --loss)   # better than the model it started from?
     smoldist merge   RUN [OUT]
     smoldist configs                      # the accelerate configs shipped with smoldist
 
@@ -68,6 +69,8 @@ def make_parser() -> argparse.ArgumentParser:
     e.add_argument("--max-new-tokens", type=int, default=256)
     e.add_argument("--out", help="write the result and every record as JSON here")
     e.add_argument("--loss", action="store_true", help="loss on the eval split of the store the run trained on")
+    e.add_argument("--compare", nargs="?", const="", metavar="BASE",
+                   help="score the model the run started from too (or BASE), on the same data, and say which is better")
     g = sub.add_parser("merge", help="fold a LoRA run's adapter into its base model and save the full model")
     g.add_argument("run")
     g.add_argument("out", nargs="?", help="where to write it (default: RUN-merged)")
@@ -133,6 +136,8 @@ def run_model_command(ns: argparse.Namespace) -> int:
         return 0
     from smoldist import evaluate
 
+    if ns.compare is not None:
+        return compare_command(ns)
     if ns.loss:
         res = evaluate.eval_loss(ns.model, ns.batch_size, ns.out)
         print(f"smoldist eval: {ns.model}: eval loss {res['eval_loss']:.4f} over {res['rows']} rows of {res['store']}")
@@ -143,6 +148,23 @@ def run_model_command(ns: argparse.Namespace) -> int:
     evaluate.print_gsm8k(res)
     if ns.out:
         print(f"smoldist eval: wrote {ns.out}")
+    return 0
+
+
+def compare_command(ns: argparse.Namespace) -> int:
+    """`smoldist eval RUN --compare [BASE] (--data FILE | --loss)`: the run against the model it started from."""
+    from smoldist import compare
+    from smoldist.evaluate import write_json
+
+    base = ns.compare or None
+    if ns.loss:
+        res = compare.compare_loss(ns.model, base, ns.batch_size)
+    elif ns.data:
+        res = compare.compare_gsm8k(ns.model, base, ns.data, ns.n, ns.batch_size, ns.max_new_tokens)
+    else:
+        raise SmoldistError("eval --compare: give --data FILE (questions with gold answers) or --loss")
+    print(f"smoldist eval: {ns.model}: {compare.summary(res)}")
+    write_json(ns.out, res)
     return 0
 
 

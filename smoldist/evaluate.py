@@ -104,7 +104,8 @@ def generate(model, tok, questions: list[str], batch_size: int, max_new_tokens: 
 
 
 def eval_gsm8k(model_path: str, data: str, n: int | None = None, batch_size: int = 8, max_new_tokens: int = 256,
-               out: str | None = None, progress: bool = True, should_stop=None) -> dict:
+               out: str | None = None, progress: bool = True, should_stop=None, model=None) -> dict:
+    """gsm8k exact match of `model_path` (or of `model`'s weights asked through `model_path`'s tokenizer and template)."""
     import torch
     from transformers import AutoTokenizer
 
@@ -117,7 +118,7 @@ def eval_gsm8k(model_path: str, data: str, n: int | None = None, batch_size: int
     tok = AutoTokenizer.from_pretrained(model_path)
     if not tok.chat_template:
         raise RecipeError(f"{model_path}: its tokenizer has no chat template; eval asks questions as chat turns")
-    model = load_model(model_path, torch.float32).eval()
+    model = (model if model is not None else load_model(model_path, torch.float32)).eval()
     if torch.cuda.is_available():
         model = model.to("cuda", torch.bfloat16)
     completions = generate(model, tok, [it["question"] for it in items], batch_size, max_new_tokens, progress, should_stop)
@@ -133,10 +134,14 @@ def eval_gsm8k(model_path: str, data: str, n: int | None = None, batch_size: int
               "stopped": len(records) < asked, "asked": asked, "model": str(model_path),
               "data": str(data), "format": "gsm8k", "max_new_tokens": max_new_tokens, "extracted_by": dict(how_counts),
               "skipped": dict(skipped), "records": records}
+    write_json(out, result)
+    return result
+
+
+def write_json(out: str | None, result: dict) -> None:
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(json.dumps(result, indent=1, ensure_ascii=False))
-    return result
 
 
 def print_gsm8k(result: dict, show: int = 10, file=None) -> None:
@@ -158,8 +163,9 @@ def print_gsm8k(result: dict, show: int = 10, file=None) -> None:
                   + (f"; skipped records: {result['skipped']}" if result["skipped"] else ""))
 
 
-def eval_loss(run_dir: str, batch_size: int = 8, out: str | None = None) -> dict:
-    """Mean loss on the eval split of the store the run trained on (the run dir's recipe.yaml names it)."""
+def eval_loss(run_dir: str, batch_size: int = 8, out: str | None = None, model=None) -> dict:
+    """Mean loss on the eval split of the store the run trained on (the run dir's recipe.yaml names it), of the run's
+    model or of `model` (the same rows, token for token)."""
     import tempfile
 
     import torch
@@ -185,7 +191,7 @@ def eval_loss(run_dir: str, batch_size: int = 8, out: str | None = None) -> dict
     if eval_ds is None:
         raise DataError(f"{plan.path}: no eval split (the run's data.eval_fraction is 0); nothing held out to score")
     tok = AutoTokenizer.from_pretrained(run_dir)
-    model = load_model(run_dir, torch.float32)
+    model = model if model is not None else load_model(run_dir, torch.float32)
     with tempfile.TemporaryDirectory() as tmp:
         recipe.train.update(output_dir=tmp, per_device_eval_batch_size=batch_size)
         trainer = SmoldistTrainer(model=model, args=sft_config(recipe, 1, []), train_dataset=eval_ds,  # required, unused
@@ -193,8 +199,7 @@ def eval_loss(run_dir: str, batch_size: int = 8, out: str | None = None) -> dict
         quiet_console(trainer)
         metrics = trainer.evaluate()
     result = {"eval_loss": metrics["eval_loss"], "rows": len(eval_ds), "store": str(plan.path), "model": str(run_dir)}
-    if out:
-        Path(out).write_text(json.dumps(result, indent=1))
+    write_json(out, result)
     return result
 
 
