@@ -111,9 +111,6 @@ def eval_gsm8k(model_path: str, data: str, n: int | None = None, batch_size: int
 
     from smoldist.lora import load_model
 
-    from transformers.utils import logging
-
-    logging.disable_progress_bar()  # no "Loading weights" bar: the eval bar is the one to watch
     items, skipped = read_gsm8k(data, n)
     tok = AutoTokenizer.from_pretrained(model_path)
     if not tok.chat_template:

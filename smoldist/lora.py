@@ -51,6 +51,9 @@ def load_model(path: str | Path, dtype=None):
     """A full model directory, or a LoRA run (base + adapter, unmerged, as a peft.PeftModel)."""
     import torch
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()  # chat, eval, merge: a "Loading weights" bar per call is noise around their output
 
     dtype = dtype or torch.float32
     if not is_adapter_dir(path):
