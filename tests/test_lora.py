@@ -1,7 +1,7 @@
 """LoRA runs: an adapter is trained and saved, the frozen base stays bit-identical, merge equals base + adapter.
 
 The base is a tiny pretrained model saved to disk (LoRA needs a base that can be reloaded). Multi-process
-runs (DDP, ZeRO-3) are real `accelerate launch` subprocesses, marked slow.
+runs (DDP, ZeRO-2, ZeRO-3) are real `accelerate launch` subprocesses, marked slow.
 """
 
 from __future__ import annotations
@@ -143,7 +143,7 @@ def test_lora_recipe_checks(tmp_path, conversations_file, tiny_base):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("config, engine", [("cpu_ddp", "ddp"), ("cpu_zero3", "deepspeed-zero3")])
+@pytest.mark.parametrize("config, engine", [("cpu_ddp", "ddp"), ("cpu_zero2", "deepspeed-zero2"), ("cpu_zero3", "deepspeed-zero3")])
 def test_lora_trains_as_one_distributed_job(tmp_path, conversations_file, tiny_base, config, engine):
     from test_distributed import CONFIGS, accelerate, assert_one_job, ranks
 
