@@ -161,15 +161,14 @@ def print_gsm8k(result: dict, show: int = 10, file=None) -> None:
 
 
 def eval_loss(run_dir: str, batch_size: int = 8, out: str | None = None, model=None) -> dict:
-    """Mean loss on the eval split of the store the run trained on (the run dir's recipe.yaml names it), of the run's
-    model or of `model` (the same rows, token for token)."""
+    """Mean loss per label token on the eval split of the store the run trained on (the run dir's recipe.yaml names
+    it), of the run's model or of `model` (the same rows, token for token)."""
     import tempfile
 
     import torch
     from transformers import AutoTokenizer
 
     from smoldist.config import load_recipe
-    from smoldist.console import quiet_console
     from smoldist.lora import load_model
     from smoldist.prepare import plan_store
     from smoldist.store import load_split, verify_store
@@ -193,9 +192,8 @@ def eval_loss(run_dir: str, batch_size: int = 8, out: str | None = None, model=N
         recipe.train.update(output_dir=tmp, per_device_eval_batch_size=batch_size)
         trainer = SmoldistTrainer(model=model, args=sft_config(recipe, 1, []), train_dataset=eval_ds,  # required, unused
                                   eval_dataset=eval_ds, processing_class=tok)
-        quiet_console(trainer)
-        metrics = trainer.evaluate()
-    result = {"eval_loss": metrics["eval_loss"], "rows": len(eval_ds), "store": str(plan.path), "model": str(run_dir)}
+        loss, tokens = token_mean_loss(trainer)
+    result = {"eval_loss": loss, "tokens": tokens, "rows": len(eval_ds), "store": str(plan.path), "model": str(run_dir)}
     write_json(out, result)
     return result
 
@@ -240,3 +238,18 @@ def _stop_check(stop):
         return stop is not None and stop.signum is not None
 
     return should_stop
+
+
+def token_mean_loss(trainer) -> tuple[float, int]:
+    """(summed cross-entropy over every label token of the trainer's eval split / their number, that number): the same
+    at any batch size, unlike the Trainer's eval_loss, a mean of batch means that weighs a short batch's tokens more."""
+    import torch
+
+    model, total, count = trainer.model.eval(), 0.0, 0
+    for batch in trainer.get_eval_dataloader():  # the trainer's own collator, device placement and autocast
+        batch = trainer._prepare_inputs(batch)
+        n = int((batch["labels"][..., 1:] != -100).sum())  # the tokens the causal-LM loss scores (labels shift by one)
+        with torch.no_grad(), trainer.autocast_smart_context_manager():
+            loss = model(**batch, num_items_in_batch=n).loss  # summed over the batch, divided by n
+        total, count = total + float(loss) * n, count + n
+    return total / count, count

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -25,7 +26,7 @@ def test_compare_loss_scores_the_seeded_base_as_the_trainer_did_at_step_0(tmp_pa
     evaluation before the first step (eval_on_start), and the run's the trainer's evaluation at the last step."""
     raw = recipe_dict(tmp_path, [{"path": str(conversations_file)}],
                       train={"max_steps": 6, "eval_strategy": "steps", "eval_steps": 6, "eval_on_start": True,
-                             "per_device_eval_batch_size": 2})
+                             "per_device_eval_batch_size": 64})  # one eval batch: the Trainer's mean of batch means is the token mean
     raw["data"]["eval_fraction"] = 0.25
     run(load_recipe(write_recipe(tmp_path, raw)))
     history = json.loads((tmp_path / "run" / "trainer_state.json").read_text())["log_history"]
@@ -88,3 +89,27 @@ def test_compare_asks_the_base_through_the_runs_template_on_real_smollm2(real_in
     assert (res["wins"], res["losses"], res["p_value"], res["delta"]) == (0, 0, 1.0, 0.0)
     assert res["verdict"] == "no clear difference"
     assert "no clear difference: gsm8k accuracy" in capsys.readouterr().out
+
+
+@pytest.mark.real
+def test_a_real_fine_tune_on_gsm8k_is_called_better_on_held_out_loss(real_instruct, tmp_path, capsys):
+    """Prove the verdict on the real thing: SmolLM2-135M-Instruct, 6 steps on 6 real gsm8k answers, scored against
+    itself before training on the 2 held-out ones; both figures equal the test's own per-token loss of each model."""
+    from transformers import AutoModelForCausalLM
+
+    from smoldist.store import load_split
+    from test_eval import own_eval_loss
+    from test_real_model import real_recipe
+
+    recipe = load_recipe(real_recipe(tmp_path, real_instruct, max_steps=6, learning_rate=1e-4, lr_scheduler_type="constant",
+                                     warmup_steps=0), ["data.eval_fraction=0.25"])
+    run(recipe)
+    assert main(["eval", str(tmp_path / "run"), "--loss", "--compare", "--out", str(tmp_path / "c.json")]) == 0
+    res = json.loads((tmp_path / "c.json").read_text())
+    rows = load_split(Path(res["run"]["store"]), "eval")
+    assert res["base"]["model"] == str(real_instruct) and res["run"]["rows"] == len(rows) == 2
+    for side, path in (("base", real_instruct), ("run", tmp_path / "run")):
+        want, tokens = own_eval_loss(AutoModelForCausalLM.from_pretrained(path).eval(), rows)
+        assert res[side]["tokens"] == tokens and res[side]["eval_loss"] == pytest.approx(want, abs=1e-4), side
+    assert res["verdict"] == "better", res
+    print(capsys.readouterr().out.splitlines()[-1])

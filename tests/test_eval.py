@@ -98,6 +98,45 @@ def test_eval_loss_equals_the_trainers_own_eval_of_the_saved_model(tmp_path, con
     assert f"eval loss {final:.4f}" in capsys.readouterr().out
 
 
+def own_eval_loss(model, rows) -> tuple[float, int]:
+    """The test's own held-out loss: plain transformers, one unpacked row at a time, cross-entropy summed over every
+    label token (the label of position i+1 scores the logits at i) and divided by their number."""
+    import torch
+
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for row in rows:
+            logits = model(torch.tensor([row["input_ids"]])).logits[0, :-1].float()
+            labels = torch.tensor(row["labels"][1:])
+            keep = labels != -100
+            total += float(torch.nn.functional.cross_entropy(logits[keep], labels[keep], reduction="sum"))
+            count += int(keep.sum())
+    return total / count, count
+
+
+def test_eval_loss_is_the_mean_over_label_tokens_at_any_batch_size(tmp_path, conversations_file):
+    """Unpacked rows of different lengths: the Trainer's eval_loss (a mean of batch means) changes with the batch size;
+    `smoldist eval --loss` must not, and must equal the test's own per-token mean."""
+    from transformers import AutoModelForCausalLM
+
+    from smoldist.store import load_split
+
+    raw = recipe_dict(tmp_path, [{"path": str(conversations_file)}], train={"max_steps": 2})
+    raw["data"].update(eval_fraction=0.5, packing="none")
+    run(load_recipe(write_recipe(tmp_path, raw)))
+    out = tmp_path / "run"
+    figures = []
+    for batch in (1, 3):
+        assert main(["eval", str(out), "--loss", "--batch-size", str(batch), "--out", str(tmp_path / f"l{batch}.json")]) == 0
+        figures.append(json.loads((tmp_path / f"l{batch}.json").read_text()))
+    rows = load_split(Path(figures[0]["store"]), "eval")
+    assert len(rows) >= 4 and len({len(r["input_ids"]) for r in rows}) > 1  # batches of 3 mix lengths
+    want, tokens = own_eval_loss(AutoModelForCausalLM.from_pretrained(out).eval(), rows)
+    for f in figures:
+        assert f["eval_loss"] == pytest.approx(want, abs=1e-5)
+        assert f["tokens"] == tokens and f["rows"] == len(rows)
+
+
 def test_eval_without_data_or_loss_is_a_clear_error(tmp_path, capsys):
     assert main(["eval", str(tmp_path)]) == 2
     assert "give --data FILE" in capsys.readouterr().err
