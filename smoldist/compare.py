@@ -70,7 +70,11 @@ def compare_gsm8k(run_dir: str, base: str | None, data: str, n: int | None, batc
 
     load_base, name = find_base(run_dir, base)
     tuned = eval_gsm8k(run_dir, data, n, batch_size, max_new_tokens)
-    before = dict(eval_gsm8k(run_dir, data, n, batch_size, max_new_tokens, model=load_base()), model=name)
+    return paired(tuned, dict(eval_gsm8k(run_dir, data, n, batch_size, max_new_tokens, model=load_base()), model=name))
+
+
+def paired(tuned: dict, before: dict) -> dict:
+    """The verdict on two gsm8k results over the same questions: a sign test on the questions only one got right."""
     wins = sum(t["correct"] and not b["correct"] for t, b in zip(tuned["records"], before["records"]))
     losses = sum(b["correct"] and not t["correct"] for t, b in zip(tuned["records"], before["records"]))
     p = sign_test(wins, losses)

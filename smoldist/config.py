@@ -129,6 +129,7 @@ class EndEvalConfig:
     batch_size: int = help_field(8, "questions generated at once")
     max_new_tokens: int = help_field(256, "longest answer")
     samples: int = help_field(20, "answers shown in the W&B table")
+    compare: bool = help_field(False, "also score the model the run started from, log both and the verdict (docs/eval.md)")
 
 
 @dataclass

@@ -181,6 +181,18 @@ def test_tracking_eval_scores_the_saved_model_and_logs_to_wandb(tiny_recipe, tmp
     assert len(logged) == 1 and logged[0]["eval/gsm8k_accuracy"] == result["accuracy"]
 
 
+def test_tracking_eval_compare_scores_the_start_too_and_logs_the_verdict(tiny_recipe, tmp_path):
+    p, history = train_with_tracking_eval(tiny_recipe, tmp_path, "tracking.eval.n=3", "tracking.eval.compare=true")
+    res = json.loads((tmp_path / "run" / "eval_compare.json").read_text())
+    check_result(res["base"], GSM8K_4, 3)
+    assert res["run"] == json.loads((tmp_path / "run" / "eval_gsm8k.json").read_text())
+    assert res["base"]["model"] == "model.init (seed 0)"
+    assert res["verdict"] == "no clear difference"  # 3 questions can never reach p < 0.05
+    assert f"smoldist | eval gsm8k | no clear difference: gsm8k accuracy {res['run']['accuracy']:.1%} vs" in p.stdout
+    (logged,) = [h for h in history if "eval/gsm8k_accuracy" in h]
+    assert logged["eval/gsm8k_accuracy_base"] == res["base"]["accuracy"] and logged["eval/gsm8k_p_value"] == res["p_value"]
+
+
 def test_a_stop_during_tracking_eval_ends_it_at_the_batch_and_keeps_the_saved_model(tiny_recipe, tmp_path):
     """The model is saved before tracking.eval: a stop signal (Slurm's time limit) must not wait for every question."""
     p, history = train_with_tracking_eval(tiny_recipe, tmp_path, "tracking.eval.n=4", "tracking.eval.batch_size=1",
