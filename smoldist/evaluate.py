@@ -265,9 +265,11 @@ def token_mean_loss(trainer) -> tuple[float, int]:
     """(summed cross-entropy over every label token of the trainer's eval split / their number, that number): the same
     at any batch size, unlike the Trainer's eval_loss, a mean of batch means that weighs a short batch's tokens more."""
     import torch
+    from tqdm import tqdm
 
     model, total, count = trainer.model.eval(), 0.0, 0
-    for batch in trainer.get_eval_dataloader():  # the trainer's own collator, device placement and autocast
+    loader = trainer.get_eval_dataloader()  # the trainer's own collator, device placement and autocast
+    for batch in tqdm(loader, desc="eval loss", unit=" batch", disable=not trainer.is_world_process_zero(), dynamic_ncols=True):
         batch = trainer._prepare_inputs(batch)
         n = int((batch["labels"][..., 1:] != -100).sum())  # the tokens the causal-LM loss scores (labels shift by one)
         with torch.no_grad(), trainer.autocast_smart_context_manager():

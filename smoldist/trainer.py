@@ -3,6 +3,7 @@ adds `perf/*` metrics (summed over ranks) to every training log, printed as one 
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -20,6 +21,13 @@ class SmoldistTrainer(SFTTrainer):
     ship_dtype: str | None = None  # the final model is rewritten in this dtype (fp32 masters trained)
     evaluation_cut = False  # the last evaluation was ended by a stop signal (smoldist.preemption)
     final_saved_step: int | None = None  # the step whose final model is in output_dir, cast to ship_dtype
+
+    def __init__(self, *args, **kwargs):
+        import torch
+
+        if not torch.cuda.is_available():  # else DeepSpeed's auto-detection warns on every CPU run that it found no GPU
+            os.environ.setdefault("DS_ACCELERATOR", "cpu")
+        super().__init__(*args, **kwargs)
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         # Checkpoints keep fp32 weights; the final model is cast to model.dtype. Nothing is pushed from here:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from conftest import recipe_dict, write_recipe
 from smoldist.config import load_recipe
 from smoldist.train import run
@@ -24,17 +26,22 @@ def test_console_has_one_line_per_log_and_per_eval_and_no_trainer_dicts(tmp_path
     assert [h["step"] for h in history if "eval_loss" in h] == [2, 4] and "train_runtime" in history[-1]
 
 
-def test_chat_prints_the_reply_and_no_loading_bar(tiny_recipe, tmp_path):
-    """`smoldist chat` is a one-shot command: the reply on stdout, and no transformers "Loading weights" bar."""
+@pytest.mark.parametrize("command", [["chat", "Hi", "--max-new-tokens", "3"], ["eval", "--loss"]])
+def test_one_shot_commands_print_no_library_noise(tmp_path, conversations_file, command):
+    """`smoldist chat` and `smoldist eval` print their answer, not transformers' "Loading weights" bar or DeepSpeed's
+    warning that it found no GPU (it is imported by the Trainer even when it is not the engine)."""
     import os
     import subprocess
     import sys
 
     from conftest import REPO
 
-    run(load_recipe(tiny_recipe))
-    p = subprocess.run([sys.executable, "-m", "smoldist", "chat", str(tmp_path / "run"), "Hi", "--max-new-tokens", "3"],
-                       capture_output=True, text=True, cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)), timeout=300)
+    raw = recipe_dict(tmp_path, [{"path": str(conversations_file)}], train={"max_steps": 1})
+    raw["data"]["eval_fraction"] = 0.25
+    run(load_recipe(write_recipe(tmp_path, raw)))
+    cmd = [sys.executable, "-m", "smoldist", command[0], str(tmp_path / "run"), *command[1:]]
+    p = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)), timeout=300)
     assert p.returncode == 0, p.stderr[-2000:]
     assert len(p.stdout.splitlines()) <= 1
-    assert "Loading weights" not in p.stderr, p.stderr[-1000:]
+    for noise in ("Loading weights", "Setting accelerator to CPU"):
+        assert noise not in p.stderr, p.stderr[-1000:]
