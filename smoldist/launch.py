@@ -108,7 +108,10 @@ def spawn(plan: LaunchPlan, machine_rank: int) -> int:
     from smoldist.distributed import under_launcher
 
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
-    child = subprocess.Popen(plan.command(machine_rank), env=dict(os.environ, **plan.env()))
+    env = dict(os.environ, **plan.env())
+    if count_gpus() == 0:  # else DeepSpeed's auto-detection warns in every process that it found no GPU
+        env.setdefault("DS_ACCELERATOR", "cpu")
+    child = subprocess.Popen(plan.command(machine_rank), env=env)
     forward = not under_launcher()
     previous = {sig: signal.signal(sig, lambda signum, _f: forward and child.send_signal(signum)) for sig in FORWARDED}
     previous[signal.SIGINT] = signal.signal(signal.SIGINT, lambda *_: None)

@@ -98,6 +98,18 @@ def test_two_nodes_on_one_machine_train_as_one_job(recipe, tmp_path):
     assert_one_job(tmp_path / "run", 2)
 
 
+def test_smoldist_launcher_runs_deepspeed_on_cpu_without_the_no_gpu_warning(recipe, tmp_path):
+    """`smoldist train --accelerate-config cpu_zero2`: two ZeRO-2 ranks, and none of DeepSpeed's "Setting accelerator to
+    CPU ... unable to detect it" lines (one per process), which every CPU run printed."""
+    p = subprocess.run([sys.executable, "-m", "smoldist", "train", str(recipe), "--accelerate-config", "cpu_zero2",
+                        "--num-processes", "2"], capture_output=True, text=True, cwd=REPO, timeout=600,
+                       env=dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false"))
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert_one_job(tmp_path / "run", 2)
+    assert {r["engine"] for r in ranks(tmp_path / "run")} == {"deepspeed-zero2"}
+    assert "Setting accelerator to CPU" not in p.stdout + p.stderr
+
+
 def test_two_processes_match_one_process_with_twice_the_accumulation(recipe, tmp_path):
     common = ["train.global_batch_tokens=512", "train.logging_steps=1"]  # 1 row x 128 tokens: k=4 on 1 process, 2 on 2
     one = accelerate(["--num_processes", "1", "-m", "smoldist.train", str(recipe), *common, f"train.output_dir={tmp_path}/one"])
