@@ -202,26 +202,26 @@ def eval_at_end(cfg, output_dir: str, stop=None) -> dict:
     """`tracking.eval`: score the saved model (main process), write eval_gsm8k.json, log accuracy + samples to W&B;
     with `compare`, the model the run started from too (eval_compare.json), and the verdict.
     A stop signal (`stop`, a smoldist.preemption.StopFlag) ends it at the next batch: the model is already saved."""
+    from smoldist.compare import find_base, paired, summary
+
     should_stop = _stop_check(stop)
     result = eval_gsm8k(output_dir, cfg.data, cfg.n, cfg.batch_size, cfg.max_new_tokens, str(Path(output_dir) / "eval_gsm8k.json"),
                         should_stop=should_stop)
-    stopped, compared = (result if result["stopped"] else None), None
-    if cfg.compare and stopped is None:
-        from smoldist.compare import find_base, paired, summary
-
+    scored = [result]
+    if cfg.compare and not result["stopped"]:
         load_base, name = find_base(output_dir)
-        before = dict(eval_gsm8k(output_dir, cfg.data, cfg.n, cfg.batch_size, cfg.max_new_tokens, should_stop=should_stop,
-                                 model=load_base()), model=name)
-        stopped = before if before["stopped"] else None
-        if stopped is None:
-            compared = paired(result, before)
-            write_json(str(Path(output_dir) / "eval_compare.json"), compared)
+        scored.append(dict(eval_gsm8k(output_dir, cfg.data, cfg.n, cfg.batch_size, cfg.max_new_tokens,
+                                      should_stop=should_stop, model=load_base()), model=name))
+    stopped = next((r for r in scored if r["stopped"]), None)
     if stopped is not None:
         so_far = f" (accuracy so far {stopped['accuracy']:.1%})" if stopped["n"] else ""
         print(f"smoldist | eval gsm8k stopped by signal {stop.signum} after {stopped['n']} of {stopped['asked']} questions"
               f"{'' if stopped is result else ' of the base'}{so_far}; the model is saved: score it with "
               f"`smoldist eval {output_dir} --data {cfg.data}{' --compare' if cfg.compare else ''}`", flush=True)
         return result  # a partial accuracy is not logged as the run's
+    compared = paired(*scored) if len(scored) == 2 else None
+    if compared is not None:
+        write_json(str(Path(output_dir) / "eval_compare.json"), compared)
     by = result["extracted_by"]
     print(f"smoldist | eval gsm8k | accuracy {result['accuracy']:.1%} ({result['correct']}/{result['n']}) | "
           f"'####' {by.get('####', 0)}, last number {by.get('last number', 0)}, none {by.get('none', 0)}", flush=True)

@@ -80,6 +80,13 @@ def count_gpus() -> int:
         return 0
 
 
+def tell_deepspeed_no_gpu(env) -> None:
+    """On a machine without a GPU, set DS_ACCELERATOR=cpu in `env` (unless set): DeepSpeed's auto-detection would
+    warn in every process that it found no GPU. Never written into --dry-run lines, which run on GPU nodes."""
+    if "DS_ACCELERATOR" not in env and count_gpus() == 0:
+        env["DS_ACCELERATOR"] = "cpu"
+
+
 def plan_from_args(ns, recipe: str | None, overrides: list[str]) -> LaunchPlan:
     per_node = ns.gpus_per_node or ns.num_processes or count_gpus() or 1
     if ns.num_processes and ns.num_machines and ns.num_processes % ns.num_machines:
@@ -109,8 +116,7 @@ def spawn(plan: LaunchPlan, machine_rank: int) -> int:
 
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     env = dict(os.environ, **plan.env())
-    if count_gpus() == 0:  # else DeepSpeed's auto-detection warns in every process that it found no GPU
-        env.setdefault("DS_ACCELERATOR", "cpu")
+    tell_deepspeed_no_gpu(env)
     child = subprocess.Popen(plan.command(machine_rank), env=env)
     forward = not under_launcher()
     previous = {sig: signal.signal(sig, lambda signum, _f: forward and child.send_signal(signum)) for sig in FORWARDED}

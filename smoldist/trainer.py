@@ -23,10 +23,9 @@ class SmoldistTrainer(SFTTrainer):
     final_saved_step: int | None = None  # the step whose final model is in output_dir, cast to ship_dtype
 
     def __init__(self, *args, **kwargs):
-        import torch
+        from smoldist.launch import tell_deepspeed_no_gpu
 
-        if not torch.cuda.is_available():  # else DeepSpeed's auto-detection warns on every CPU run that it found no GPU
-            os.environ.setdefault("DS_ACCELERATOR", "cpu")
+        tell_deepspeed_no_gpu(os.environ)  # before the Trainer's accelerator asks DeepSpeed which device it has
         super().__init__(*args, **kwargs)
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
