@@ -7,7 +7,7 @@ PYTEST := $(BIN)/python -m pytest
 
 REAL_STAMP := $(VENV)/.real-stamp
 
-.PHONY: install install-real demo test test-slow test-real test-slurm test-all gpu-wheels clean
+.PHONY: install install-real demo lint test test-slow test-real test-slurm test-all gpu-wheels clean
 
 # Installs with constraints.txt so torch stays the CPU wheel (a bare `torch` pulls CUDA builds).
 $(STAMP): pyproject.toml constraints.txt
@@ -36,8 +36,13 @@ demo: install
 	@echo "--- better than the model it started from? (held-out loss, same rows)"
 	$(BIN)/smoldist eval runs/demo --loss --compare
 
-# The default suite: fast, single-process.
-test: install
+# The house rules (docs/design.md): ruff, and import-linter's stage contracts in pyproject.toml.
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+
+# The default suite: lint, then the fast single-process tests.
+test: lint
 	$(PYTEST) -q -m "not slow and not slurm and not gpu and not real"
 
 # Multi-process CPU runs (DDP, DeepSpeed): real `accelerate launch` subprocesses.

@@ -12,7 +12,7 @@ All three are measured by the same code. `Measured` (a trainer mixin) keeps a de
 position_ids and attention_mask of every micro-batch of the timed steps; `Timer` (a callback) waits for the
 device and reads the clock at the end of the last warm-up step and of the last timed step, and resets the
 peak-memory counter at the start of the window. Real / trained tokens and FLOPs are counted after training
-with smoldist.throughput.batch_stats and FlopModel, so the counting adds no device sync inside the window.
+with smoldist.train.throughput.batch_stats and FlopModel, so the counting adds no device sync inside the window.
 For smoldist the TRL-independent `perf/*` values it logs itself are read back for the same steps as a cross-check.
 """
 
@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
-from smoldist.throughput import FlopModel, batch_stats, device_peak_tflops, peak_memory_gib
+from smoldist.train.throughput import FlopModel, batch_stats, device_peak_tflops, peak_memory_gib
 
 KEEP = ("labels", "position_ids", "attention_mask")  # all batch_stats needs; labels.numel() = tokens incl. padding
 
@@ -98,7 +98,8 @@ class Measured:
 
 
 def checkpointing_kwargs(on: bool) -> dict:
-    """Newer transformers call it activation_checkpointing (gradient_checkpointing: deprecated alias); older, only the latter."""
+    """Newer transformers call it activation_checkpointing (gradient_checkpointing: deprecated alias); older, only
+    the latter."""
     import dataclasses
 
     from trl import SFTConfig
@@ -109,9 +110,21 @@ def checkpointing_kwargs(on: bool) -> dict:
 
 def train_kwargs(spec: dict, batch: int) -> dict:
     """SFTConfig keys shared by all three paths (smoldist gets them through its recipe's train section)."""
-    kw = dict(output_dir=spec["output_dir"], max_steps=spec["warmup"] + spec["steps"], per_device_train_batch_size=batch,
-              learning_rate=1e-4, lr_scheduler_type="constant", warmup_steps=0, logging_steps=1, save_strategy="no",
-              eval_strategy="no", seed=0, dataloader_num_workers=0, bf16=not spec["cpu"], fp16=False)
+    kw = dict(
+        output_dir=spec["output_dir"],
+        max_steps=spec["warmup"] + spec["steps"],
+        per_device_train_batch_size=batch,
+        learning_rate=1e-4,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        logging_steps=1,
+        save_strategy="no",
+        eval_strategy="no",
+        seed=0,
+        dataloader_num_workers=0,
+        bf16=not spec["cpu"],
+        fp16=False,
+    )
     if spec["cpu"]:
         kw["use_cpu"] = True
     if spec["compile"]:
@@ -127,27 +140,34 @@ def dataset_totals(ds) -> dict:
 
     ids = ds.data.column("input_ids").combine_chunks()
     labels = np.asarray(ds.data.column("labels").combine_chunks().flatten())
-    return {"rows": len(ds), "tokens": int(len(ids.flatten())), "trained_tokens": int((labels != -100).sum())}
+    return {"rows": len(ds), "tokens": len(ids.flatten()), "trained_tokens": int((labels != -100).sum())}
 
 
 def run_trl(spec: dict, packing: bool) -> tuple[Measured, dict]:
     import datasets
     from trl import SFTConfig, SFTTrainer
 
-    from smoldist.config import build_dataclass, ModelConfig
-    from smoldist.model import build_model
-    from smoldist.templates import load_template
-    from smoldist.tokenizer import load_hf_tokenizer
+    from smoldist.config import ModelConfig
+    from smoldist.config.load import build_dataclass
+    from smoldist.data.templates import load_template
+    from smoldist.model.build import build_model, load_tokenizer
 
     model_cfg = build_dataclass(ModelConfig, spec["recipe"]["model"], "model")
-    tok = load_hf_tokenizer(model_cfg)
+    tok = load_tokenizer(model_cfg)
     tok.chat_template = load_template("smollm2")  # the template smoldist built the store with (generation markers)
     model = build_model(model_cfg, tok)  # same init (seed, dtype, attention) as smoldist's path
     ds = datasets.load_dataset("json", data_files=spec["corpus"], split="train")
     batch = spec["rows"] if packing else spec["nopack_batch"]
     pack = {"packing": True, "packing_strategy": "bfd"} if packing else {"packing": False}
-    args = SFTConfig(**train_kwargs(spec, batch), **checkpointing_kwargs(spec["activation_checkpointing"]), **pack,
-                     max_length=spec["seq_len"], assistant_only_loss=True, dataset_num_proc=spec["procs"], report_to="none")
+    args = SFTConfig(
+        **train_kwargs(spec, batch),
+        **checkpointing_kwargs(spec["activation_checkpointing"]),
+        **pack,
+        max_length=spec["seq_len"],
+        assistant_only_loss=True,
+        dataset_num_proc=spec["procs"],
+        report_to="none",
+    )
 
     class BenchTRL(Measured, SFTTrainer):
         pass
@@ -160,23 +180,22 @@ def run_trl(spec: dict, packing: bool) -> tuple[Measured, dict]:
 
 
 def run_smoldist(spec: dict) -> tuple[Measured, dict]:
-    import smoldist.trainer as smoldist_trainer
-    from smoldist.config import build_recipe
-    from smoldist.train import run
+    import smoldist.train.run as smoldist_run
+    from smoldist.config.load import build_recipe
 
     made = []
 
-    class BenchSmoldist(Measured, smoldist_trainer.SmoldistTrainer):
+    class BenchSmoldist(Measured, smoldist_run.SmoldistTrainer):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             self.attach(spec["warmup"], spec["steps"])
             made.append(self)
 
-    smoldist_trainer.SmoldistTrainer = BenchSmoldist  # run() imports it from this module when it is called
+    smoldist_run.SmoldistTrainer = BenchSmoldist  # run() builds its trainer from the name in its own module
     raw = dict(spec["recipe"])
     raw["train"] = dict(train_kwargs(spec, spec["rows"]), gradient_checkpointing=spec["activation_checkpointing"])
     raw["tracking"] = {"wandb": {"mode": "disabled"}, "peak_tflops": spec["peak_tflops"]}
-    run(build_recipe(raw, name="bench"))
+    smoldist_run.run(build_recipe(raw, name="bench"))
     trainer = made[0]
     return trainer, {"batch_size": spec["rows"], "dataset": spec["store_split"], "logged": logged_perf(trainer, spec)}
 
@@ -188,10 +207,14 @@ def logged_perf(trainer, spec: dict) -> dict:
     secs = sum(h["perf/step_time_s"] for h in logs)
     if not logs or secs <= 0:
         return {}
-    out = {"steps": len(logs), "seconds": secs,
-           "tokens_per_s": sum(h["perf/tokens_per_s_per_device"] * h["perf/step_time_s"] for h in logs) / secs,
-           "trained_tokens_per_s": sum(h["perf/trained_tokens_per_s_per_device"] * h["perf/step_time_s"] for h in logs) / secs,
-           "data_wait_fraction": sum(h["perf/data_wait_fraction"] * h["perf/step_time_s"] for h in logs) / secs}
+    out = {
+        "steps": len(logs),
+        "seconds": secs,
+        "tokens_per_s": sum(h["perf/tokens_per_s_per_device"] * h["perf/step_time_s"] for h in logs) / secs,
+        "trained_tokens_per_s": sum(h["perf/trained_tokens_per_s_per_device"] * h["perf/step_time_s"] for h in logs)
+        / secs,
+        "data_wait_fraction": sum(h["perf/data_wait_fraction"] * h["perf/step_time_s"] for h in logs) / secs,
+    }
     if all("perf/mfu" in h for h in logs):
         out["mfu"] = sum(h["perf/mfu"] * h["perf/step_time_s"] for h in logs) / secs
     return out
@@ -212,8 +235,15 @@ def main(spec_path: str, out_path: str) -> None:
         trainer, extra = run_smoldist(spec)
     else:
         trainer, extra = run_trl(spec, packing=spec["path"] == "trl-bfd")
-    result = dict(trainer.summary(peak), **extra, path=spec["path"], peak_tflops=peak, process_s=time.perf_counter() - t,
-                  device=torch.cuda.get_device_name() if cuda_ready() else "cpu", versions=versions())
+    result = dict(
+        trainer.summary(peak),
+        **extra,
+        path=spec["path"],
+        peak_tflops=peak,
+        process_s=time.perf_counter() - t,
+        device=torch.cuda.get_device_name() if cuda_ready() else "cpu",
+        versions=versions(),
+    )
     Path(out_path).write_text(json.dumps(result, indent=2))
 
 

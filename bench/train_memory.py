@@ -29,15 +29,34 @@ from prepare import SHARED_GSM8K, build_corpus, qa_pool  # noqa: E402  (bench/pr
 
 def recipe(work: Path, corpus: Path, name: str) -> Path:
     path = work / f"{name}.yaml"
-    path.write_text(json.dumps({  # JSON is YAML
-        "model": {"init": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
-                           "num_key_value_heads": 2, "max_position_embeddings": 2048},
-                  "tokenizer": "pkg:demo/tokenizer", "dtype": "float32"},
-        "data": {"sources": [{"path": str(corpus)}], "seq_len": 1024, "store": str(work / "store")},
-        "train": {"output_dir": str(work / f"run-{name}"), "per_device_train_batch_size": 4, "save_strategy": "no",
-                  "logging_steps": 5, "activation_checkpointing": False, "dataloader_num_workers": 0},
-        "tracking": {"wandb": {"mode": "disabled"}},
-    }))
+    path.write_text(
+        json.dumps(
+            {  # JSON is YAML
+                "model": {
+                    "init": {
+                        "hidden_size": 64,
+                        "intermediate_size": 128,
+                        "num_hidden_layers": 2,
+                        "num_attention_heads": 4,
+                        "num_key_value_heads": 2,
+                        "max_position_embeddings": 2048,
+                    },
+                    "tokenizer": "pkg:demo/tokenizer",
+                    "dtype": "float32",
+                },
+                "data": {"sources": [{"path": str(corpus)}], "seq_len": 1024, "store": str(work / "store")},
+                "train": {
+                    "output_dir": str(work / f"run-{name}"),
+                    "per_device_train_batch_size": 4,
+                    "save_strategy": "no",
+                    "logging_steps": 5,
+                    "activation_checkpointing": False,
+                    "dataloader_num_workers": 0,
+                },
+                "tracking": {"wandb": {"mode": "disabled"}},
+            }
+        )
+    )
     return path
 
 
@@ -73,22 +92,33 @@ def main() -> None:
         corpus = work / f"{name}.jsonl"
         build_corpus(corpus, pool, n, seed=1)
         rec = recipe(work, corpus, name)
-        subprocess.run([sys.executable, "-m", "smoldist", "prepare", str(rec)], check=True, env=env, capture_output=True)
-        rc, err, anon, file = run_sampled([sys.executable, "-m", "smoldist", "train", str(rec), f"train.max_steps={args.steps}"], env)
+        subprocess.run(
+            [sys.executable, "-m", "smoldist", "prepare", str(rec)], check=True, env=env, capture_output=True
+        )
+        rc, err, anon, file = run_sampled(
+            [sys.executable, "-m", "smoldist", "train", str(rec), f"train.max_steps={args.steps}"], env
+        )
         if rc:
             sys.exit(err[-3000:])
         manifests = [json.loads(m.read_text()) for m in (work / "store").glob("*/manifest.json")]
-        manifest = next(m for m in manifests if m["inputs"]["sources"][0]["identity"]["files"][0]["path"] == str(corpus))
+        manifest = next(
+            m for m in manifests if m["inputs"]["sources"][0]["identity"]["files"][0]["path"] == str(corpus)
+        )
         store_mb = sum(f.stat().st_size for f in (work / "store" / manifest["key"]).rglob("*.arrow")) / 2**20
         rows.append({"store": name, "conversations": n, "tokens": manifest["counts"]["tokens"],
                      "rows": manifest["splits"]["train"]["rows"], "store_mb": store_mb,
                      "peak_anon_gb": anon, "peak_file_backed_gb": file})
-    print(f"\n{'store':6s} {'conversations':>13s} {'tokens':>12s} {'rows':>7s} {'store MB':>9s} {'peak anon GB':>13s} {'peak file GB':>13s}")
+    print(
+        f"\n{'store':6s} {'conversations':>13s} {'tokens':>12s} {'rows':>7s} {'store MB':>9s} "
+        f"{'peak anon GB':>13s} {'peak file GB':>13s}"
+    )
     for r in rows:
         print(f"{r['store']:6s} {r['conversations']:>13,} {r['tokens']:>12,} {r['rows']:>7,} {r['store_mb']:>9.1f} "
               f"{r['peak_anon_gb']:>13.3f} {r['peak_file_backed_gb']:>13.3f}")
     grow = rows[1]["peak_anon_gb"] - rows[0]["peak_anon_gb"]
-    print(f"\nstore {rows[1]['store_mb'] / rows[0]['store_mb']:.1f}x larger; peak anonymous memory {grow * 1024:+.0f} MB")
+    print(
+        f"\nstore {rows[1]['store_mb'] / rows[0]['store_mb']:.1f}x larger; peak anonymous memory {grow * 1024:+.0f} MB"
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"steps": args.steps, "rows": rows}, indent=2))
     print(f"wrote {args.out}")

@@ -32,15 +32,40 @@ DEMO_CONVERSATIONS = 460
 
 def recipe(work: Path, corpus: Path, name: str, shards: int) -> Path:
     path = work / f"{name}.yaml"
-    path.write_text(json.dumps({  # JSON is YAML; the demo's model shape, tokenizer and seq_len
-        "model": {"init": {"hidden_size": 128, "intermediate_size": 384, "num_hidden_layers": 4, "num_attention_heads": 4,
-                           "num_key_value_heads": 2, "max_position_embeddings": 1024, "tie_word_embeddings": True},
-                  "tokenizer": "pkg:demo/tokenizer", "dtype": "float32"},
-        "data": {"sources": [{"path": str(corpus)}], "seq_len": 512, "store": str(work / "store"), "num_shards": shards},
-        "train": {"output_dir": str(work / f"run-{name}"), "per_device_train_batch_size": 4, "save_strategy": "no",
-                  "logging_steps": 1, "activation_checkpointing": False, "dataloader_num_workers": 0},
-        "tracking": {"wandb": {"mode": "disabled"}},
-    }))
+    path.write_text(
+        json.dumps(
+            {  # JSON is YAML; the demo's model shape, tokenizer and seq_len
+                "model": {
+                    "init": {
+                        "hidden_size": 128,
+                        "intermediate_size": 384,
+                        "num_hidden_layers": 4,
+                        "num_attention_heads": 4,
+                        "num_key_value_heads": 2,
+                        "max_position_embeddings": 1024,
+                        "tie_word_embeddings": True,
+                    },
+                    "tokenizer": "pkg:demo/tokenizer",
+                    "dtype": "float32",
+                },
+                "data": {
+                    "sources": [{"path": str(corpus)}],
+                    "seq_len": 512,
+                    "store": str(work / "store"),
+                    "num_shards": shards,
+                },
+                "train": {
+                    "output_dir": str(work / f"run-{name}"),
+                    "per_device_train_batch_size": 4,
+                    "save_strategy": "no",
+                    "logging_steps": 1,
+                    "activation_checkpointing": False,
+                    "dataloader_num_workers": 0,
+                },
+                "tracking": {"wandb": {"mode": "disabled"}},
+            }
+        )
+    )
     return path
 
 
@@ -80,8 +105,10 @@ def main() -> None:
         corpus = work / f"{name}.jsonl"
         build_corpus(corpus, pool, DEMO_CONVERSATIONS * factor, seed=1)
         rec = recipe(work, corpus, name, shards=factor)
-        subprocess.run([sys.executable, "-m", "smoldist", "prepare", str(rec)], check=True, env=env, capture_output=True)
-        manifest = next(m for m in map(lambda p: json.loads(p.read_text()), (work / "store").glob("*/manifest.json"))
+        subprocess.run(
+            [sys.executable, "-m", "smoldist", "prepare", str(rec)], check=True, env=env, capture_output=True
+        )
+        manifest = next(m for m in (json.loads(p.read_text()) for p in (work / "store").glob("*/manifest.json"))
                         if m["inputs"]["sources"][0]["identity"]["files"][0]["path"] == str(corpus))
         store_mb = sum(f.stat().st_size for f in (work / "store" / manifest["key"]).rglob("*.arrow")) / 2**20
         sizes.append({"factor": factor, "rec": rec, "conversations": DEMO_CONVERSATIONS * factor, "store_mb": store_mb,
@@ -100,8 +127,10 @@ def main() -> None:
           f"{'no cache s':>10s} {'cached s (median)':>17s}")
     for s in sizes:
         s["cached_median_s"] = median(s["cached_s"])
-        print(f"x{s['factor']:<5d} {s['conversations']:>13,} {s['tokens']:>11,} {s['shards']:>6d} {s['store_mb']:>8.1f} "
-              f"{s['source_mb']:>9.1f} {s['no_cache_s']:>10.2f} {s['cached_median_s']:>17.2f}")
+        print(
+            f"x{s['factor']:<5d} {s['conversations']:>13,} {s['tokens']:>11,} {s['shards']:>6d} {s['store_mb']:>8.1f} "
+            f"{s['source_mb']:>9.1f} {s['no_cache_s']:>10.2f} {s['cached_median_s']:>17.2f}"
+        )
         s["rec"] = str(s["rec"])
     spread = max(s["cached_median_s"] for s in sizes) - min(s["cached_median_s"] for s in sizes)
     print(f"\ncached start, largest minus smallest median: {spread:+.2f} s")

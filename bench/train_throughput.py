@@ -18,7 +18,7 @@ Packed paths take `--rows` rows of seq_len tokens per micro-batch; trl-nopack ta
 fit in those rows on average (rows x documents per packed row), so every path sees about the same real tokens
 per optimizer step, unless `--nopack-batch` says otherwise.
 Reported, over the timed steps only: real (non-padding) tokens/s, trained (loss-carrying) tokens/s, MFU with
-smoldist.throughput's FLOP model (6 N T + 12 L d sum s_i^2 over the real documents), step time, peak memory.
+smoldist.train.throughput's FLOP model (6 N T + 12 L d sum s_i^2 over the real documents), step time, peak memory.
 """
 
 from __future__ import annotations
@@ -40,12 +40,39 @@ PATHS = ("trl-nopack", "trl-bfd", "smoldist")
 ATTN = ("sdpa", "varlen", "flex_attention", "eager", "flash_attention_2")
 SMOLLM2 = {"vocab_size": 49152, "tie_word_embeddings": True, "rms_norm_eps": 1e-5}
 SHAPES = {
-    "135M": dict(SMOLLM2, hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3),
-    "360M": dict(SMOLLM2, hidden_size=960, intermediate_size=2560, num_hidden_layers=32, num_attention_heads=15, num_key_value_heads=5),
-    "1.7B": dict(SMOLLM2, hidden_size=2048, intermediate_size=8192, num_hidden_layers=24, num_attention_heads=32, num_key_value_heads=32),
+    "135M": dict(
+        SMOLLM2,
+        hidden_size=576,
+        intermediate_size=1536,
+        num_hidden_layers=30,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+    ),
+    "360M": dict(
+        SMOLLM2,
+        hidden_size=960,
+        intermediate_size=2560,
+        num_hidden_layers=32,
+        num_attention_heads=15,
+        num_key_value_heads=5,
+    ),
+    "1.7B": dict(
+        SMOLLM2,
+        hidden_size=2048,
+        intermediate_size=8192,
+        num_hidden_layers=24,
+        num_attention_heads=32,
+        num_key_value_heads=32,
+    ),
     # the smoke model: vocab sized to the demo tokenizer
-    "tiny": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                 tie_word_embeddings=True),
+    "tiny": dict(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        tie_word_embeddings=True,
+    ),
 }
 DEMO_CORPUS = REPO / "smoldist" / "demo" / "conversations.jsonl"
 
@@ -65,27 +92,54 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--steps", type=int, default=20, help="timed optimizer steps")
     ap.add_argument("--warmup", type=int, default=5, help="untimed optimizer steps first (allocator, kernels, compile)")
     ap.add_argument("--rows", type=int, default=None, help="packed rows per micro-batch (default: 16384 tokens' worth)")
-    ap.add_argument("--nopack-batch", type=int, default=None, help="trl-nopack conversations per micro-batch (default: token-matched)")
+    ap.add_argument(
+        "--nopack-batch",
+        type=int,
+        default=None,
+        help="trl-nopack conversations per micro-batch (default: token-matched)",
+    )
     ap.add_argument("--paths", default=",".join(PATHS), help="comma-separated subset of " + ", ".join(PATHS))
     ap.add_argument("--attn", default="sdpa", help=f"comma-separated, of {', '.join(ATTN)}: every path runs under each")
     ap.add_argument("--compile", action="store_true", help="torch_compile=True in all three paths")
-    ap.add_argument("--liger", action="store_true", help="use_liger_kernel=True in all three paths (needs liger-kernel)")
-    ap.add_argument("--activation-checkpointing", action="store_true", help="in all three paths (default off: H200 has the memory)")
-    ap.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"],
-                    help="model.dtype: bfloat16 = fp32 master weights + bf16 autocast in all three paths (docs/precision.md)")
-    ap.add_argument("--peak-tflops", type=float, default=None, help="peak TFLOP/s per device for MFU (default: smoldist's table)")
+    ap.add_argument(
+        "--liger", action="store_true", help="use_liger_kernel=True in all three paths (needs liger-kernel)"
+    )
+    ap.add_argument(
+        "--activation-checkpointing", action="store_true", help="in all three paths (default off: H200 has the memory)"
+    )
+    ap.add_argument(
+        "--dtype",
+        default="bfloat16",
+        choices=["bfloat16", "float32"],
+        help="model.dtype: bfloat16 = fp32 master weights + bf16 autocast in all three paths (docs/precision.md)",
+    )
+    ap.add_argument(
+        "--peak-tflops", type=float, default=None, help="peak TFLOP/s per device for MFU (default: smoldist's table)"
+    )
     ap.add_argument("--conversations", type=int, default=8000, help="corpus size (GPU mode)")
     ap.add_argument("--gsm8k", type=Path, default=REPO.parent / "shared" / "data" / "gsm8k" / "train.jsonl")
-    ap.add_argument("--corpus", type=Path, default=None, help="your own messages JSONL (e.g. a smoltalk slice) instead of gsm8k")
+    ap.add_argument(
+        "--corpus", type=Path, default=None, help="your own messages JSONL (e.g. a smoltalk slice) instead of gsm8k"
+    )
     ap.add_argument("--tokenizer", default=None, help="tokenizer directory (default: a 16k BPE trained on the corpus)")
     ap.add_argument("--work", type=Path, default=None, help="working directory (default: a temporary one)")
     ap.add_argument("--out", type=Path, default=None,
                     help="JSON results (default bench/results/train_throughput.json; -cpu-smoke.json with --cpu-smoke)")
-    ap.add_argument("--cpu-smoke", action="store_true",
-                    help="tiny model (hidden 32, 2 layers), seq_len 128, 1 warm-up + 3 timed steps, bundled demo data, CPU")
+    ap.add_argument(
+        "--cpu-smoke",
+        action="store_true",
+        help="tiny model (hidden 32, 2 layers), seq_len 128, 1 warm-up + 3 timed steps, bundled demo data, CPU",
+    )
     args = ap.parse_args(argv)
     if args.cpu_smoke:
-        args.shapes, args.seq_lens, args.steps, args.warmup, args.rows, args.dtype = "tiny", "128", 3, 1, args.rows or 32, "float32"
+        args.shapes, args.seq_lens, args.steps, args.warmup, args.rows, args.dtype = (
+            "tiny",
+            "128",
+            3,
+            1,
+            args.rows or 32,
+            "float32",
+        )
     args.out = args.out or HERE / "results" / f"train_throughput{'-cpu-smoke' if args.cpu_smoke else ''}.json"
     args.shapes = [s.strip() for s in args.shapes.split(",") if s.strip()]
     args.seq_lens = [int(s) for s in args.seq_lens.split(",") if s.strip()]
@@ -128,7 +182,12 @@ def build_data(args, work: Path) -> dict:
         tok_dir = Path(args.tokenizer).resolve()
     elif not (tok_dir / "tokenizer.json").is_file():
         bp.train_tokenizer(corpus, tok_dir)
-    return {"corpus": str(corpus), "tokenizer": str(tok_dir), "kind": kind, "conversations": sum(1 for _ in corpus.open())}
+    return {
+        "corpus": str(corpus),
+        "tokenizer": str(tok_dir),
+        "kind": kind,
+        "conversations": sum(1 for _ in corpus.open()),
+    }
 
 
 def base_recipe(args, data: dict, shape: str, seq_len: int, work: Path, procs: int, attn: str = "sdpa") -> dict:
@@ -146,8 +205,8 @@ def build_store(raw: dict) -> dict:
     """The smoldist store for (tokenizer, corpus, seq_len), built here once; the smoldist runs reuse it."""
     import datasets
 
-    from smoldist.config import build_recipe
-    from smoldist.prepare import prepare
+    from smoldist.config.load import build_recipe
+    from smoldist.store.build import prepare
 
     datasets.disable_progress_bars()  # prepare(verbose=False) still lets save_to_disk draw one
     recipe = build_recipe({k: raw[k] for k in ("model", "data")}, name="bench")  # no train section: no TRL import
@@ -170,10 +229,18 @@ def run_one(spec: dict, work: Path, env: dict) -> dict:
         oom = any("OutOfMemory" in line or "out of memory" in line for line in tail)
         print(f"  {name}: FAILED (exit {p.returncode}{', out of memory' if oom else ''}); log {log_path}", flush=True)
         print("    " + "\n    ".join(tail), flush=True)
-        return {"path": spec["path"], "error": "out of memory" if oom else f"exit {p.returncode}", "log_tail": tail, "wall_s": wall}
+        return {
+            "path": spec["path"],
+            "error": "out of memory" if oom else f"exit {p.returncode}",
+            "log_tail": tail,
+            "wall_s": wall,
+        }
     result = json.loads(out_path.read_text())
     result["wall_s"] = wall
-    print(f"  {name}: {result['tokens_per_s']:,.0f} tok/s, step {result['step_time_s']:.3f} s ({wall:.0f} s process)", flush=True)
+    print(
+        f"  {name}: {result['tokens_per_s']:,.0f} tok/s, step {result['step_time_s']:.3f} s ({wall:.0f} s process)",
+        flush=True,
+    )
     return result
 
 
@@ -191,9 +258,12 @@ def print_table(configs: list[dict]) -> None:
             if "error" in r:
                 print(f"{label:26s} {path:11s} {'FAILED: ' + r['error']}")
                 continue
-            print(f"{label:26s} {path:11s} {r['batch_size']:>5d} {r['tokens_per_s']:>11,.0f} {r['trained_tokens_per_s']:>11,.0f} "
-                  f"{fmt(r['mfu'], '>6.1%'):>6s} {r['tflops']:>8.3g} {r['step_time_s']:>7.3f} {fmt(r['peak_memory_gib'], '>8.2f'):>8s} "
-                  f"{r['tokens_per_step']:>9,.0f} {r['trained_tokens_per_step']:>9,.0f} {r['padding_fraction']:>6.1%}")
+            print(
+                f"{label:26s} {path:11s} {r['batch_size']:>5d} {r['tokens_per_s']:>11,.0f} "
+                f"{r['trained_tokens_per_s']:>11,.0f} {fmt(r['mfu'], '>6.1%'):>6s} {r['tflops']:>8.3g} "
+                f"{r['step_time_s']:>7.3f} {fmt(r['peak_memory_gib'], '>8.2f'):>8s} "
+                f"{r['tokens_per_step']:>9,.0f} {r['trained_tokens_per_step']:>9,.0f} {r['padding_fraction']:>6.1%}"
+            )
     print()
     for c in configs:
         ratios = ", ".join(f"{k} {v:.2f}x" for k, v in c["ratios"].items())
@@ -231,8 +301,10 @@ def best_attention(configs: list[dict]) -> list[dict]:
 def print_best(best: list[dict]) -> None:
     print("\neach path under its fastest attention:")
     for e in best:
-        paths = ", ".join(f"{p} {r['tokens_per_s']:,.0f} tok/s ({r['attn']}{', MFU ' + format(r['mfu'], '.1%') if r['mfu'] else ''})"
-                          for p, r in e["paths"].items())
+        paths = ", ".join(
+            f"{p} {r['tokens_per_s']:,.0f} tok/s ({r['attn']}{', MFU ' + format(r['mfu'], '.1%') if r['mfu'] else ''})"
+            for p, r in e["paths"].items()
+        )
         ratios_ = ", ".join(f"{k} {v:.2f}x" for k, v in e["ratios"].items())
         print(f"  {e['shape']}@{e['seq_len']}: {paths}; {ratios_ or 'n/a'}")
 
@@ -243,33 +315,61 @@ def main(argv=None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     work = work.resolve()
     procs = 1 if args.cpu_smoke else min(16, os.cpu_count() or 1)
-    env = dict(os.environ, WANDB_MODE="disabled", TOKENIZERS_PARALLELISM="false", HF_DATASETS_CACHE=str(work / "hf-cache"),
-               PYTHONUNBUFFERED="1")
+    env = dict(
+        os.environ,
+        WANDB_MODE="disabled",
+        TOKENIZERS_PARALLELISM="false",
+        HF_DATASETS_CACHE=str(work / "hf-cache"),
+        PYTHONUNBUFFERED="1",
+    )
     if args.cpu_smoke:
         env["CUDA_VISIBLE_DEVICES"] = ""  # CPU even on a GPU machine
     t0 = time.perf_counter()
     data = build_data(args, work)
-    print(f"corpus: {data['conversations']:,} conversations ({data['kind']}); tokenizer {data['tokenizer']}; work dir {work}")
-    print(f"{args.warmup} warm-up + {args.steps} timed optimizer steps per run; attention {args.attn}; "
-          f"compile {args.compile}; liger {args.liger}; activation checkpointing {args.activation_checkpointing}; dtype {args.dtype}")
+    print(
+        f"corpus: {data['conversations']:,} conversations ({data['kind']}); tokenizer {data['tokenizer']}; "
+        f"work dir {work}"
+    )
+    print(
+        f"{args.warmup} warm-up + {args.steps} timed optimizer steps per run; attention {args.attn}; "
+        f"compile {args.compile}; liger {args.liger}; activation checkpointing {args.activation_checkpointing}; "
+        f"dtype {args.dtype}"
+    )
     configs = []
     for seq_len in args.seq_lens:
         rows = args.rows or max(1, 16384 // seq_len)
         split = build_store(base_recipe(args, data, args.shapes[0], seq_len, work, procs))
         docs_per_row = split["documents"] / split["rows"]
         nopack = args.nopack_batch or max(1, round(rows * docs_per_row))
-        print(f"seq_len {seq_len}: store {split['rows']:,} rows, {split['tokens']:,} tokens ({split['trained_tokens']:,} trained), "
-              f"fill {split['fill']:.1%}, {docs_per_row:.2f} conversations per row; {rows} rows per micro-batch, "
-              f"trl-nopack batch {nopack}")
+        print(
+            f"seq_len {seq_len}: store {split['rows']:,} rows, {split['tokens']:,} tokens "
+            f"({split['trained_tokens']:,} trained), "
+            f"fill {split['fill']:.1%}, {docs_per_row:.2f} conversations per row; {rows} rows per micro-batch, "
+            f"trl-nopack batch {nopack}"
+        )
         for shape, attn in itertools.product(args.shapes, args.attn):
             paths = {}
             for path in args.paths:
-                spec = {"path": path, "shape": shape, "seq_len": seq_len, "attn": attn,
-                        "recipe": base_recipe(args, data, shape, seq_len, work, procs, attn),
-                        "corpus": data["corpus"], "rows": rows, "nopack_batch": nopack, "warmup": args.warmup, "steps": args.steps,
-                        "compile": args.compile, "liger": args.liger, "activation_checkpointing": args.activation_checkpointing,
-                        "peak_tflops": args.peak_tflops, "cpu": args.cpu_smoke, "procs": None if procs == 1 else procs,
-                        "output_dir": str(work / "runs" / f"{shape}-{seq_len}-{attn}-{path}"), "store_split": split}
+                spec = {
+                    "path": path,
+                    "shape": shape,
+                    "seq_len": seq_len,
+                    "attn": attn,
+                    "recipe": base_recipe(args, data, shape, seq_len, work, procs, attn),
+                    "corpus": data["corpus"],
+                    "rows": rows,
+                    "nopack_batch": nopack,
+                    "warmup": args.warmup,
+                    "steps": args.steps,
+                    "compile": args.compile,
+                    "liger": args.liger,
+                    "activation_checkpointing": args.activation_checkpointing,
+                    "peak_tflops": args.peak_tflops,
+                    "cpu": args.cpu_smoke,
+                    "procs": None if procs == 1 else procs,
+                    "output_dir": str(work / "runs" / f"{shape}-{seq_len}-{attn}-{path}"),
+                    "store_split": split,
+                }
                 paths[path] = run_one(spec, work, env)
             configs.append({"shape": shape, "seq_len": seq_len, "attn": attn, "init": SHAPES[shape], "paths": paths,
                             "ratios": ratios(paths)})
@@ -277,10 +377,17 @@ def main(argv=None) -> int:
     best = best_attention(configs)
     print_best(best)
     first = next((r for c in configs for r in c["paths"].values() if "error" not in r), {})
-    result = {"mode": "cpu-smoke" if args.cpu_smoke else "full", "device": first.get("device"), "peak_tflops": first.get("peak_tflops"),
-              "versions": first.get("versions"), "corpus": data, "settings": {k: (str(v) if isinstance(v, Path) else v)
-                                                                               for k, v in vars(args).items()},
-              "configs": configs, "best": best, "wall_s": time.perf_counter() - t0}
+    result = {
+        "mode": "cpu-smoke" if args.cpu_smoke else "full",
+        "device": first.get("device"),
+        "peak_tflops": first.get("peak_tflops"),
+        "versions": first.get("versions"),
+        "corpus": data,
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "configs": configs,
+        "best": best,
+        "wall_s": time.perf_counter() - t0,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     print(f"\nwrote {args.out} ({time.perf_counter() - t0:.0f} s in all)")

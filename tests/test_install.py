@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from tests.helpers import REPO
 
 pytestmark = pytest.mark.slow
 SKIP = shutil.ignore_patterns(".git", ".venv", "runs", "prepared", "build", "dist", "logs", "*.egg-info", "__pycache__",
@@ -28,8 +28,12 @@ def installed(tmp_path_factory) -> Path:
     src = tmp / "src"
     shutil.copytree(REPO, src, symlinks=True, ignore=SKIP)  # build from a copy: an in-tree build leaves build/ behind
     pip = [sys.executable, "-m", "pip", "--no-input", "--disable-pip-version-check"]
-    p = subprocess.run([*pip, "wheel", "-q", "--no-deps", "--no-build-isolation", "--no-index", "-w", str(tmp / "wheel"), str(src)],
-                       capture_output=True, text=True, timeout=300)
+    p = subprocess.run(
+        [*pip, "wheel", "-q", "--no-deps", "--no-build-isolation", "--no-index", "-w", str(tmp / "wheel"), str(src)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert p.returncode == 0, p.stdout + p.stderr
     wheel = next((tmp / "wheel").glob("smoldist-*.whl"))
     p = subprocess.run([*pip, "install", "-q", "--no-deps", "--no-index", "--target", str(tmp / "site"), str(wheel)],
@@ -47,8 +51,14 @@ def smoldist(site: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_installed_package_is_the_one_running(installed, tmp_path):
-    p = subprocess.run([sys.executable, "-c", "import smoldist; print(smoldist.__file__)"], capture_output=True, text=True,
-                       cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(installed)), timeout=120)
+    p = subprocess.run(
+        [sys.executable, "-c", "import smoldist; print(smoldist.__file__)"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=dict(os.environ, PYTHONPATH=str(installed)),
+        timeout=120,
+    )
     assert p.stdout.strip().startswith(str(installed)), p.stdout + p.stderr
 
 
@@ -72,7 +82,9 @@ def test_submit_dry_run_points_at_shipped_scripts(installed, tmp_path):
     p = smoldist(installed, tmp_path, "submit", "--nodes", "2", "--dry-run")  # the bundled demo recipe
     assert p.returncode == 0, p.stderr
     share = installed / "smoldist" / "share"
-    assert str(share / "slurm" / "prepare.sbatch") in p.stdout and str(share / "slurm" / "train.sbatch") in p.stdout, p.stdout
+    assert str(share / "slurm" / "prepare.sbatch") in p.stdout and str(share / "slurm" / "train.sbatch") in p.stdout, (
+        p.stdout
+    )
     for script in ("slurm/prepare.sbatch", "slurm/train.sbatch", "launch/node.sh", "launch/train.sh"):
         assert (share / script).is_file(), script
     assert (share / "launch" / "smollm2-135m" / "smoltalk.yaml").is_file()  # the recipes ship too

@@ -19,14 +19,104 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 DEST = REPO / ".whl"
 WANTED = ["trl", "datasets", "deepspeed", "wandb", "transformers"]
-ON_GPU_IMAGE = set("""absl-py accelerate aiofiles aiohappyeyeballs aiohttp aiosignal annotated-doc anyio attrs botorch build
-certifi charset-normalizer chex click cloudpickle cmake colorama contourpy coverage cycler cython einops filelock
-flatbuffers fonttools frozenlist fsspec grpcio h11 h5py hf-xet httpcore httpx huggingface-hub humanize hypothesis idna
-iniconfig jinja2 joblib kiwisolver markdown markdown-it-py markupsafe matplotlib mdurl ml-dtypes mpmath msgpack multidict
-networkx ninja numpy nvidia-ml-py packaging pandas peft pillow pip pluggy propcache protobuf psutil pyarrow py-cpuinfo
-pygments pyparsing pytest python-dateutil pyyaml regex requests rich safetensors scipy setuptools shellingham six sympy
-tokenizers torch tqdm triton typer typing-extensions urllib3 wheel wrapt xxhash yarl zipp""".split())
-PLATFORMS = [f"manylinux_2_{n}_x86_64" for n in (17, 24, 27, 28, 31, 34, 35, 39)] + ["manylinux2014_x86_64", "manylinux1_x86_64"]
+ON_GPU_IMAGE = {
+    "absl-py",
+    "accelerate",
+    "aiofiles",
+    "aiohappyeyeballs",
+    "aiohttp",
+    "aiosignal",
+    "annotated-doc",
+    "anyio",
+    "attrs",
+    "botorch",
+    "build",
+    "certifi",
+    "charset-normalizer",
+    "chex",
+    "click",
+    "cloudpickle",
+    "cmake",
+    "colorama",
+    "contourpy",
+    "coverage",
+    "cycler",
+    "cython",
+    "einops",
+    "filelock",
+    "flatbuffers",
+    "fonttools",
+    "frozenlist",
+    "fsspec",
+    "grpcio",
+    "h11",
+    "h5py",
+    "hf-xet",
+    "httpcore",
+    "httpx",
+    "huggingface-hub",
+    "humanize",
+    "hypothesis",
+    "idna",
+    "iniconfig",
+    "jinja2",
+    "joblib",
+    "kiwisolver",
+    "markdown",
+    "markdown-it-py",
+    "markupsafe",
+    "matplotlib",
+    "mdurl",
+    "ml-dtypes",
+    "mpmath",
+    "msgpack",
+    "multidict",
+    "networkx",
+    "ninja",
+    "numpy",
+    "nvidia-ml-py",
+    "packaging",
+    "pandas",
+    "peft",
+    "pillow",
+    "pip",
+    "pluggy",
+    "propcache",
+    "protobuf",
+    "psutil",
+    "pyarrow",
+    "py-cpuinfo",
+    "pygments",
+    "pyparsing",
+    "pytest",
+    "python-dateutil",
+    "pyyaml",
+    "regex",
+    "requests",
+    "rich",
+    "safetensors",
+    "scipy",
+    "setuptools",
+    "shellingham",
+    "six",
+    "sympy",
+    "tokenizers",
+    "torch",
+    "tqdm",
+    "triton",
+    "typer",
+    "typing-extensions",
+    "urllib3",
+    "wheel",
+    "wrapt",
+    "xxhash",
+    "yarl",
+    "zipp",
+}
+PLATFORMS = [f"manylinux_2_{n}_x86_64" for n in (17, 24, 27, 28, 31, 34, 35, 39)] + [
+    "manylinux2014_x86_64",
+    "manylinux1_x86_64",
+]
 
 
 def norm(name: str) -> str:
@@ -58,8 +148,24 @@ def main() -> int:
     pip = [sys.executable, "-m", "pip"]
     binary = [n for n in pins if n != "deepspeed"]
     plat = [a for p in PLATFORMS for a in ("--platform", p)]
-    subprocess.run([*pip, "download", "-q", "--no-deps", "--only-binary=:all:", "--python-version", "3.12", "--implementation",
-                    "cp", *plat, "-d", str(DEST), *(f"{n}=={pins[n]}" for n in binary)], check=True)
+    subprocess.run(
+        [
+            *pip,
+            "download",
+            "-q",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--python-version",
+            "3.12",
+            "--implementation",
+            "cp",
+            *plat,
+            "-d",
+            str(DEST),
+            *(f"{n}=={pins[n]}" for n in binary),
+        ],
+        check=True,
+    )
     # deepspeed: sdist only; its wheel is pure Python (ops are JIT-built on the machine that runs them)
     subprocess.run([*pip, "wheel", "-q", "--no-deps", "-w", str(DEST), f"deepspeed=={pins['deepspeed']}"], check=True)
     size = sum(p.stat().st_size for p in DEST.glob("*.whl"))

@@ -36,8 +36,8 @@ PY
 for stage in "$@"; do
   echo "=== $stage $(date -u +%FT%TZ)" | tee -a "$OUT/stages.txt"
   case $stage in
-    tests)    timeout 560 python3 -m pytest -q -m gpu tests/test_gpu.py -k "not engine" -p no:cacheprovider 2>&1 | tee "$OUT/tests.log" ;;
-    engines)  timeout 580 python3 -m pytest -q -m gpu tests/test_gpu.py -k engine -p no:cacheprovider 2>&1 | tee "$OUT/engines.log" ;;
+    tests)    timeout 560 python3 -m pytest -q -m gpu tests/model/test_gpu.py -k "not engine" -p no:cacheprovider 2>&1 | tee "$OUT/tests.log" ;;
+    engines)  timeout 580 python3 -m pytest -q -m gpu tests/model/test_gpu.py -k engine -p no:cacheprovider 2>&1 | tee "$OUT/engines.log" ;;
     attn)     bench attn --shapes 135M --seq-lens 2048,4096 --attn varlen,flex_attention,sdpa ;;
     grid)     bench grid --attn "$ATTN" ;;
     grid2048) bench grid2048 --seq-lens 2048 --attn "$ATTN" ;;

@@ -16,12 +16,40 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
-NAMES = ["Ada", "Ben", "Cleo", "Dev", "Eli", "Fay", "Gus", "Hana", "Ivo", "Jun", "Kai", "Lena", "Milo", "Nora", "Omar", "Pia"]
+NAMES = [
+    "Ada",
+    "Ben",
+    "Cleo",
+    "Dev",
+    "Eli",
+    "Fay",
+    "Gus",
+    "Hana",
+    "Ivo",
+    "Jun",
+    "Kai",
+    "Lena",
+    "Milo",
+    "Nora",
+    "Omar",
+    "Pia",
+]
 ITEMS = ["apples", "pencils", "stickers", "marbles", "books", "cookies", "shells", "stamps"]
-COLOURS = {"the sky": "blue", "fresh grass": "green", "snow": "white", "a lemon": "yellow", "a tomato": "red", "coal": "black"}
+COLOURS = {
+    "the sky": "blue",
+    "fresh grass": "green",
+    "snow": "white",
+    "a lemon": "yellow",
+    "a tomato": "red",
+    "coal": "black",
+}
 ANIMALS = {"cat": "meows", "dog": "barks", "cow": "moos", "duck": "quacks", "owl": "hoots", "sheep": "bleats"}
 LEGS = {"spider": 8, "ant": 6, "dog": 4, "bird": 2, "snake": 0, "octopus": 8}
-SYSTEMS = ["You are a concise assistant.", "You are a friendly tutor who explains step by step.", "Answer in one sentence."]
+SYSTEMS = [
+    "You are a concise assistant.",
+    "You are a friendly tutor who explains step by step.",
+    "Answer in one sentence.",
+]
 GREETINGS = [
     ("Hello!", "Hello! How can I help you today?"),
     ("Hi there.", "Hi! What would you like to talk about?"),
@@ -99,7 +127,10 @@ def train_tokenizer(texts: list[str], out_dir: Path, vocab_size: int = 1024) -> 
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=SPECIALS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+        vocab_size=vocab_size,
+        special_tokens=SPECIALS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
     )
     tok.train_from_iterator(texts, trainer=trainer)
     fast = PreTrainedTokenizerFast(

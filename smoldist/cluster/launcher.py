@@ -1,0 +1,128 @@
+"""Launch planning: the exact `accelerate launch` command for each node, and spawning it.
+
+    smoldist train RECIPE --accelerate-config multi_gpu --num-processes 8
+    smoldist train RECIPE --accelerate-config zero3 --num-machines 4 --gpus-per-node 8 --dry-run
+
+accelerate's `--num_processes` counts processes on ALL machines; `--machine_rank` differs per node
+and must be evaluated on that node (by launch/node.sh under Slurm), never in the batch step.
+Every command sets SMOLDIST_EXPECTED_WORLD_SIZE, so each rank can refuse a world that is not the
+promised one.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from smoldist.cluster.shipped import known_configs
+from smoldist.distributed.state import EXPECTED_WORLD_ENV, count_gpus, tell_deepspeed_no_gpu, under_launcher
+from smoldist.errors import RecipeError
+
+
+def find_accelerate_config(name: str) -> Path:
+    """A path as given, or a name from accelerate_configs/ (here, else the ones shipped in the package)."""
+    path = Path(name)
+    if path.suffix in (".yaml", ".yml") and path.is_file():
+        return path
+    known = known_configs()
+    if name in known:
+        return known[name]
+    raise RecipeError(f"--accelerate-config: '{name}' is neither a file nor one of: {', '.join(known)} "
+                      "(`smoldist configs` describes them)")
+
+
+@dataclass
+class LaunchPlan:
+    config: Path
+    recipe: str | None
+    overrides: list[str]
+    num_machines: int = 1
+    procs_per_machine: int = 1
+    main_ip: str = "127.0.0.1"
+    main_port: int = 29500
+
+    @property
+    def world_size(self) -> int:
+        return self.num_machines * self.procs_per_machine
+
+    def command(self, machine_rank: int | str) -> list[str]:
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(self.config),
+               "--num_processes", str(self.world_size), "--num_machines", str(self.num_machines)]
+        if self.num_machines > 1:
+            cmd += ["--machine_rank", str(machine_rank), "--main_process_ip", self.main_ip]
+        cmd += ["--main_process_port", str(self.main_port), "-m", "smoldist.train"]
+        return cmd + ([self.recipe] if self.recipe else []) + list(self.overrides)
+
+    def env(self) -> dict[str, str]:
+        return {EXPECTED_WORLD_ENV: str(self.world_size)}
+
+    def describe(self, only_rank: int | None = None) -> str:
+        """What --dry-run prints: one line per node (or just `only_rank`'s), ready to paste."""
+        lines = [
+            f"# {self.num_machines} node(s) x {self.procs_per_machine} process(es) = world size {self.world_size}, "
+            f"config {self.config}"
+        ]
+        for rank in range(self.num_machines) if only_rank is None else [only_rank]:
+            env = " ".join(f"{k}={v}" for k, v in self.env().items())
+            lines.append(f"node {rank}: {env} {shlex.join(self.command(rank))}")
+        return "\n".join(lines)
+
+
+def plan_from_args(ns, recipe: str | None, overrides: list[str]) -> LaunchPlan:
+    per_node = ns.gpus_per_node or ns.num_processes or count_gpus() or 1
+    if ns.num_processes and ns.num_machines and ns.num_processes % ns.num_machines:
+        raise RecipeError(f"--num-processes {ns.num_processes} is not divisible by --num-machines {ns.num_machines}")
+    if ns.num_processes and ns.num_machines:
+        per_node = ns.num_processes // ns.num_machines
+    return LaunchPlan(config=find_accelerate_config(ns.accelerate_config), recipe=recipe, overrides=overrides,
+                      num_machines=ns.num_machines or 1, procs_per_machine=per_node,
+                      main_ip=ns.main_process_ip, main_port=ns.main_process_port)
+
+
+FORWARDED = (signal.SIGTERM, signal.SIGHUP)
+
+
+def spawn(plan: LaunchPlan, machine_rank: int) -> int:
+    """Run this node's command, passing stop signals on to it, and return its exit code.
+
+    SIGUSR1 (Slurm's warning before the time limit) is ignored here, and so by accelerate and
+    torchrun, which inherit that: its default action would kill them. The trainers install their
+    own handler and checkpoint. SIGTERM/SIGHUP sent to `smoldist train` (a `kill`, a closed
+    terminal) go on to the launcher, which passes them to its workers (torchrun starts those in
+    sessions of their own, out of reach of a process-group signal): they checkpoint and stop,
+    instead of training on as orphans. Under Slurm they are not forwarded: Slurm signals every
+    process of the step itself, and a second SIGTERM would cut torchrun's shutdown short.
+    Ctrl-C (SIGINT) reaches the launcher from the terminal already; here it only waits for it."""
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    env = dict(os.environ, **plan.env())
+    tell_deepspeed_no_gpu(env)
+    child = subprocess.Popen(plan.command(machine_rank), env=env)
+    forward = not under_launcher()
+    previous = {sig: signal.signal(sig, lambda signum, _f: forward and child.send_signal(signum)) for sig in FORWARDED}
+    previous[signal.SIGINT] = signal.signal(signal.SIGINT, lambda *_: None)
+    try:
+        return child.wait()  # the handlers return normally, so the wait resumes after each signal (PEP 475)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def add_launch_arguments(parser) -> None:
+    g = parser.add_argument_group("launching (spawns `accelerate launch` for you)")
+    g.add_argument(
+        "--accelerate-config", help="a name in accelerate_configs/ (cpu_ddp, multi_gpu, zero3, ...) or a path"
+    )
+    g.add_argument("--num-processes", type=int, help="processes in total across all machines")
+    g.add_argument("--gpus-per-node", type=int, help="processes per machine (default: GPUs found, else 1)")
+    g.add_argument("--num-machines", type=int, help="machines (nodes) in the job")
+    g.add_argument(
+        "--machine-rank", type=int, default=None, help="this machine's rank (evaluate it on the node); default 0"
+    )
+    g.add_argument("--main-process-ip", default="127.0.0.1", help="address of machine 0")
+    g.add_argument("--main-process-port", type=int, default=29500)
+    g.add_argument("--dry-run", action="store_true", help="print the command for every node and exit")

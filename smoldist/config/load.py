@@ -1,0 +1,266 @@
+"""Loading a recipe: one YAML with sections model, data, train, tracking, into typed dataclasses.
+
+    recipe = load_recipe("launch/smollm2-135m/smoltalk.yaml", ["data.seq_len=4096", "train.learning_rate=1e-4"])
+
+Overrides are `section.key=value` (list items by index: `data.sources.0.path=x.jsonl`), typed by the
+field they set. Unknown keys anywhere fail with their full path and the closest valid name. `train`
+is passed to `trl.SFTConfig`; its keys are checked against SFTConfig's own fields (config/sft_fields.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+from smoldist.config.recipe import (
+    DERIVED_TRAIN_KEYS,
+    OWN_TRAIN_KEYS,
+    PACKAGE_DIR,
+    SECTIONS,
+    Recipe,
+)
+from smoldist.config.sft_fields import sft_field_types
+from smoldist.errors import RecipeError
+
+
+class RecipeLoader(yaml.SafeLoader):
+    """YAML with 1.2 booleans: only true/false, so `eval_strategy: no` stays the string 'no'."""
+
+
+RecipeLoader.yaml_implicit_resolvers = {
+    ch: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for ch, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+RecipeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def parse_yaml(text: str):
+    return yaml.load(text, Loader=RecipeLoader)
+
+
+def closest(key: str, valid: list[str]) -> str:
+    match = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    return f"; did you mean '{match[0]}'?" if match else f"; valid keys: {', '.join(sorted(valid))}"
+
+
+def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
+    if typing.get_origin(tp) in (Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return (args[0] if len(args) == 1 else Union[tuple(args)]), len(args) < len(typing.get_args(tp))  # noqa: UP007 - built at run time from a tuple
+    return tp, False
+
+
+def coerce(value: Any, tp: Any, path: str) -> Any:
+    """Check (and for strings from the command line, convert) `value` to the annotated type `tp`."""
+    tp, optional = _unwrap_optional(tp)
+    if value is None:
+        if optional or tp is Any:
+            return None
+        raise RecipeError(f"{path}: must not be empty (expected {getattr(tp, '__name__', tp)})")
+    origin = typing.get_origin(tp)
+    if tp is Any or tp is typing.Any:
+        return value
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise RecipeError(f"{path}: '{value}' is not one of {', '.join(map(str, choices))}")
+        return value
+    if origin is Union:  # several non-None types: take the first that fits
+        for arg in typing.get_args(tp):
+            try:
+                return coerce(value, arg, path)
+            except RecipeError:
+                pass
+        raise RecipeError(f"{path}: {value!r} does not fit {tp}")
+    if origin in (list, tuple):
+        (item_tp,) = typing.get_args(tp)[:1] or (Any,)
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v]
+        if not isinstance(value, (list, tuple)):
+            raise RecipeError(f"{path}: expected a list, got {type(value).__name__} {value!r}")
+        return [coerce(v, item_tp, f"{path}.{i}") for i, v in enumerate(value)]
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise RecipeError(f"{path}: expected a mapping, got {type(value).__name__} {value!r}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        return build_dataclass(tp, value, path)
+    if tp is bool:
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        if not isinstance(value, bool):
+            raise RecipeError(f"{path}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, str))
+            or (isinstance(value, str) and not value.lstrip("-").isdigit())
+        ):
+            raise RecipeError(f"{path}: expected an integer, got {value!r}")
+        return int(value)
+    if tp is float:
+        try:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        except (TypeError, ValueError):
+            raise RecipeError(f"{path}: expected a number, got {value!r}") from None
+    if tp is str:
+        if isinstance(value, (dict, list)):
+            raise RecipeError(f"{path}: expected a string, got {type(value).__name__}")
+        return str(value)
+    # An SFTConfig field whose annotation we do not model (enums, callables): let SFTConfig judge it.
+    return value
+
+
+def build_dataclass(cls: type, raw: Any, path: str) -> Any:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{path}: expected a mapping of keys, got {type(raw).__name__} {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    kwargs = {}
+    for key, value in raw.items():
+        if key not in names:
+            raise RecipeError(f"unknown key '{path}.{key}'{closest(str(key), names)}")
+        kwargs[key] = coerce(value, hints[key], f"{path}.{key}")
+    missing = [f.name for f in dataclasses.fields(cls) if f.init and f.name not in kwargs
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise RecipeError(
+            f"{path}: missing required key '{missing[0]}' "
+            f"({cls.__dataclass_fields__[missing[0]].metadata.get('help', '')})"
+        )
+    return cls(**kwargs)
+
+
+def build_train_section(raw: Any) -> dict:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise RecipeError(f"train: expected a mapping of SFTConfig keys, got {type(raw).__name__}")
+    hints = sft_field_types()  # SFTConfig's fields without importing trl/torch (4 s)
+    valid = sorted(set(hints) | set(OWN_TRAIN_KEYS))
+    out = {}
+    for key, value in raw.items():
+        if key in DERIVED_TRAIN_KEYS:
+            raise RecipeError(f"train.{key}: set by smoldist from {DERIVED_TRAIN_KEYS[key]}; remove it from the recipe")
+        if key in OWN_TRAIN_KEYS:
+            out[key] = coerce(value, OWN_TRAIN_KEYS[key][0], f"train.{key}")
+        elif key in hints:
+            out[key] = coerce(value, hints[key], f"train.{key}")
+        else:
+            raise RecipeError(f"unknown key 'train.{key}' (not a trl.SFTConfig field){closest(str(key), valid)}")
+    return out
+
+
+def apply_override(tree: dict, override: str) -> None:
+    """Set `a.b.0.c=value` inside the raw YAML tree; the value is parsed as YAML, typed later."""
+    if "=" not in override:
+        raise RecipeError(f"override '{override}': expected section.key=value")
+    dotted, text = override.split("=", 1)
+    keys = dotted.strip().split(".")
+    if len(keys) < 2:
+        raise RecipeError(f"override '{override}': expected section.key=value (e.g. data.seq_len=4096)")
+    value = parse_yaml(text) if text.strip() else None
+    node: Any = tree
+    for i, key in enumerate(keys[:-1]):
+        if isinstance(node, list):
+            if not key.isdigit() or int(key) >= len(node):
+                raise RecipeError(
+                    f"override '{override}': {'.'.join(keys[:i])} has {len(node)} items; '{key}' is not an index"
+                )
+            node = node[int(key)]
+        else:
+            if node.get(key) is None:  # absent or null (`lora: null`): a nested override creates the mapping
+                node[key] = {}
+            node = node[key]
+    last = keys[-1]
+    if isinstance(node, list):
+        if not last.isdigit() or int(last) >= len(node):
+            raise RecipeError(f"override '{override}': '{last}' is not an index of a {len(node)}-item list")
+        node[int(last)] = value
+    else:
+        node[last] = value
+
+
+def build_recipe(raw: dict, name: str = "recipe", base_dir: str = ".") -> Recipe:
+    if not isinstance(raw, dict):
+        raise RecipeError(
+            f"recipe must be a mapping with sections model, data, train, tracking; got {type(raw).__name__}"
+        )
+    valid = [*SECTIONS, "train"]
+    for key in raw:
+        if key not in valid:
+            raise RecipeError(f"unknown section '{key}'{closest(str(key), valid)}")
+    parts = {key: build_dataclass(cls, raw.get(key), key) for key, cls in SECTIONS.items()}
+    recipe = Recipe(train=build_train_section(raw.get("train")), name=name, base_dir=base_dir, **parts)
+    validate(recipe)
+    return recipe
+
+
+def validate(recipe: Recipe) -> None:
+    m, d = recipe.model, recipe.data
+    if not m.name_or_path and not m.init:
+        raise RecipeError("model: set model.name_or_path (hub id or directory) or model.init (architecture dict)")
+    if m.lora is not None and m.init:
+        raise RecipeError("model.lora: needs a pretrained base (model.name_or_path), not model.init: "
+                          "an adapter over random weights could not be reloaded")
+    if m.lora is not None and (m.lora.r <= 0 or m.lora.alpha <= 0 or not 0.0 <= m.lora.dropout < 1.0):
+        raise RecipeError(
+            f"model.lora: r ({m.lora.r}) and alpha ({m.lora.alpha}) must be positive, "
+            f"dropout ({m.lora.dropout}) in [0, 1)"
+        )
+    if m.init and not (m.tokenizer or m.name_or_path):
+        raise RecipeError("model.tokenizer: required with model.init (no pretrained model to take a tokenizer from)")
+    if not d.sources:
+        raise RecipeError("data.sources: at least one source is required")
+    for i, src in enumerate(d.sources):
+        if src.fraction is not None and not 0.0 < src.fraction <= 1.0:
+            raise RecipeError(f"data.sources.{i}.fraction: {src.fraction} must be in (0, 1]")
+        if src.format == "columns" and not src.columns:
+            raise RecipeError(f"data.sources.{i}.columns: format 'columns' needs a mapping of role -> column")
+        if src.columns and set(src.columns) - {"system", "user", "assistant"}:
+            bad = sorted(set(src.columns) - {"system", "user", "assistant"})
+            raise RecipeError(f"data.sources.{i}.columns: unknown role '{bad[0]}'; valid: system, user, assistant")
+    if d.seq_len < 8:
+        raise RecipeError(f"data.seq_len: {d.seq_len} is too small (at least 8)")
+    if not 0.0 <= d.eval_fraction < 1.0:
+        raise RecipeError(f"data.eval_fraction: {d.eval_fraction} must be in [0, 1)")
+    gbt = recipe.train.get("global_batch_tokens")
+    if gbt is not None and gbt <= 0:
+        raise RecipeError(f"train.global_batch_tokens: {gbt} must be positive")
+
+
+
+DEMO_RECIPE = PACKAGE_DIR / "demo" / "demo.yaml"
+
+
+def load_recipe(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """Read a recipe file (the bundled demo when `path` is None) and apply CLI overrides."""
+    path = Path(path) if path else DEMO_RECIPE
+    if not path.is_file():
+        raise RecipeError(f"recipe file not found: {path}")
+    try:
+        raw = parse_yaml(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise RecipeError(f"{path}: not valid YAML: {e}") from None
+    for override in overrides:
+        apply_override(raw, override)
+    name = "demo" if path == DEMO_RECIPE else f"{path.resolve().parent.name}-{path.stem}"
+    return build_recipe(raw, name=name, base_dir=str(path.parent))
+
+
+def save_recipe(recipe: Recipe, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))

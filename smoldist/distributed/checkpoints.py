@@ -1,0 +1,77 @@
+"""Checkpoints a run can trust: only one that every rank finished writing is resumed from.
+
+transformers writes a checkpoint in place; smoldist marks it `COMPLETE` (with the step and the world size
+that wrote it) after every rank has saved its part, and resumes only from marked ones, so an interrupted
+save is never picked up. A checkpoint from another world size restores each rank's RNG from the file its
+rank saved, where that rank existed (distributed/elastic.py resumes the rest).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+COMPLETE = "COMPLETE"
+_CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+
+
+def mark_complete(checkpoint: str | Path, step: int, world_size: int) -> None:
+    """Written by the main rank once every rank has saved: the step, and the world it was saved on."""
+    (Path(checkpoint) / COMPLETE).write_text(json.dumps({"step": step, "world_size": world_size}))
+
+
+def last_complete_checkpoint(output_dir: str) -> str | None:
+    """The newest checkpoint every rank finished writing; unmarked ones (an interrupted save) are skipped."""
+    root = Path(output_dir)
+    if not root.is_dir():
+        return None
+    found = sorted(((int(m.group(1)), p) for p in root.iterdir() if (m := _CHECKPOINT_RE.match(p.name)) and p.is_dir()),
+                   reverse=True)
+    for _, path in found:
+        if (path / COMPLETE).is_file():
+            return str(path)
+    return None
+
+
+def saved_world(checkpoint: str | Path) -> int | None:
+    """The number of processes a checkpoint was saved on (its COMPLETE marker; else its per-rank RNG files)."""
+    path = Path(checkpoint)
+    try:
+        world = json.loads((path / COMPLETE).read_text()).get("world_size")
+    except (OSError, ValueError):
+        world = None
+    if world:
+        return int(world)
+    per_rank = list(path.glob("rng_state_*.pth"))  # a checkpoint written before the marker recorded the world
+    return len(per_rank) or (1 if (path / "rng_state.pth").is_file() else None)
+
+
+def rng_file(checkpoint: str | Path, rank: int) -> Path | None:
+    """This rank's saved RNG state, whichever world size wrote it (1 process writes rng_state.pth)."""
+    path = Path(checkpoint)
+    names = [f"rng_state_{rank}.pth"] + (["rng_state.pth"] if rank == 0 else [])
+    return next((path / n for n in names if (path / n).is_file()), None)
+
+
+def load_rng_state(checkpoint: str | Path, rank: int) -> bool:
+    """Restore python/numpy/torch (and CUDA) RNG from this rank's file; False if the rank did not exist then."""
+    import random
+
+    import numpy as np
+    import torch
+    from transformers.trainer_pt_utils import safe_globals
+
+    path = rng_file(checkpoint, rank)
+    if path is None:
+        return False
+    with safe_globals():
+        state = torch.load(path, weights_only=True)
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.random.set_rng_state(state["cpu"])
+    if torch.cuda.is_available() and "cuda" in state:
+        cuda = state["cuda"]
+        # saved as one state (1 process) or all of that process's devices (distributed); this process uses one
+        torch.cuda.random.set_rng_state(cuda[0] if isinstance(cuda, (list, tuple)) else cuda)
+    return True

@@ -1,0 +1,44 @@
+"""Fault injection: switches that tests set in the environment to make a real fault happen at a chosen moment.
+
+Each switch is read in exactly one place of the code, through this module, so that every way a test
+reaches inside a run is listed here; unset (as for every user), a switch changes nothing.
+
+| variable | the fault | read by |
+|---|---|---|
+| SMOLDIST_FAULT_SIGNAL_AT_STEP=N | SIGUSR1 to this process after optimiser step N | distributed/preemption.py |
+| SMOLDIST_FAULT_SIGNAL_AT_EVAL_BATCH=N | SIGUSR1 after N batches of an evaluation | distributed/preemption.py |
+| SMOLDIST_FAULT_SIGNAL_AT_END_EVAL_BATCH=N | SIGUSR1 after N batches of `tracking.eval` | eval/end_of_run.py |
+| SMOLDIST_TEST_BUILD_DELAY_S=S | the store's builder sleeps S s in the lock (longer than ddp_timeout) | store/lock.py |
+| SMOLDIST_TEST_WANDB_FINISH_DELAY_S=S | W&B's finish takes S s more (as slow as an online one) | train/wandb_run.py |
+
+Signals are real: sent with os.kill to this process, they go through the handler a user's signal would.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+SIGNAL_AT_STEP = "SMOLDIST_FAULT_SIGNAL_AT_STEP"
+SIGNAL_AT_EVAL_BATCH = "SMOLDIST_FAULT_SIGNAL_AT_EVAL_BATCH"
+SIGNAL_AT_END_EVAL_BATCH = "SMOLDIST_FAULT_SIGNAL_AT_END_EVAL_BATCH"
+BUILD_DELAY_S = "SMOLDIST_TEST_BUILD_DELAY_S"
+WANDB_FINISH_DELAY_S = "SMOLDIST_TEST_WANDB_FINISH_DELAY_S"
+
+
+def count(switch: str) -> int | None:
+    """The step or batch number a switch names; None when it is not set."""
+    value = os.environ.get(switch)
+    return int(value) if value else None
+
+
+def send_stop_signal() -> None:
+    """SIGUSR1 to this process: the stop a Slurm time limit sends, through the real handler."""
+    os.kill(os.getpid(), signal.SIGUSR1)
+
+
+def pause(switch: str) -> None:
+    """Sleep the seconds a delay switch names (none when it is not set)."""
+    if delay := float(os.environ.get(switch) or 0):
+        time.sleep(delay)

@@ -1,0 +1,75 @@
+"""The store's key: every input that changes the tokens, and nothing else, resolved before any work.
+
+`plan_store` resolves the sources, the tokenizer and the template, hashes them into the key and says
+where the store for (model, data) lives. `prepare` builds it there; `preview`, `submit` and `eval`
+use the plan to find or show it without building anything.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from smoldist.config import DataConfig, ModelConfig
+from smoldist.data.sources import ResolvedSource, resolve_source
+from smoldist.data.templates import recipe_template
+from smoldist.data.tokenizer import PrepTokenizer, load_prep_tokenizer
+from smoldist.store.hash_cache import HashCache
+from smoldist.store.manifest import compute_key, store_dir
+
+
+def source_identity(src: ResolvedSource, hashes: HashCache | None = None) -> dict:
+    """What names a source's contents for the store key (file sha256s, or hub id + revision)."""
+    s, sha256 = src.spec, (hashes or HashCache(None)).sha256
+    if src.kind == "hub":
+        return {"hub": s.path, "name": s.name, "data_dir": s.data_dir, "split": s.split, "revision": s.revision}
+    files = src.files if src.kind == "files" else sorted(str(p) for p in Path(src.files[0]).rglob("*") if p.is_file())
+    return {"files": [{"path": os.path.abspath(f), "size": os.path.getsize(f), "sha256": sha256(f)} for f in files],
+            "split": s.split if src.kind == "saved" else None}
+
+
+def store_key_inputs(data: DataConfig, sources: list[ResolvedSource], tok_hash: str, template: str,
+                     hashes: HashCache | None = None) -> dict:
+    """Everything that changes the tokens, and nothing else (learning rate, shards, num_proc stay out)."""
+    converter_keys = ("format", "messages_field", "role_field", "content_field", "prompt_field", "completion_field",
+                      "text_field", "columns", "system_prompt", "prefix", "max_samples", "fraction")
+    return {
+        "sources": [
+            {"identity": source_identity(s, hashes), "converter": {k: getattr(s.spec, k) for k in converter_keys}}
+            for s in sources
+        ],
+        "tokenizer_sha256": tok_hash,
+        "chat_template": template,
+        "seq_len": data.seq_len,
+        "packing": data.packing,
+        "overflow": data.overflow,
+        "loss_on": data.loss_on,
+        "eval_fraction": data.eval_fraction,
+        "seed": data.seed,
+    }
+
+
+@dataclass
+class StorePlan:
+    """Where the store for a recipe lives, and everything its key was computed from."""
+
+    sources: list[ResolvedSource]
+    tok: PrepTokenizer
+    template: str
+    inputs: dict
+    key: str
+    path: Path
+    hashes: HashCache  # sha256s by stat, in the store root: unchanged sources and shards are not read again
+
+
+def plan_store(model: ModelConfig, data: DataConfig) -> StorePlan:
+    """Resolve sources, tokenizer and template, and compute the key, without building anything."""
+    sources = [resolve_source(s, f"data.sources.{i}") for i, s in enumerate(data.sources)]
+    tok = load_prep_tokenizer(model)
+    template = recipe_template(model, data)
+    hashes = HashCache.for_store(data.store)
+    inputs = store_key_inputs(data, sources, tok.fingerprint, template, hashes)
+    hashes.save()
+    key = compute_key(inputs)
+    return StorePlan(sources, tok, template, inputs, key, store_dir(data.store, key), hashes)

@@ -1,0 +1,83 @@
+"""`smoldist preview`: the first N records as the model will see them, trained tokens highlighted.
+
+    smoldist preview                          # the demo recipe
+    smoldist preview launch/smollm2-135m/gsm8k.yaml -n 3
+
+In a terminal, trained tokens are green and the rest dim; otherwise trained spans are wrapped in
+[[ ]] markers. Each record shows its token counts and warnings (nothing trained, too long).
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+from collections import Counter
+
+import numpy as np
+
+from smoldist.config import DataConfig, ModelConfig
+from smoldist.data.encode import IGNORE, Encoder
+from smoldist.data.records import Tally, iter_documents
+from smoldist.store.plan import plan_store
+
+OPEN, CLOSE = "[[", "]]"
+
+
+def spans(ids: np.ndarray, labels: np.ndarray) -> list[tuple[bool, list[int]]]:
+    """Consecutive runs of (trained?, token ids), to print each run in one style."""
+    trained = labels != IGNORE
+    out: list[tuple[bool, list[int]]] = []
+    for flag, group in itertools.groupby(zip(trained.tolist(), ids.tolist()), key=lambda x: x[0]):
+        out.append((flag, [t for _, t in group]))
+    return out
+
+
+def warnings_for(n_tokens: int, n_trained: int, data: DataConfig) -> list[str]:
+    out = []
+    if n_trained == 0:
+        out.append("no token of this record is trained (empty trained span)")
+    if n_tokens > data.seq_len:
+        out.append(f"{n_tokens} tokens > data.seq_len {data.seq_len}: overflow policy '{data.overflow}' applies")
+    return out
+
+
+def preview(model: ModelConfig, data: DataConfig, n: int = 3, color: bool | None = None, out=None) -> list[dict]:
+    """Print and return the first n valid records with their tokens and trained spans."""
+    from rich.console import Console
+    from rich.text import Text
+
+    out = out or sys.stdout
+    color = out.isatty() if color is None else color
+    console = Console(file=out, force_terminal=color, no_color=not color, highlight=False, soft_wrap=True)
+    plan = plan_store(model, data)  # the sources, tokenizer and template that `prepare` would use
+    sources, tok = plan.sources, plan.tok
+    encoder = Encoder.for_template(tok, plan.template, data.loss_on)
+    tally = Tally(sources, data.on_invalid)
+    first = list(itertools.islice(iter_documents(sources, data.seed, data.loss_on, tally), n))
+    doc_source, docs = [s for s, _ in first], [d for _, d in first]
+    shown = []
+    if not docs:
+        console.print("no valid records to preview")
+    batch = encoder.encode(docs) if docs else None
+    start = 0
+    for i, length in enumerate(batch.lengths.tolist() if batch else []):
+        ids, labels = batch.ids[start:start + length], batch.labels[start:start + length]
+        start += length
+        n_trained = int((labels != IGNORE).sum())
+        text = Text()
+        for trained, group in spans(ids, labels):
+            piece = tok.decode(group)
+            if color:
+                text.append(piece, style="bold green" if trained else "dim")
+            else:
+                text.append(f"{OPEN}{piece}{CLOSE}" if trained else piece)
+        console.rule(f"record {i} (source {doc_source[i]}): {length} tokens, {n_trained} trained")
+        console.print(text)
+        warns = warnings_for(length, n_trained, data)
+        for w in warns:
+            console.print(f"warning: {w}", style="yellow" if color else None)
+        shown.append({"tokens": length, "trained": n_trained, "warnings": warns})
+    invalid = sum((c.invalid for c in tally.counts), start=Counter())
+    if invalid:
+        console.print(f"skipped invalid records while reading: {dict(invalid)}")
+    return shown

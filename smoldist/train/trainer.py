@@ -1,0 +1,115 @@
+"""SFTTrainer with honest throughput: it counts real tokens per micro-batch, times the data fetch, and
+adds `perf/*` metrics (summed over ranks) to every training log, printed as one compact line."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from transformers import TrainerCallback
+from trl import SFTTrainer
+
+from smoldist.distributed.checkpoints import load_rng_state, saved_world
+from smoldist.distributed.preemption import EvaluationStopped
+from smoldist.distributed.state import tell_deepspeed_no_gpu
+from smoldist.model.attention import warn_dense_packed
+from smoldist.model.precision import cast_saved_model
+from smoldist.train.console import eval_line, write_line
+from smoldist.train.throughput import ThroughputMeter
+
+
+class SmoldistTrainer(SFTTrainer):
+    meter: ThroughputMeter | None = None
+    ship_dtype: str | None = None  # the final model is rewritten in this dtype (fp32 masters trained)
+    evaluation_cut = False  # the last evaluation was ended by a stop signal (distributed/preemption.py)
+    final_saved_step: int | None = None  # the step whose final model is in output_dir, cast to ship_dtype
+
+    def __init__(self, *args, **kwargs):
+        tell_deepspeed_no_gpu(os.environ)  # before the Trainer's accelerator asks DeepSpeed which device it has
+        super().__init__(*args, **kwargs)
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        # Checkpoints keep fp32 weights; the final model is cast to model.dtype. Nothing is pushed from here:
+        # train/run.py pushes once, after the recipe, loss curve, state and evaluation are written beside the model.
+        final = output_dir is None or Path(output_dir).resolve() == Path(self.args.output_dir).resolve()
+        if final and self.final_saved_step == self.state.global_step:
+            return  # push_to_hub saves again: what is on disk is this step's model, already cast (same on every rank)
+        super().save_model(output_dir, _internal_call=True)
+        if final:
+            if self.ship_dtype is not None and self.is_world_process_zero():
+                cast_saved_model(self.args.output_dir, self.ship_dtype)
+            self.final_saved_step = self.state.global_step
+
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        # The trainer fetches all micro-batches of one optimiser step here: that is the data wait.
+        start = time.perf_counter()
+        out = super().get_batch_samples(epoch_iterator, num_batches, device)
+        if self.meter is not None:
+            self.meter.waited(time.perf_counter() - start)
+        return out
+
+    def evaluate(self, *args, **kwargs) -> dict:
+        self.evaluation_cut = False
+        try:
+            return super().evaluate(*args, **kwargs)
+        except EvaluationStopped as e:  # the stop callback has set should_save and should_training_stop
+            self.evaluation_cut = True
+            if self.is_world_process_zero():
+                write_line(f"smoldist | {e}; saving a checkpoint at step {self.state.global_step}")
+            return {}
+
+    def _determine_best_metric(self, metrics, trial) -> bool:
+        if self.evaluation_cut:  # no metrics; True keeps save_strategy "best" saving the stop's checkpoint
+            return True
+        return super()._determine_best_metric(metrics, trial)
+
+    def compute_loss(self, model, inputs, *args, **kwargs):
+        if self.is_world_process_zero():  # train and eval both come here: sdpa/eager on packed rows warn once
+            warn_dense_packed(self.model.config._attn_implementation, inputs)
+        return super().compute_loss(model, inputs, *args, **kwargs)
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        if self.meter is not None:
+            self.meter.count(inputs)
+        return super().training_step(model, inputs, num_items_in_batch)
+
+    def _load_rng_state(self, checkpoint):
+        # a checkpoint from another world size names its RNG files differently: restore per rank
+        if checkpoint is not None and saved_world(checkpoint) not in (None, self.args.world_size):
+            load_rng_state(checkpoint, self.args.process_index)
+        else:
+            super()._load_rng_state(checkpoint)
+
+    def log(self, logs: dict, start_time: float | None = None) -> None:
+        if self.meter is not None and "loss" in logs:  # a training log (not eval): every rank is here
+            logs.update(self.meter.report())
+            if self.is_world_process_zero():
+                write_line(compact_line(self.state.global_step, logs))
+        elif "eval_loss" in logs and self.is_world_process_zero():
+            write_line(eval_line(self.state.global_step, logs))
+        super().log(logs, start_time)
+
+
+class StepCounter(TrainerCallback):
+    def __init__(self, meter: ThroughputMeter):
+        self.meter = meter
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.meter.reset()  # the first window starts with training, not with model setup
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.meter.optimizer_step()
+
+
+def compact_line(step: int, logs: dict) -> str:
+    parts = [f"step {step}", f"loss {logs['loss']:.4f}"]
+    parts.append(f"{logs['perf/tokens_per_s_per_device']:,.0f} tok/s/dev")
+    parts.append(f"trained {logs['perf/trained_tokens_per_s_per_device']:,.0f} tok/s/dev")
+    if "perf/mfu" in logs:
+        parts.append(f"MFU {logs['perf/mfu']:.1%}")
+    parts.append(f"{logs['perf/tflops_per_device']:.3g} TFLOP/s/dev")
+    parts.append(f"data wait {logs['perf/data_wait_fraction']:.1%}")
+    parts.append(f"step {logs['perf/step_time_s']:.3f}s")
+    parts.append(f"peak mem {logs['perf/peak_memory_gib']:.2f} GiB")
+    return "smoldist | " + " | ".join(parts)
