@@ -51,14 +51,8 @@ def smoldist(site: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_installed_package_is_the_one_running(installed, tmp_path):
-    p = subprocess.run(
-        [sys.executable, "-c", "import smoldist; print(smoldist.__file__)"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=dict(os.environ, PYTHONPATH=str(installed)),
-        timeout=120,
-    )
+    p = subprocess.run([sys.executable, "-c", "import smoldist; print(smoldist.__file__)"], capture_output=True,
+                       text=True, cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(installed)), timeout=120)
     assert p.stdout.strip().startswith(str(installed)), p.stdout + p.stderr
 
 
@@ -82,9 +76,8 @@ def test_submit_dry_run_points_at_shipped_scripts(installed, tmp_path):
     p = smoldist(installed, tmp_path, "submit", "--nodes", "2", "--dry-run")  # the bundled demo recipe
     assert p.returncode == 0, p.stderr
     share = installed / "smoldist" / "share"
-    assert str(share / "slurm" / "prepare.sbatch") in p.stdout and str(share / "slurm" / "train.sbatch") in p.stdout, (
-        p.stdout
-    )
+    for script in ("prepare.sbatch", "train.sbatch"):
+        assert str(share / "slurm" / script) in p.stdout, p.stdout
     for script in ("slurm/prepare.sbatch", "slurm/train.sbatch", "launch/node.sh", "launch/train.sh"):
         assert (share / script).is_file(), script
     assert (share / "launch" / "smollm2-135m" / "smoltalk.yaml").is_file()  # the recipes ship too

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+from smoldist.cli import main
 from tests.helpers import REPO, recipe_dict, write_recipe
 
 
@@ -22,30 +23,13 @@ def test_sbatch_scripts_ask_for_whole_nodes():
         assert "#SBATCH --exclusive" in text and "#SBATCH --mem=0" in text, script
 
 
-def test_submit_passes_cpus_and_memory(tiny_recipe, tmp_path):
-    p = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "smoldist",
-            "submit",
-            str(tiny_recipe),
-            "--nodes",
-            "2",
-            "--cpus-per-task",
-            "16",
-            "--mem",
-            "200G",
-            "--dry-run",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=clean_env(),
-    )
-    assert p.returncode == 0, p.stderr
-    lines = p.stdout.strip().splitlines()
-    assert len(lines) == 2 and all("--cpus-per-task=16 --mem=200G" in line for line in lines), p.stdout
+def test_submit_passes_cpus_and_memory(tiny_recipe, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # planning only: in this process
+    args = ["--nodes", "2", "--cpus-per-task", "16", "--mem", "200G", "--dry-run"]
+    assert main(["submit", str(tiny_recipe), *args]) == 0
+    out = capsys.readouterr().out
+    lines = out.strip().splitlines()
+    assert len(lines) == 2 and all("--cpus-per-task=16 --mem=200G" in line for line in lines), out
 
 
 def test_prepare_uses_the_cpus_it_was_given(tmp_path, conversations_file):
