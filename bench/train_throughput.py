@@ -39,40 +39,18 @@ REPO = HERE.parent
 PATHS = ("trl-nopack", "trl-bfd", "smoldist")
 ATTN = ("sdpa", "varlen", "flex_attention", "eager", "flash_attention_2")
 SMOLLM2 = {"vocab_size": 49152, "tie_word_embeddings": True, "rms_norm_eps": 1e-5}
+
+
+def llama(hidden: int, intermediate: int, layers: int, heads: int, kv_heads: int, **extra) -> dict:
+    return dict(extra, hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers,
+                num_attention_heads=heads, num_key_value_heads=kv_heads)
+
+
 SHAPES = {
-    "135M": dict(
-        SMOLLM2,
-        hidden_size=576,
-        intermediate_size=1536,
-        num_hidden_layers=30,
-        num_attention_heads=9,
-        num_key_value_heads=3,
-    ),
-    "360M": dict(
-        SMOLLM2,
-        hidden_size=960,
-        intermediate_size=2560,
-        num_hidden_layers=32,
-        num_attention_heads=15,
-        num_key_value_heads=5,
-    ),
-    "1.7B": dict(
-        SMOLLM2,
-        hidden_size=2048,
-        intermediate_size=8192,
-        num_hidden_layers=24,
-        num_attention_heads=32,
-        num_key_value_heads=32,
-    ),
-    # the smoke model: vocab sized to the demo tokenizer
-    "tiny": dict(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        tie_word_embeddings=True,
-    ),
+    "135M": llama(576, 1536, 30, 9, 3, **SMOLLM2),
+    "360M": llama(960, 2560, 32, 15, 5, **SMOLLM2),
+    "1.7B": llama(2048, 8192, 24, 32, 32, **SMOLLM2),
+    "tiny": llama(32, 64, 2, 4, 2, tie_word_embeddings=True),  # the smoke model: vocab sized to the demo tokenizer
 }
 DEMO_CORPUS = REPO / "smoldist" / "demo" / "conversations.jsonl"
 
@@ -92,12 +70,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--steps", type=int, default=20, help="timed optimizer steps")
     ap.add_argument("--warmup", type=int, default=5, help="untimed optimizer steps first (allocator, kernels, compile)")
     ap.add_argument("--rows", type=int, default=None, help="packed rows per micro-batch (default: 16384 tokens' worth)")
-    ap.add_argument(
-        "--nopack-batch",
-        type=int,
-        default=None,
-        help="trl-nopack conversations per micro-batch (default: token-matched)",
-    )
+    ap.add_argument("--nopack-batch", type=int, default=None,
+                    help="trl-nopack conversations per micro-batch (default: token-matched)")
     ap.add_argument("--paths", default=",".join(PATHS), help="comma-separated subset of " + ", ".join(PATHS))
     ap.add_argument("--attn", default="sdpa", help=f"comma-separated, of {', '.join(ATTN)}: every path runs under each")
     ap.add_argument("--compile", action="store_true", help="torch_compile=True in all three paths")
@@ -107,12 +81,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument(
         "--activation-checkpointing", action="store_true", help="in all three paths (default off: H200 has the memory)"
     )
-    ap.add_argument(
-        "--dtype",
-        default="bfloat16",
-        choices=["bfloat16", "float32"],
-        help="model.dtype: bfloat16 = fp32 master weights + bf16 autocast in all three paths (docs/precision.md)",
-    )
+    ap.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"],
+                    help="model.dtype: bfloat16 = fp32 master weights + bf16 autocast in all three paths "
+                    "(docs/precision.md)")
     ap.add_argument(
         "--peak-tflops", type=float, default=None, help="peak TFLOP/s per device for MFU (default: smoldist's table)"
     )
@@ -125,21 +96,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--work", type=Path, default=None, help="working directory (default: a temporary one)")
     ap.add_argument("--out", type=Path, default=None,
                     help="JSON results (default bench/results/train_throughput.json; -cpu-smoke.json with --cpu-smoke)")
-    ap.add_argument(
-        "--cpu-smoke",
-        action="store_true",
-        help="tiny model (hidden 32, 2 layers), seq_len 128, 1 warm-up + 3 timed steps, bundled demo data, CPU",
-    )
+    ap.add_argument("--cpu-smoke", action="store_true",
+                    help="tiny model (hidden 32, 2 layers), seq_len 128, 1 warm-up + 3 timed steps, bundled demo "
+                    "data, CPU")
     args = ap.parse_args(argv)
     if args.cpu_smoke:
-        args.shapes, args.seq_lens, args.steps, args.warmup, args.rows, args.dtype = (
-            "tiny",
-            "128",
-            3,
-            1,
-            args.rows or 32,
-            "float32",
-        )
+        args.shapes, args.seq_lens, args.steps, args.warmup = "tiny", "128", 3, 1
+        args.rows, args.dtype = args.rows or 32, "float32"
     args.out = args.out or HERE / "results" / f"train_throughput{'-cpu-smoke' if args.cpu_smoke else ''}.json"
     args.shapes = [s.strip() for s in args.shapes.split(",") if s.strip()]
     args.seq_lens = [int(s) for s in args.seq_lens.split(",") if s.strip()]
@@ -182,12 +145,8 @@ def build_data(args, work: Path) -> dict:
         tok_dir = Path(args.tokenizer).resolve()
     elif not (tok_dir / "tokenizer.json").is_file():
         bp.train_tokenizer(corpus, tok_dir)
-    return {
-        "corpus": str(corpus),
-        "tokenizer": str(tok_dir),
-        "kind": kind,
-        "conversations": sum(1 for _ in corpus.open()),
-    }
+    conversations = sum(1 for _ in corpus.open())
+    return {"corpus": str(corpus), "tokenizer": str(tok_dir), "kind": kind, "conversations": conversations}
 
 
 def base_recipe(args, data: dict, shape: str, seq_len: int, work: Path, procs: int, attn: str = "sdpa") -> dict:
@@ -229,12 +188,8 @@ def run_one(spec: dict, work: Path, env: dict) -> dict:
         oom = any("OutOfMemory" in line or "out of memory" in line for line in tail)
         print(f"  {name}: FAILED (exit {p.returncode}{', out of memory' if oom else ''}); log {log_path}", flush=True)
         print("    " + "\n    ".join(tail), flush=True)
-        return {
-            "path": spec["path"],
-            "error": "out of memory" if oom else f"exit {p.returncode}",
-            "log_tail": tail,
-            "wall_s": wall,
-        }
+        error = "out of memory" if oom else f"exit {p.returncode}"
+        return {"path": spec["path"], "error": error, "log_tail": tail, "wall_s": wall}
     result = json.loads(out_path.read_text())
     result["wall_s"] = wall
     print(
@@ -315,13 +270,8 @@ def main(argv=None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     work = work.resolve()
     procs = 1 if args.cpu_smoke else min(16, os.cpu_count() or 1)
-    env = dict(
-        os.environ,
-        WANDB_MODE="disabled",
-        TOKENIZERS_PARALLELISM="false",
-        HF_DATASETS_CACHE=str(work / "hf-cache"),
-        PYTHONUNBUFFERED="1",
-    )
+    env = dict(os.environ, WANDB_MODE="disabled", TOKENIZERS_PARALLELISM="false",
+               HF_DATASETS_CACHE=str(work / "hf-cache"), PYTHONUNBUFFERED="1")
     if args.cpu_smoke:
         env["CUDA_VISIBLE_DEVICES"] = ""  # CPU even on a GPU machine
     t0 = time.perf_counter()
@@ -350,26 +300,13 @@ def main(argv=None) -> int:
         for shape, attn in itertools.product(args.shapes, args.attn):
             paths = {}
             for path in args.paths:
-                spec = {
-                    "path": path,
-                    "shape": shape,
-                    "seq_len": seq_len,
-                    "attn": attn,
-                    "recipe": base_recipe(args, data, shape, seq_len, work, procs, attn),
-                    "corpus": data["corpus"],
-                    "rows": rows,
-                    "nopack_batch": nopack,
-                    "warmup": args.warmup,
-                    "steps": args.steps,
-                    "compile": args.compile,
-                    "liger": args.liger,
-                    "activation_checkpointing": args.activation_checkpointing,
-                    "peak_tflops": args.peak_tflops,
-                    "cpu": args.cpu_smoke,
-                    "procs": None if procs == 1 else procs,
-                    "output_dir": str(work / "runs" / f"{shape}-{seq_len}-{attn}-{path}"),
-                    "store_split": split,
-                }
+                spec = {"path": path, "shape": shape, "seq_len": seq_len, "attn": attn,
+                        "recipe": base_recipe(args, data, shape, seq_len, work, procs, attn),
+                        "corpus": data["corpus"], "rows": rows, "nopack_batch": nopack, "warmup": args.warmup,
+                        "steps": args.steps, "compile": args.compile, "liger": args.liger,
+                        "activation_checkpointing": args.activation_checkpointing, "peak_tflops": args.peak_tflops,
+                        "cpu": args.cpu_smoke, "procs": None if procs == 1 else procs,
+                        "output_dir": str(work / "runs" / f"{shape}-{seq_len}-{attn}-{path}"), "store_split": split}
                 paths[path] = run_one(spec, work, env)
             configs.append({"shape": shape, "seq_len": seq_len, "attn": attn, "init": SHAPES[shape], "paths": paths,
                             "ratios": ratios(paths)})
@@ -377,17 +314,10 @@ def main(argv=None) -> int:
     best = best_attention(configs)
     print_best(best)
     first = next((r for c in configs for r in c["paths"].values() if "error" not in r), {})
-    result = {
-        "mode": "cpu-smoke" if args.cpu_smoke else "full",
-        "device": first.get("device"),
-        "peak_tflops": first.get("peak_tflops"),
-        "versions": first.get("versions"),
-        "corpus": data,
-        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "configs": configs,
-        "best": best,
-        "wall_s": time.perf_counter() - t0,
-    }
+    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    result = {"mode": "cpu-smoke" if args.cpu_smoke else "full", "device": first.get("device"),
+              "peak_tflops": first.get("peak_tflops"), "versions": first.get("versions"), "corpus": data,
+              "settings": settings, "configs": configs, "best": best, "wall_s": time.perf_counter() - t0}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     print(f"\nwrote {args.out} ({time.perf_counter() - t0:.0f} s in all)")

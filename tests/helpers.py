@@ -58,6 +58,12 @@ def recipe_dict(tmp_path: Path, sources: list[dict], **sections) -> dict:
     return raw
 
 
+def one_row_recipe(tmp_path: Path, conversations_file: Path, max_steps: int, save_steps: int) -> Path:
+    """The tiny recipe with one row per device per micro-batch, as the multi-process tests run it."""
+    train = {"max_steps": max_steps, "save_steps": save_steps, "per_device_train_batch_size": 1}
+    return write_recipe(tmp_path, recipe_dict(tmp_path, [{"path": str(conversations_file)}], train=train))
+
+
 def write_recipe(tmp_path: Path, raw: dict, name: str = "recipe.yaml") -> Path:
     path = tmp_path / name
     path.write_text(yaml.safe_dump(raw, sort_keys=False, allow_unicode=True))

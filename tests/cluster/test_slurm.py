@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO, recipe_dict, write_recipe
+from tests.helpers import REPO, one_row_recipe, ranks
 
 pytestmark = pytest.mark.slurm
 CLUSTER_DIR = "/tmp/smoldist-slurm"
@@ -96,26 +96,21 @@ def history(run_dir: Path) -> list[tuple[int, float]]:
     return [(h["step"], h["loss"]) for h in state["log_history"] if "loss" in h]
 
 
-def ranks(run_dir: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted((run_dir / "ranks").glob("rank-*.json"))]
+def train_uninterrupted(slurm_env: dict, recipe: Path, tmp_path: Path, common: list[str]) -> None:
+    """The same training as one uninterrupted 2-node job, in tmp_path/whole: what a cut run must match."""
+    whole = run(["sbatch", "--wait", "--nodes=2", f"--output={tmp_path}/whole.out", "slurm/train.sbatch", str(recipe),
+                 *common, f"train.output_dir={tmp_path}/whole"], slurm_env)
+    assert whole.returncode == 0, read_log(tmp_path / "whole.out")[-3000:]
 
 
 @pytest.fixture
 def recipe(tmp_path, conversations_file):
-    return write_recipe(
-        tmp_path,
-        recipe_dict(
-            tmp_path,
-            [{"path": str(conversations_file)}],
-            train={"max_steps": 4, "save_steps": 1000, "per_device_train_batch_size": 1},
-        ),
-    )
+    return one_row_recipe(tmp_path, conversations_file, max_steps=4, save_steps=1000)
 
 
 def test_two_node_job_trains_as_one_world(slurm_env, recipe, tmp_path):
-    p = run(
-        ["sbatch", "--wait", "--nodes=2", f"--output={tmp_path}/%j.out", "slurm/train.sbatch", str(recipe)], slurm_env
-    )
+    p = run(["sbatch", "--wait", "--nodes=2", f"--output={tmp_path}/%j.out", "slurm/train.sbatch", str(recipe)],
+            slurm_env)
     assert p.returncode == 0, p.stderr + "".join(read_log(f) for f in tmp_path.glob("*.out"))
     seen = ranks(tmp_path / "run")
     assert [r["rank"] for r in seen] == [0, 1] and {r["world_size"] for r in seen} == {2}
@@ -124,49 +119,19 @@ def test_two_node_job_trains_as_one_world(slurm_env, recipe, tmp_path):
 
 
 def test_submit_prepares_then_trains_and_reuses_the_store(slurm_env, recipe, tmp_path):
-    first = run(
-        [
-            sys.executable,
-            "-m",
-            "smoldist",
-            "submit",
-            str(recipe),
-            "--nodes",
-            "2",
-            "--wait",
-            "--logs",
-            str(tmp_path / "logs"),
-        ],
-        slurm_env,
-        cwd=tmp_path,
-    )
+    submit = [sys.executable, "-m", "smoldist", "submit", str(recipe), "--nodes", "2", "--wait",
+              "--logs", str(tmp_path / "logs")]
+    first = run(submit, slurm_env, cwd=tmp_path)
     assert first.returncode == 0, first.stdout + first.stderr
     assert "prepare job" in first.stdout and "train job" in first.stdout
     prep_log = read_log(next((tmp_path / "logs").glob("smoldist-prepare-*.out")))
     assert "smoldist prepare: store" in prep_log
     train_log = read_log(next((tmp_path / "logs").glob("smoldist-train-*.out")))
     assert "reusing store" in train_log and "world size 2" in train_log
-    second = run(
-        [
-            sys.executable,
-            "-m",
-            "smoldist",
-            "submit",
-            str(recipe),
-            f"train.output_dir={tmp_path}/again",
-            "--nodes",
-            "2",
-            "--wait",
-            "--logs",
-            str(tmp_path / "logs"),
-        ],
-        slurm_env,
-        cwd=tmp_path,
-    )
+    second = run([*submit, f"train.output_dir={tmp_path}/again"], slurm_env, cwd=tmp_path)
     assert second.returncode == 0, second.stdout + second.stderr
-    assert "exists; no prepare job" in second.stdout and "prepare job" not in second.stdout.replace(
-        "no prepare job", ""
-    )
+    assert "exists; no prepare job" in second.stdout
+    assert "prepare job" not in second.stdout.replace("no prepare job", "")
     assert len(list((tmp_path / "logs").glob("smoldist-prepare-*.out"))) == 1
     assert len(ranks(tmp_path / "again")) == 2
 
@@ -176,20 +141,7 @@ def test_signalled_job_requeues_resumes_and_matches_an_uninterrupted_run(slurm_e
     # first, and the requeue must not wait behind rank 0's finish (srun --kill-on-bad-exit used to kill it there)
     slurm_env = dict(slurm_env, SMOLDIST_TEST_WANDB_FINISH_DELAY_S="15")
     common = ["train.max_steps=40", "train.logging_steps=1", "tracking.wandb.mode=offline"]
-    whole = run(
-        [
-            "sbatch",
-            "--wait",
-            "--nodes=2",
-            f"--output={tmp_path}/whole.out",
-            "slurm/train.sbatch",
-            str(recipe),
-            *common,
-            f"train.output_dir={tmp_path}/whole",
-        ],
-        slurm_env,
-    )
-    assert whole.returncode == 0, read_log(tmp_path / "whole.out")[-3000:]
+    train_uninterrupted(slurm_env, recipe, tmp_path, common)
 
     log = tmp_path / "cut.out"
     job = sbatch(
@@ -258,20 +210,7 @@ def test_job_warned_on_two_nodes_continues_on_one_node_and_matches(slurm_env, re
     to 1-2 nodes, as an operator would (`scontrol update JobId=<id> NumNodes=1-2 NumTasks=1`)."""
     # 1 row x 128 tokens per micro-batch: accumulation 1 on 2 nodes, 2 on 1 node; the same optimiser steps
     common = ["train.max_steps=24", "train.logging_steps=1", "train.global_batch_tokens=256"]
-    whole = run(
-        [
-            "sbatch",
-            "--wait",
-            "--nodes=2",
-            f"--output={tmp_path}/whole.out",
-            "slurm/train.sbatch",
-            str(recipe),
-            *common,
-            f"train.output_dir={tmp_path}/whole",
-        ],
-        slurm_env,
-    )
-    assert whole.returncode == 0, read_log(tmp_path / "whole.out")[-3000:]
+    train_uninterrupted(slurm_env, recipe, tmp_path, common)
 
     log = tmp_path / "elastic.out"
     job = sbatch(slurm_env, "--nodes=2", f"--output={log}", "slurm/train.sbatch", str(recipe), *common,

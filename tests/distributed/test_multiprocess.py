@@ -14,21 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import CONFIGS, REPO, accelerate, assert_one_job, free_port, losses, ranks, recipe_dict, write_recipe
+from tests.helpers import CONFIGS, REPO, accelerate, assert_one_job, free_port, losses, one_row_recipe, ranks
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
 def recipe(tmp_path, conversations_file):
-    return write_recipe(
-        tmp_path,
-        recipe_dict(
-            tmp_path,
-            [{"path": str(conversations_file)}],
-            train={"max_steps": 4, "save_steps": 100, "per_device_train_batch_size": 1},
-        ),
-    )
+    return one_row_recipe(tmp_path, conversations_file, max_steps=4, save_steps=100)
 
 
 def probe_of_saved_model(run_dir: Path) -> list[float]:

@@ -14,21 +14,14 @@ import pytest
 
 from smoldist.distributed.checkpoints import COMPLETE
 from smoldist.faults import SIGNAL_AT_STEP
-from tests.helpers import CONFIGS, REPO, accelerate, recipe_dict, write_recipe
+from tests.helpers import CONFIGS, REPO, accelerate, one_row_recipe
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
 def recipe(tmp_path, conversations_file):
-    return write_recipe(
-        tmp_path,
-        recipe_dict(
-            tmp_path,
-            [{"path": str(conversations_file)}],
-            train={"max_steps": 100000, "save_steps": 100000, "per_device_train_batch_size": 1},
-        ),
-    )
+    return one_row_recipe(tmp_path, conversations_file, max_steps=100000, save_steps=100000)
 
 
 def test_a_clean_stop_exits_zero_under_the_launcher(recipe, tmp_path):

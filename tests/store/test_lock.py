@@ -12,21 +12,14 @@ import sys
 
 import pytest
 
-from tests.helpers import CONFIGS, REPO, accelerate, assert_one_job, ranks, recipe_dict, write_recipe
+from tests.helpers import CONFIGS, REPO, accelerate, assert_one_job, one_row_recipe, ranks
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
 def recipe(tmp_path, conversations_file):
-    return write_recipe(
-        tmp_path,
-        recipe_dict(
-            tmp_path,
-            [{"path": str(conversations_file)}],
-            train={"max_steps": 3, "save_steps": 100, "per_device_train_batch_size": 1},
-        ),
-    )
+    return one_row_recipe(tmp_path, conversations_file, max_steps=3, save_steps=100)
 
 
 def test_concurrent_prepares_build_the_store_once(recipe, tmp_path):
