@@ -3,13 +3,15 @@
 Each switch is read in exactly one place of the code, through this module, so that every way a test
 reaches inside a run is listed here; unset (as for every user), a switch changes nothing.
 
-| variable | the fault | read by |
-|---|---|---|
-| SMOLDIST_FAULT_SIGNAL_AT_STEP=N | SIGUSR1 to this process after optimiser step N | distributed/preemption.py |
-| SMOLDIST_FAULT_SIGNAL_AT_EVAL_BATCH=N | SIGUSR1 after N batches of an evaluation | distributed/preemption.py |
-| SMOLDIST_FAULT_SIGNAL_AT_END_EVAL_BATCH=N | SIGUSR1 after N batches of `tracking.eval` | eval/end_of_run.py |
-| SMOLDIST_TEST_BUILD_DELAY_S=S | the store's builder sleeps S s in the lock (longer than ddp_timeout) | store/lock.py |
-| SMOLDIST_TEST_WANDB_FINISH_DELAY_S=S | W&B's finish takes S s more (as slow as an online one) | train/wandb_run.py |
+    switch                                       the fault                                       read in smoldist/
+    SMOLDIST_FAULT_SIGNAL_AT_STEP=N              SIGUSR1 after optimiser step N                  distributed/preemption
+    SMOLDIST_FAULT_SIGNAL_AT_EVAL_BATCH=N        SIGUSR1 after N batches of an evaluation        distributed/preemption
+    SMOLDIST_FAULT_SIGNAL_AT_END_EVAL_BATCH=N    SIGUSR1 after N batches of `tracking.eval`      eval/end_of_run
+    SMOLDIST_TEST_BUILD_DELAY_S=S                the store's builder holds the lock S s more     store/lock
+                                                 (a build longer than ddp_timeout)
+    SMOLDIST_TEST_WANDB_FINISH_DELAY_S=S         W&B's finish takes S s more (as online)         train/wandb_run
+    SMOLDIST_TEST_STEP_DELAY_S=S                 every optimiser step takes S s more (so that    distributed/preemption
+                                                 a signal sent from outside lands mid-run)
 
 Signals are real: sent with os.kill to this process, they go through the handler a user's signal would.
 """
@@ -25,6 +27,7 @@ SIGNAL_AT_EVAL_BATCH = "SMOLDIST_FAULT_SIGNAL_AT_EVAL_BATCH"
 SIGNAL_AT_END_EVAL_BATCH = "SMOLDIST_FAULT_SIGNAL_AT_END_EVAL_BATCH"
 BUILD_DELAY_S = "SMOLDIST_TEST_BUILD_DELAY_S"
 WANDB_FINISH_DELAY_S = "SMOLDIST_TEST_WANDB_FINISH_DELAY_S"
+STEP_DELAY_S = "SMOLDIST_TEST_STEP_DELAY_S"
 
 
 def count(switch: str) -> int | None:

@@ -73,6 +73,7 @@ class PreemptionCallback(TrainerCallback):
         self.eval_batches = 0
 
     def on_step_end(self, args, state, control, **kwargs):
+        faults.pause(faults.STEP_DELAY_S)  # before the check: a signal sent meanwhile stops at this step
         if self.fault_step is not None and state.global_step == self.fault_step:
             faults.send_stop_signal()
         if any_rank(self.flag.signum is not None):

@@ -81,6 +81,12 @@ def wait_for_end(env: dict, job: str, timeout: float = 300) -> str:
     return wait_until(ended, timeout, f"job {job} to end")
 
 
+def slow_steps(env: dict) -> dict:
+    """A job's env whose steps take 0.25 s more (faults.py): the tiny model trains a step in ~0.02 s, so without it a
+    24-step job can end between two polls, before the warning signal that the test sends after step 5 reaches it."""
+    return dict(env, SMOLDIST_TEST_STEP_DELAY_S="0.25")
+
+
 def logged_losses(log: Path) -> int:
     return read_log(log).count("smoldist | step") if log.exists() else 0  # one console line per logging step
 
@@ -144,15 +150,8 @@ def test_signalled_job_requeues_resumes_and_matches_an_uninterrupted_run(slurm_e
     train_uninterrupted(slurm_env, recipe, tmp_path, common)
 
     log = tmp_path / "cut.out"
-    job = sbatch(
-        slurm_env,
-        "--nodes=2",
-        f"--output={log}",
-        "slurm/train.sbatch",
-        str(recipe),
-        *common,
-        f"train.output_dir={tmp_path}/cut",
-    )
+    job = sbatch(slow_steps(slurm_env), "--nodes=2", f"--output={log}", "slurm/train.sbatch", str(recipe), *common,
+                 f"train.output_dir={tmp_path}/cut")
     wait_until(lambda: logged_losses(log) >= 5, 120, "5 logged steps")
     assert run(["scancel", "--signal=USR1", job], slurm_env).returncode == 0
     wait_until(
@@ -213,7 +212,7 @@ def test_job_warned_on_two_nodes_continues_on_one_node_and_matches(slurm_env, re
     train_uninterrupted(slurm_env, recipe, tmp_path, common)
 
     log = tmp_path / "elastic.out"
-    job = sbatch(slurm_env, "--nodes=2", f"--output={log}", "slurm/train.sbatch", str(recipe), *common,
+    job = sbatch(slow_steps(slurm_env), "--nodes=2", f"--output={log}", "slurm/train.sbatch", str(recipe), *common,
                  f"train.output_dir={tmp_path}/elastic")
     wait_until(lambda: logged_losses(log) >= 5, 120, "5 logged steps")
     assert "restart 0: 2 node(s)" in read_log(log)
