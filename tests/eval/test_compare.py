@@ -100,8 +100,7 @@ def test_a_real_fine_tune_on_gsm8k_is_called_better_on_held_out_loss(real_instru
     from transformers import AutoModelForCausalLM
 
     from smoldist.store.manifest import load_split
-    from tests.eval.test_eval import own_eval_loss
-    from tests.helpers import real_recipe
+    from tests.helpers import own_eval_loss, real_recipe
 
     recipe = load_recipe(
         real_recipe(
