@@ -87,6 +87,21 @@ def slow_steps(env: dict) -> dict:
     return dict(env, SMOLDIST_TEST_STEP_DELAY_S="0.25")
 
 
+def warn_and_requeue(slurm_env: dict, recipe: Path, log: Path, common: list[str], output_dir: Path) -> str:
+    """A 2-node train job, sent Slurm's time-limit warning (USR1) after 5 logged steps: returns its id once it has
+    requeued itself (pending, restart count 1)."""
+    job = sbatch(slow_steps(slurm_env), "--nodes=2", f"--output={log}", "slurm/train.sbatch", str(recipe), *common,
+                 f"train.output_dir={output_dir}")
+    wait_until(lambda: logged_losses(log) >= 5, 120, "5 logged steps")
+    assert run(["scancel", "--signal=USR1", job], slurm_env).returncode == 0
+
+    def requeued() -> bool:
+        return job_field(slurm_env, job, "Restarts") == "1" and job_field(slurm_env, job, "JobState") == "PENDING"
+
+    wait_until(requeued, 120, "the job to requeue itself")
+    return job
+
+
 def logged_losses(log: Path) -> int:
     return read_log(log).count("smoldist | step") if log.exists() else 0  # one console line per logging step
 
@@ -150,15 +165,7 @@ def test_signalled_job_requeues_resumes_and_matches_an_uninterrupted_run(slurm_e
     train_uninterrupted(slurm_env, recipe, tmp_path, common)
 
     log = tmp_path / "cut.out"
-    job = sbatch(slow_steps(slurm_env), "--nodes=2", f"--output={log}", "slurm/train.sbatch", str(recipe), *common,
-                 f"train.output_dir={tmp_path}/cut")
-    wait_until(lambda: logged_losses(log) >= 5, 120, "5 logged steps")
-    assert run(["scancel", "--signal=USR1", job], slurm_env).returncode == 0
-    wait_until(
-        lambda: job_field(slurm_env, job, "Restarts") == "1" and job_field(slurm_env, job, "JobState") == "PENDING",
-        120,
-        "the job to requeue itself",
-    )
+    job = warn_and_requeue(slurm_env, recipe, log, common, tmp_path / "cut")
     run(["scontrol", "update", f"JobId={job}", "StartTime=now"], slurm_env)  # skip Slurm's ~2 min hold on requeued jobs
     assert wait_for_end(slurm_env, job) in ("COMPLETED", "GONE")
 
@@ -212,16 +219,8 @@ def test_job_warned_on_two_nodes_continues_on_one_node_and_matches(slurm_env, re
     train_uninterrupted(slurm_env, recipe, tmp_path, common)
 
     log = tmp_path / "elastic.out"
-    job = sbatch(slow_steps(slurm_env), "--nodes=2", f"--output={log}", "slurm/train.sbatch", str(recipe), *common,
-                 f"train.output_dir={tmp_path}/elastic")
-    wait_until(lambda: logged_losses(log) >= 5, 120, "5 logged steps")
+    job = warn_and_requeue(slurm_env, recipe, log, common, tmp_path / "elastic")
     assert "restart 0: 2 node(s)" in read_log(log)
-    assert run(["scancel", "--signal=USR1", job], slurm_env).returncode == 0
-    wait_until(
-        lambda: job_field(slurm_env, job, "Restarts") == "1" and job_field(slurm_env, job, "JobState") == "PENDING",
-        120,
-        "the job to requeue itself",
-    )
     drain = run(["scontrol", "update", "NodeName=n2", "State=DRAIN", "Reason=smoldist-elastic-test"], slurm_env)
     assert drain.returncode == 0, drain.stderr
     try:
