@@ -243,7 +243,6 @@ def validate(recipe: Recipe) -> None:
         raise RecipeError(f"train.global_batch_tokens: {gbt} must be positive")
 
 
-
 DEMO_RECIPE = PACKAGE_DIR / "demo" / "demo.yaml"
 
 
