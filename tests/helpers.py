@@ -217,3 +217,21 @@ def own_eval_loss(model, rows) -> tuple[float, int]:
             total += float(torch.nn.functional.cross_entropy(logits[keep], labels[keep], reduction="sum"))
             count += int(keep.sum())
     return total / count, count
+
+
+# ---- chat templates of other model families on the tiny tokenizer (tests/data/test_derived_masks.py)
+
+
+def family_tokenizer(folder: Path, template: str | None, specials: list[str], bos: str, eos: str) -> Path:
+    """The demo tokenizer plus a family's special tokens, saved with that family's template (None: no template)."""
+    from tokenizers import AddedToken, Tokenizer
+
+    tok = Tokenizer.from_file(str(REPO / "smoldist" / "demo" / "tokenizer" / "tokenizer.json"))
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
+    folder.mkdir(parents=True, exist_ok=True)
+    tok.save(str(folder / "tokenizer.json"))
+    config = {"tokenizer_class": "TokenizersBackend", "bos_token": bos, "eos_token": eos, "pad_token": "<|endoftext|>"}
+    if template is not None:
+        config["chat_template"] = template
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    return folder

@@ -40,7 +40,9 @@ class ModelConfig:
     name_or_path: str | None = help_field(None, "hub id or local directory of a pretrained model")
     init: dict | None = help_field(None, "architecture dict (LlamaConfig keys): random init instead of loading weights")
     tokenizer: str | None = help_field(None, "tokenizer hub id or directory; defaults to name_or_path")
-    chat_template: str = help_field("smollm2", "bundled template name (smollm2) or a path to a .jinja file")
+    chat_template: str = help_field(
+        "smollm2", "bundled template (smollm2, chatml), `tokenizer` (the model's own), or a path to a .jinja file"
+    )
     default_system_prompt: bool = help_field(
         True, "smollm2: insert SmolLM's default system prompt when a conversation has none"
     )

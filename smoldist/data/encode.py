@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from smoldist.data.converters import Document
+from smoldist.data.templates import has_generation_markers
+from smoldist.data.templates.derive import check_end_of_turn, check_token_edges, derive_spans
 from smoldist.data.templates.render import make_renderer
 from smoldist.data.tokenizer import PrepTokenizer
 
@@ -40,15 +42,21 @@ class EncodedBatch:
 class Encoder:
     """Documents -> flat token buffers. `render` maps conversations to (texts, loss spans)."""
 
-    def __init__(self, backend_tokenizer, render, loss_on: str, eos_id: int):
+    def __init__(self, backend_tokenizer, render, loss_on: str, eos_id: int, derived: bool = False):
         self.tok = backend_tokenizer  # tokenizers.Tokenizer
         self.render = render
         self.loss_on = loss_on
         self.eos_id = eos_id
+        self.derived = derived  # spans derived from prefix renderings: each document's token edges are checked
 
     @classmethod
     def for_template(cls, tok: PrepTokenizer, template: str, loss_on: str) -> Encoder:
-        """The encoder `prepare` and `preview` use: this tokenizer, this template's renderer."""
+        """The encoder `prepare` and `preview` use: this tokenizer, this template's renderer (or, for a template
+        without generation markers whose assistant turns alone are trained, spans derived from the template)."""
+        if loss_on == "assistant" and not has_generation_markers(template):
+            eot = check_end_of_turn(template, tok.backend, tok.special_tokens)
+            render = lambda convs: derive_spans(template, tok.special_tokens, eot, convs)  # noqa: E731
+            return cls(tok.backend, render, loss_on, tok.eos_token_id, derived=True)
         return cls(tok.backend, make_renderer(template, tok.special_tokens), loss_on, tok.eos_token_id)
 
     def encode(self, docs: list[Document]) -> EncodedBatch:
@@ -64,6 +72,8 @@ class Encoder:
                 enc, doc_spans = chat_encs[ci], spans[ci]
                 ci += 1
                 ids = np.asarray(enc.ids, dtype=np.int32)
+                if self.derived:
+                    check_token_edges(enc, doc_spans, chats[ci - 1])
                 trained = span_mask(enc, doc_spans) if self.loss_on == "assistant" else np.ones(len(ids), dtype=bool)
             else:  # plain text: every token trained, and the document ends with EOS
                 ids = np.append(np.asarray(plain_encs[pi].ids, dtype=np.int32), np.int32(self.eos_id))

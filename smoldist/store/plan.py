@@ -14,6 +14,7 @@ from pathlib import Path
 from smoldist.config import DataConfig, ModelConfig
 from smoldist.data.sources import ResolvedSource, resolve_source
 from smoldist.data.templates import recipe_template
+from smoldist.data.templates.derive import check_end_of_turn
 from smoldist.data.tokenizer import PrepTokenizer, load_prep_tokenizer
 from smoldist.store.hash_cache import HashCache
 from smoldist.store.manifest import compute_key, store_dir
@@ -68,6 +69,8 @@ def plan_store(model: ModelConfig, data: DataConfig) -> StorePlan:
     sources = [resolve_source(s, f"data.sources.{i}") for i, s in enumerate(data.sources)]
     tok = load_prep_tokenizer(model)
     template = recipe_template(model, data)
+    if any(s.format != "text" for s in data.sources):  # refused before any work: a turn end the model cannot stop on
+        check_end_of_turn(template, tok.backend, tok.special_tokens)
     hashes = HashCache.for_store(data.store)
     inputs = store_key_inputs(data, sources, tok.fingerprint, template, hashes)
     hashes.save()

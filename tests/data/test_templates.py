@@ -12,7 +12,7 @@ from transformers.utils.chat_template_utils import render_jinja_template
 
 from smoldist.config import ModelConfig
 from smoldist.data.encode import Encoder
-from smoldist.data.templates import check_template, has_generation_markers, load_template
+from smoldist.data.templates import has_generation_markers, load_template
 from smoldist.data.templates.render import make_renderer, render_smollm2, render_with_jinja
 from smoldist.data.tokenizer import load_prep_tokenizer
 from smoldist.errors import RecipeError
@@ -110,16 +110,23 @@ def test_masks_decode_to_each_assistant_turn():
         assert turns == [m["content"] + "<|im_end|>" for m in msgs if m["role"] == "assistant"]
 
 
-def test_template_without_generation_markers(tmp_path):
+def test_template_without_generation_markers_gets_derived_masks(tmp_path):
+    """The stock template has no markers: its masks are derived, and equal the bundled template's."""
     path = tmp_path / "stock.jinja"
     path.write_text(STOCK)
     template = load_template(str(path))
     assert template == STOCK and not has_generation_markers(template)
-    with pytest.raises(RecipeError, match=r"has no \{% generation %\}.*or set data.loss_on: all"):
-        check_template(template, str(path), "assistant")
-    check_template(template, str(path), "all")  # fine when every token is trained
+    tok = load_prep_tokenizer(ModelConfig(tokenizer="pkg:demo/tokenizer", init={"x": 1}))
+    from smoldist.data.converters import Document
+
+    docs = [Document(messages=[{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello there"},
+                               {"role": "user", "content": "More"}, {"role": "assistant", "content": "Sure."}])]
+    derived, marked = Encoder.for_template(tok, STOCK, "assistant"), Encoder.for_template(tok, OURS, "assistant")
+    assert derived.derived and not marked.derived
+    a, b = derived.encode(docs), marked.encode(docs)
+    assert a.ids.tolist() == b.ids.tolist() and a.labels.tolist() == b.labels.tolist()
 
 
 def test_unknown_template_is_refused():
-    with pytest.raises(RecipeError, match="neither a bundled template"):
+    with pytest.raises(RecipeError, match=r"neither a bundled template \(smollm2, chatml\), 'tokenizer'"):
         load_template("chatml-v9")

@@ -1,15 +1,18 @@
-"""Chat templates: bundled by name (`smollm2`) or a user's `.jinja` file, checked for loss masking."""
+"""Chat templates: bundled by name (`smollm2`, `chatml`), the model's own (`tokenizer`), or a user's `.jinja` file."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 from smoldist.config import DataConfig, ModelConfig, resolve_path
+from smoldist.data.tokenizer import tokenizer_dir
 from smoldist.errors import RecipeError
 
 TEMPLATE_DIR = Path(__file__).resolve().parent
-BUNDLED = {"smollm2": TEMPLATE_DIR / "smollm2.jinja"}
+BUNDLED = {"smollm2": TEMPLATE_DIR / "smollm2.jinja", "chatml": TEMPLATE_DIR / "chatml.jinja"}
+FROM_TOKENIZER = "tokenizer"
 SMOLLM2_DEFAULT_SYSTEM_BLOCK = (
     "{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\n"
     "You are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}{% endif %}"
@@ -21,15 +24,15 @@ def load_template(spec: str, default_system_prompt: bool = True) -> str:
     """The exact template string for `model.chat_template` (it is hashed into the store key)."""
     if spec in BUNDLED:
         text = BUNDLED[spec].read_text()
-        if not default_system_prompt:
+        if not default_system_prompt and spec == "smollm2":
             assert SMOLLM2_DEFAULT_SYSTEM_BLOCK in text, "bundled template lost its system block"
             text = text.replace(SMOLLM2_DEFAULT_SYSTEM_BLOCK, "")
         return text
     path = Path(spec)
     if path.suffix != ".jinja" or not path.is_file():
         raise RecipeError(
-            f"model.chat_template: '{spec}' is neither a bundled template ({', '.join(BUNDLED)}) "
-            "nor an existing .jinja file"
+            f"model.chat_template: '{spec}' is neither a bundled template ({', '.join(BUNDLED)}), "
+            f"'{FROM_TOKENIZER}' (the model's own) nor an existing .jinja file"
         )
     if not default_system_prompt:
         raise RecipeError(
@@ -42,19 +45,27 @@ def has_generation_markers(template: str) -> bool:
     return bool(GENERATION_RE.search(template))
 
 
-def check_template(template: str, spec: str, loss_on: str) -> None:
-    """Refuse, before any work, a template that cannot mark assistant tokens when they alone are trained."""
-    if loss_on == "assistant" and not has_generation_markers(template):
+def tokenizer_template(model: ModelConfig) -> str:
+    """The template the model's tokenizer ships: chat_template.jinja, else tokenizer_config.json's chat_template."""
+    folder = tokenizer_dir(model)
+    if (folder / "chat_template.jinja").is_file():
+        return (folder / "chat_template.jinja").read_text()
+    config = folder / "tokenizer_config.json"
+    template = json.loads(config.read_text()).get("chat_template") if config.is_file() else None
+    if isinstance(template, list):  # [{"name": "default", "template": ...}, {"name": "tool_use", ...}]
+        template = next((t["template"] for t in template if t.get("name") == "default"), None)
+    if not isinstance(template, str) or not template:
         raise RecipeError(
-            f"model.chat_template: '{spec}' has no {{% generation %}}...{{% endgeneration %}} markers around assistant "
-            "turns, so assistant tokens cannot be masked; add them (see smoldist/data/templates/smollm2.jinja) "
-            "or set data.loss_on: all"
+            f"model.chat_template: tokenizer: {folder} ships no chat template (no chat_template.jinja, none in "
+            "tokenizer_config.json); name a bundled one (chatml for a base model) or a .jinja file"
         )
+    return template
 
 
 def recipe_template(model: ModelConfig, data: DataConfig) -> str:
-    """The exact template the recipe trains with, refused now if it cannot mask what `data.loss_on` asks."""
-    template = load_template(resolve_path(model.chat_template), model.default_system_prompt)
-    if any(s.format != "text" for s in data.sources):
-        check_template(template, model.chat_template, data.loss_on)
-    return template
+    """The exact template the recipe trains with (hashed into the store key whatever its origin)."""
+    if model.chat_template == FROM_TOKENIZER:
+        if not model.default_system_prompt:
+            raise RecipeError("model.default_system_prompt: false applies to the bundled smollm2 template only")
+        return tokenizer_template(model)
+    return load_template(resolve_path(model.chat_template), model.default_system_prompt)

@@ -51,6 +51,16 @@ def render_with_jinja(template: str, template_kwargs: dict) -> Renderer:
     return render
 
 
+def render_texts(template: str, conversations: list[list[dict]], generation_prompt: bool, kwargs: dict) -> list[str]:
+    """The template's text for each conversation, exactly as `apply_chat_template(tokenize=False)` writes it."""
+    from transformers.utils.chat_template_utils import render_jinja_template
+
+    if not conversations:
+        return []
+    return render_jinja_template(conversations=conversations, chat_template=template,
+                                 add_generation_prompt=generation_prompt, **kwargs)[0]
+
+
 def make_renderer(template: str, template_kwargs: dict) -> Renderer:
     for default_system in (True, False):
         if template == load_template("smollm2", default_system):
