@@ -235,3 +235,24 @@ def family_tokenizer(folder: Path, template: str | None, specials: list[str], bo
         config["chat_template"] = template
     (folder / "tokenizer_config.json").write_text(json.dumps(config))
     return folder
+
+
+def save_base_without_chatml(folder: Path) -> Path:
+    """A tiny base model (tied embeddings) whose byte-level BPE vocabulary has no ChatML tokens and no template."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+
+    from smoldist.model.build import architecture_config
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer, bpe.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
+    corpus = [m["content"] for c in CONVERSATIONS for m in c["messages"]] * 4
+    bpe.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>"],
+                                                         initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>", bos_token="<|endoftext|>")
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(architecture_config(dict(TINY_INIT, tie_word_embeddings=True), tok))
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder

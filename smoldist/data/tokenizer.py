@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from smoldist.config import ModelConfig, resolve_path
@@ -17,6 +17,13 @@ from smoldist.errors import DataError
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 SPECIAL_KEYS = ("bos_token", "eos_token", "pad_token", "unk_token")
+CHATML_TOKENS = ("<|im_start|>", "<|im_end|>")
+
+
+def tokens_to_add(model: ModelConfig, has_token) -> list[str]:
+    """ChatML's special tokens that the vocabulary lacks when the bundled chatml template is asked of it (a base
+    model): added as special tokens, so a turn ends in one token the model can stop on. Prep and training both ask."""
+    return [t for t in CHATML_TOKENS if not has_token(t)] if model.chat_template == "chatml" else []
 
 
 def tokenizer_dir(model: ModelConfig) -> Path:
@@ -49,6 +56,7 @@ class PrepTokenizer:
     backend: object  # tokenizers.Tokenizer
     special_tokens: dict[str, str]
     fingerprint: str
+    added: dict[str, int] = field(default_factory=dict)  # special tokens added to the vocabulary, and their ids
 
     @property
     def eos_token_id(self) -> int:
@@ -62,7 +70,7 @@ class PrepTokenizer:
 
 
 def load_prep_tokenizer(model: ModelConfig) -> PrepTokenizer:
-    from tokenizers import Tokenizer
+    from tokenizers import AddedToken, Tokenizer
 
     folder = tokenizer_dir(model)
     h = hashlib.sha256()
@@ -77,4 +85,8 @@ def load_prep_tokenizer(model: ModelConfig) -> PrepTokenizer:
     special = {k: t for k, v in config.items() if (t := _token_text(v))}
     if "eos_token" not in special:
         raise DataError(f"model.tokenizer: {folder} names no eos_token in tokenizer_config.json")
-    return PrepTokenizer(Tokenizer.from_file(str(folder / "tokenizer.json")), special, h.hexdigest())
+    backend = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    added = tokens_to_add(model, lambda t: backend.token_to_id(t) is not None)
+    if added:  # the store's tokens are those of the extended vocabulary; its key says so (store/plan.py)
+        backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in added])
+    return PrepTokenizer(backend, special, h.hexdigest(), {t: backend.token_to_id(t) for t in added})

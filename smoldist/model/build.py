@@ -6,7 +6,7 @@ from __future__ import annotations
 import inspect
 
 from smoldist.config import ModelConfig, closest, resolve_path
-from smoldist.data.tokenizer import tokenizer_dir
+from smoldist.data.tokenizer import tokenizer_dir, tokens_to_add
 from smoldist.errors import DataError, RecipeError
 
 
@@ -18,7 +18,24 @@ def load_tokenizer(model: ModelConfig):
     tok = AutoTokenizer.from_pretrained(str(folder))
     if not getattr(tok, "is_fast", False):
         raise DataError(f"model.tokenizer: '{folder}' has no fast (Rust) tokenizer; smoldist needs tokenizer.json")
+    added = tokens_to_add(model, lambda t: t in tok.get_vocab())
+    if added:  # the same tokens, in the same order, as prepare added: the same ids (a test checks)
+        from tokenizers import AddedToken
+
+        tok.add_tokens([AddedToken(t, special=True, normalized=False) for t in added], special_tokens=True)
+    tok.smoldist_added = {t: tok.convert_tokens_to_ids(t) for t in added}  # build_model makes rows for them
     return tok
+
+
+def init_added_rows(model, first_added: int) -> None:
+    """Rows from `first_added` on (tokens just added) start at the mean of the existing rows, in the input
+    embedding and, when untied, in the output head: the new tokens start where the model's average token is."""
+    import torch
+
+    with torch.no_grad():
+        layers = [model.get_input_embeddings(), model.get_output_embeddings()]
+        for w in {id(x.weight): x.weight for x in layers if x is not None}.values():
+            w[first_added:] = w[:first_added].mean(dim=0, keepdim=True)
 
 
 def architecture_config(init: dict, tokenizer):
@@ -66,6 +83,14 @@ def build_model(cfg: ModelConfig, tokenizer, training: bool = True):
                                                          attn_implementation=cfg.attn_implementation)
         except OSError as e:
             raise RecipeError(f"model.name_or_path: cannot load '{name}': {e}") from None
+    added = getattr(tokenizer, "smoldist_added", {})
+    if added and not cfg.init:
+        if hasattr(model.get_input_embeddings().weight, "ds_id"):
+            raise RecipeError("model.chat_template: chatml adds tokens to this vocabulary, which smoldist does not do "
+                              "under ZeRO-3 (partitioned embeddings); use ZeRO-2 or DDP")
+        if len(tokenizer) > model.config.vocab_size:  # ties stay tied: transformers resizes both and re-ties
+            model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+        init_added_rows(model, min(added.values()))
     if len(tokenizer) > model.config.vocab_size:
         raise RecipeError(
             f"model: tokenizer has {len(tokenizer)} tokens but the model's vocab_size is {model.config.vocab_size}"

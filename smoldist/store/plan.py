@@ -31,11 +31,11 @@ def source_identity(src: ResolvedSource, hashes: HashCache | None = None) -> dic
 
 
 def store_key_inputs(data: DataConfig, sources: list[ResolvedSource], tok_hash: str, template: str,
-                     hashes: HashCache | None = None) -> dict:
+                     hashes: HashCache | None = None, added_tokens: dict[str, int] | None = None) -> dict:
     """Everything that changes the tokens, and nothing else (learning rate, shards, num_proc stay out)."""
     converter_keys = ("format", "messages_field", "role_field", "content_field", "prompt_field", "completion_field",
                       "text_field", "columns", "system_prompt", "prefix", "max_samples", "fraction")
-    return {
+    inputs = {
         "sources": [
             {"identity": source_identity(s, hashes), "converter": {k: getattr(s.spec, k) for k in converter_keys}}
             for s in sources
@@ -49,6 +49,9 @@ def store_key_inputs(data: DataConfig, sources: list[ResolvedSource], tok_hash: 
         "eval_fraction": data.eval_fraction,
         "seed": data.seed,
     }
+    if added_tokens:  # only then: the keys of stores built without added tokens stay what they were
+        inputs["added_tokens"] = added_tokens
+    return inputs
 
 
 @dataclass
@@ -72,7 +75,7 @@ def plan_store(model: ModelConfig, data: DataConfig) -> StorePlan:
     if any(s.format != "text" for s in data.sources):  # refused before any work: a turn end the model cannot stop on
         check_end_of_turn(template, tok.backend, tok.special_tokens)
     hashes = HashCache.for_store(data.store)
-    inputs = store_key_inputs(data, sources, tok.fingerprint, template, hashes)
+    inputs = store_key_inputs(data, sources, tok.fingerprint, template, hashes, tok.added)
     hashes.save()
     key = compute_key(inputs)
     return StorePlan(sources, tok, template, inputs, key, store_dir(data.store, key), hashes)
