@@ -219,7 +219,59 @@ def own_eval_loss(model, rows) -> tuple[float, int]:
     return total / count, count
 
 
-# ---- chat templates of other model families on the tiny tokenizer (tests/data/test_derived_masks.py)
+# ---- chat templates of other model families (tests/data/test_derived_masks.py, test_real_templates.py)
+
+# Meta-Llama-3-8B-Instruct's template, as its tokenizer_config.json ships it.
+LLAMA3 = (
+    "{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = '<|start_header_id|>' + "
+    "message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim + '<|eot_id|>' %}{% if loop.index0 == 0 %}"
+    "{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}{% if add_generation_prompt %}"
+    "{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
+)
+LLAMA3_SPECIALS = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
+# Gemma's: the system prompt folded into the first user turn, the assistant called `model`.
+GEMMA = (
+    "{{ bos_token }}{%- if messages[0]['role'] == 'system' -%}{%- set first_user_prefix = messages[0]['content'] + "
+    "'\n\n' -%}{%- set loop_messages = messages[1:] -%}{%- else -%}{%- set first_user_prefix = \"\" -%}"
+    "{%- set loop_messages = messages -%}{%- endif -%}{%- for message in loop_messages -%}"
+    "{%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{%- endif -%}"
+    "{%- if (message['role'] == 'assistant') -%}{%- set role = \"model\" -%}{%- else -%}"
+    "{%- set role = message['role'] -%}{%- endif -%}"
+    "{{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else \"\") }}"
+    "{{ message['content'] | trim }}{{ '<end_of_turn>\n' }}{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{'<start_of_turn>model\n'}}{%- endif -%}"
+)
+GEMMA_SPECIALS = ["<bos>", "<eos>", "<start_of_turn>", "<end_of_turn>"]
+
+
+def assert_exact(folder, template: str, eot: str, convs: list[list[dict]], chat_template: str = "tokenizer") -> None:
+    """Every document's tokens are apply_chat_template's, and its trained tokens are the assistant turns + eot."""
+    from transformers import AutoTokenizer
+
+    from smoldist.config import ModelConfig
+    from smoldist.data.converters import Document
+    from smoldist.data.encode import Encoder
+    from smoldist.data.tokenizer import load_prep_tokenizer
+
+    tok = load_prep_tokenizer(ModelConfig(tokenizer=str(folder), init={"hidden_size": 8}, chat_template=chat_template))
+    hf = AutoTokenizer.from_pretrained(str(folder))
+    hf.chat_template = template
+    batch = Encoder.for_template(tok, template, "assistant").encode([Document(messages=m) for m in convs])
+    start = 0
+    for msgs, n in zip(convs, batch.lengths.tolist()):
+        ids, labels = batch.ids[start:start + n].tolist(), batch.labels[start:start + n].tolist()
+        start += n
+        assert ids == list(hf.apply_chat_template(msgs, tokenize=True, return_dict=True)["input_ids"])
+        turns, cur = [], []
+        for t, lab in zip(ids, labels):
+            if lab != -100:
+                cur.append(t)
+                if t == tok.token_to_id(eot):
+                    turns.append(tok.decode(cur)), cur.clear()
+        assert cur == []
+        assert turns == [m["content"].strip() + eot for m in msgs if m["role"] == "assistant"]
+
 
 
 def family_tokenizer(folder: Path, template: str | None, specials: list[str], bos: str, eos: str) -> Path:

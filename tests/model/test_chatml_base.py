@@ -66,13 +66,12 @@ def test_trained_base_model_stops_on_im_end_under_plain_generate(base, tmp_path)
 
     convs = [{"messages": [{"role": "user", "content": f"Hello {i}!"}, {"role": "assistant", "content": "ok"}]}
              for i in range(16)]
-    raw = recipe_dict(tmp_path, [{"path": str(write_jsonl(tmp_path / "c.jsonl", convs))}],
-                      train={"max_steps": 60, "learning_rate": 1e-2, "save_steps": 60, "per_device_train_batch_size": 4})
+    train = {"max_steps": 60, "learning_rate": 1e-2, "save_steps": 60, "per_device_train_batch_size": 4}
+    raw = recipe_dict(tmp_path, [{"path": str(write_jsonl(tmp_path / "c.jsonl", convs))}], train=train)
     raw["model"] = {"name_or_path": str(base), "chat_template": "chatml", "dtype": "float32"}
     run(load_recipe(write_recipe(tmp_path, raw)))
     out = tmp_path / "run"
-    manifest_inputs = json.loads((out / "tokenizer_config.json").read_text())
-    assert manifest_inputs["eos_token"] == "<|im_end|>"
+    assert json.loads((out / "tokenizer_config.json").read_text())["eos_token"] == "<|im_end|>"
     tok, model = AutoTokenizer.from_pretrained(out), AutoModelForCausalLM.from_pretrained(out)
     im_end = tok.convert_tokens_to_ids("<|im_end|>")
     assert len(tok.tokenize("<|im_end|>")) == 1 and model.config.vocab_size == len(tok)
