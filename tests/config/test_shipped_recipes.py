@@ -21,8 +21,9 @@ def test_the_four_recipes_exist():
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_recipe_resolves(path):
     r = load_recipe(path)
-    assert r.model.name_or_path.startswith("HuggingFaceTB/SmolLM2-")
-    recipe_template(r.model, r.data)  # template exists and suits loss_on
+    assert r.model.name_or_path.startswith(("HuggingFaceTB/SmolLM2-", "google/gemma-3-"))
+    if r.model.chat_template != "tokenizer":  # the model's own template lives on the hub
+        recipe_template(r.model, r.data)  # template exists
     rows = r.train["per_device_train_batch_size"]
     for world in (1, 2, 4, 8):  # 1 GPU up to 8 GPUs take the same global batch
         gas = gradient_accumulation(r.train["global_batch_tokens"], rows, r.data.seq_len, world)
