@@ -269,6 +269,35 @@ def print_table(results: list[dict]) -> None:
               f"unchanged re-run {s['reuse_s']:.2f} s{extra}")
 
 
+def bench_derived_masks(pool: list[tuple[str, str]], n: int) -> None:
+    """Encoder throughput in-process, one batch of n multi-turn conversations: the bundled template's direct renderer,
+    a marked template through jinja, and masks derived from the same template without markers (three renders a turn)."""
+    from smoldist.config import ModelConfig
+    from smoldist.data.converters import Document
+    from smoldist.data.encode import Encoder
+    from smoldist.data.templates import load_template
+    from smoldist.data.tokenizer import load_prep_tokenizer
+
+    rng = random.Random(0)
+    docs = []
+    for _ in range(n):
+        msgs = []
+        for q, a in rng.sample(pool, rng.randint(1, 3)):
+            msgs += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+        docs.append(Document(messages=msgs))
+    tok = load_prep_tokenizer(ModelConfig(tokenizer="pkg:demo/tokenizer", init={"x": 1}))
+    marked = load_template("smollm2")
+    unmarked = marked.replace("{% generation %}", "").replace("{% endgeneration %}", "")
+    for name, template in (("smollm2 direct", marked), ("chatml jinja markers", load_template("chatml")),
+                           ("derived (no markers)", unmarked)):
+        enc = Encoder.for_template(tok, template, "assistant")
+        t0 = time.perf_counter()
+        batch = enc.encode(docs)
+        dt = time.perf_counter() - t0
+        print(f"{name:22s} {n:,} conversations {int(batch.lengths.sum()):,} tokens in {dt:.2f} s: "
+              f"{batch.lengths.sum() / dt / 1e3:,.0f} k tokens/s")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--conversations", type=int, default=20000)
@@ -283,7 +312,11 @@ def main() -> None:
     )
     ap.add_argument("--work", type=Path, default=None, help="working directory (default: a temporary one)")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "prepare.json")
+    ap.add_argument("--mode", choices=["prepare", "derived-masks"], default="prepare",
+                    help="derived-masks: what deriving masks from a template without markers costs (in-process)")
     args = ap.parse_args()
+    if args.mode == "derived-masks":
+        return bench_derived_masks(qa_pool(args.gsm8k, 8000, seed=0), args.conversations)
 
     args.work = args.work or Path(tempfile.mkdtemp(prefix="smoldist-bench-"))
     pool = qa_pool(args.gsm8k, 8000, seed=0)
