@@ -119,15 +119,13 @@ def run_command(ns: argparse.Namespace) -> int:
 
         preview(recipe.model, recipe.data, n=ns.n)
         return 0
-    if ns.accelerate_config or ns.dry_run:
-        from smoldist.cluster.launcher import plan_from_args, spawn
+    from smoldist.cluster.launcher import plan_from_args, spawn
 
-        if not ns.accelerate_config:
-            ns.accelerate_config = "single_gpu"
-        plan = plan_from_args(ns, path, overrides)
-        if ns.dry_run:
-            print(plan.describe(only_rank=ns.machine_rank))
-            return 0
+    plan = plan_from_args(ns, path, overrides)  # one plan: --dry-run prints it, the run below runs it
+    if ns.dry_run:
+        print(plan.describe(only_rank=ns.machine_rank))
+        return 0
+    if plan.config is not None:
         return spawn(plan, ns.machine_rank or 0)
     from smoldist.distributed.preemption import stopped_exit_code
     from smoldist.train.run import run

@@ -2,6 +2,10 @@
 
     smoldist train RECIPE --accelerate-config multi_gpu --num-processes 8
     smoldist train RECIPE --accelerate-config zero3 --num-machines 4 --gpus-per-node 8 --dry-run
+    smoldist train RECIPE --num-processes 2        # no config named: multi_gpu with GPUs, else cpu_ddp
+
+One plan serves --dry-run and the run (`plan_from_args`): what runs is what the dry run shows. Without any
+launch flag, `smoldist train` trains in its own process, and the dry run says so.
 
 accelerate's `--num_processes` counts processes on ALL machines; `--machine_rank` differs per node
 and must be evaluated on that node (by launch/node.sh under Slurm), never in the batch step.
@@ -38,7 +42,7 @@ def find_accelerate_config(name: str) -> Path:
 
 @dataclass
 class LaunchPlan:
-    config: Path
+    config: Path | None  # None: one process, run in the `smoldist train` process itself (no launcher)
     recipe: str | None
     overrides: list[str]
     num_machines: int = 1
@@ -51,6 +55,8 @@ class LaunchPlan:
         return self.num_machines * self.procs_per_machine
 
     def command(self, machine_rank: int | str) -> list[str]:
+        if self.config is None:  # what the in-process run amounts to
+            return [sys.executable, "-m", "smoldist.train", *([self.recipe] if self.recipe else []), *self.overrides]
         cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(self.config),
                "--num_processes", str(self.world_size), "--num_machines", str(self.num_machines)]
         if self.num_machines > 1:
@@ -59,27 +65,45 @@ class LaunchPlan:
         return cmd + ([self.recipe] if self.recipe else []) + list(self.overrides)
 
     def env(self) -> dict[str, str]:
-        return {EXPECTED_WORLD_ENV: str(self.world_size)}
+        return {} if self.config is None else {EXPECTED_WORLD_ENV: str(self.world_size)}
 
     def describe(self, only_rank: int | None = None) -> str:
         """What --dry-run prints: one line per node (or just `only_rank`'s), ready to paste."""
-        lines = [
-            f"# {self.num_machines} node(s) x {self.procs_per_machine} process(es) = world size {self.world_size}, "
-            f"config {self.config}"
-        ]
-        for rank in range(self.num_machines) if only_rank is None else [only_rank]:
-            env = " ".join(f"{k}={v}" for k, v in self.env().items())
-            lines.append(f"node {rank}: {env} {shlex.join(self.command(rank))}")
-        return "\n".join(lines)
+        if self.config is None:
+            head = ("# 1 process, world size 1: runs in this process, no launcher "
+                    "(--num-processes N or --accelerate-config NAME starts one)")
+        else:
+            head = (f"# {self.num_machines} node(s) x {self.procs_per_machine} process(es) = world size "
+                    f"{self.world_size}, config {self.config}")
+        return "\n".join([head] + [self.node_line(rank) for rank in
+                                   (range(self.num_machines) if only_rank is None else [only_rank])])
+
+    def node_line(self, machine_rank: int) -> str:
+        """One node's command with its environment, as --dry-run prints it and `spawn` runs it."""
+        env = [f"{k}={v}" for k, v in self.env().items()]
+        return f"node {machine_rank}: {' '.join([*env, shlex.join(self.command(machine_rank))])}"
+
+
+def default_config(world_size: int, num_machines: int, gpus_named: bool) -> str | None:
+    """The config when none is named: one local process needs no launcher; more need DDP, on GPUs when there are
+    (or --gpus-per-node says so), else over gloo on CPU (cpu_ddp, never `--cpu`, which silently runs one)."""
+    if world_size == 1 and num_machines == 1:
+        return None
+    return "multi_gpu" if gpus_named or count_gpus() else "cpu_ddp"
 
 
 def plan_from_args(ns, recipe: str | None, overrides: list[str]) -> LaunchPlan:
+    """The one plan `smoldist train` both prints (--dry-run) and runs: what runs is what the dry run shows."""
+    if not (ns.accelerate_config or ns.num_processes or ns.gpus_per_node or ns.num_machines):
+        return LaunchPlan(config=None, recipe=recipe, overrides=overrides)  # plain `smoldist train`: this process
     per_node = ns.gpus_per_node or ns.num_processes or count_gpus() or 1
     if ns.num_processes and ns.num_machines and ns.num_processes % ns.num_machines:
         raise RecipeError(f"--num-processes {ns.num_processes} is not divisible by --num-machines {ns.num_machines}")
     if ns.num_processes and ns.num_machines:
         per_node = ns.num_processes // ns.num_machines
-    return LaunchPlan(config=find_accelerate_config(ns.accelerate_config), recipe=recipe, overrides=overrides,
+    name = ns.accelerate_config or default_config(per_node * (ns.num_machines or 1), ns.num_machines or 1,
+                                                  ns.gpus_per_node is not None)
+    return LaunchPlan(config=name and find_accelerate_config(name), recipe=recipe, overrides=overrides,
                       num_machines=ns.num_machines or 1, procs_per_machine=per_node,
                       main_ip=ns.main_process_ip, main_port=ns.main_process_port)
 
@@ -101,6 +125,7 @@ def spawn(plan: LaunchPlan, machine_rank: int) -> int:
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     env = dict(os.environ, **plan.env())
     tell_deepspeed_no_gpu(env)
+    print(f"smoldist train: {plan.node_line(machine_rank)}", flush=True)  # the line --dry-run prints
     child = subprocess.Popen(plan.command(machine_rank), env=env)
     forward = not under_launcher()
     previous = {sig: signal.signal(sig, lambda signum, _f: forward and child.send_signal(signum)) for sig in FORWARDED}

@@ -102,3 +102,23 @@ def test_node_launcher_evaluates_rank_on_the_node():
                 "ACCELERATE_CONFIG": "cpu_ddp"}
     p = script("node.sh", "launch/smollm2-135m/gsm8k.yaml", "--dry-run", env=cpu_node)
     assert "node 1 of 2, 1 process(es), config cpu_ddp" in p.stdout
+
+
+# ---- what runs is what the dry run shows: one plan for both (cluster/launcher.py `plan_from_args`)
+
+
+def test_processes_without_a_config_plan_a_real_launch(plan, monkeypatch):
+    monkeypatch.setattr("smoldist.cluster.launcher.count_gpus", lambda: 0)
+    code, (head, node), _ = plan("--num-processes", "2")
+    assert code == 0
+    assert "world size 2" in head and "accelerate_configs/cpu_ddp.yaml --num_processes 2" in node
+    monkeypatch.setattr("smoldist.cluster.launcher.count_gpus", lambda: 8)
+    _, (_, node), _ = plan("--num-processes", "8")
+    assert "accelerate_configs/multi_gpu.yaml --num_processes 8" in node
+
+
+def test_no_launch_flags_dry_run_shows_the_in_process_run(plan):
+    code, (head, node), _ = plan()
+    assert code == 0
+    assert "runs in this process" in head and "accelerate" not in node
+    assert node.endswith("-m smoldist.train launch/smollm2-135m/smoltalk.yaml")
