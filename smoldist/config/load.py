@@ -26,7 +26,7 @@ from smoldist.config.recipe import (
     SECTIONS,
     Recipe,
 )
-from smoldist.config.sft_fields import sft_field_types
+from smoldist.config.sft_fields import sft_choices, sft_field_types
 from smoldist.errors import RecipeError
 
 
@@ -151,6 +151,7 @@ def build_train_section(raw: Any) -> dict:
     if not isinstance(raw, dict):
         raise RecipeError(f"train: expected a mapping of SFTConfig keys, got {type(raw).__name__}")
     hints = sft_field_types()  # SFTConfig's fields without importing trl/torch (4 s)
+    choices = sft_choices()  # and the values of its enum-typed ones
     valid = sorted(set(hints) | set(OWN_TRAIN_KEYS))
     out = {}
     for key, value in raw.items():
@@ -160,9 +161,18 @@ def build_train_section(raw: Any) -> dict:
             out[key] = coerce(value, OWN_TRAIN_KEYS[key][0], f"train.{key}")
         elif key in hints:
             out[key] = coerce(value, hints[key], f"train.{key}")
+            check_choice(key, out[key], choices.get(key))
         else:
             raise RecipeError(f"unknown key 'train.{key}' (not a trl.SFTConfig field){closest(str(key), valid)}")
     return out
+
+
+def check_choice(key: str, value: Any, valid: list[str] | None) -> None:
+    """An enum-typed SFTConfig value (lr_scheduler_type, eval_strategy, ...) must be one of its values."""
+    if valid and isinstance(value, str) and value not in valid:
+        match = difflib.get_close_matches(value, valid, n=1, cutoff=0.6)
+        hint = f"; did you mean '{match[0]}'?" if match else ""
+        raise RecipeError(f"train.{key}: '{value}' is not one of {', '.join(valid)}{hint}")
 
 
 def apply_override(tree: dict, override: str) -> None:
@@ -238,6 +248,10 @@ def validate(recipe: Recipe) -> None:
         raise RecipeError(f"data.seq_len: {d.seq_len} is too small (at least 8)")
     if not 0.0 <= d.eval_fraction < 1.0:
         raise RecipeError(f"data.eval_fraction: {d.eval_fraction} must be in [0, 1)")
+    evaluates = recipe.train.get("eval_strategy", "no")
+    if evaluates != "no" and d.eval_fraction == 0:
+        raise RecipeError(f"train.eval_strategy: '{evaluates}' needs an eval split; set data.eval_fraction > 0 "
+                          "(e.g. 0.05) or train.eval_strategy=no")
     gbt = recipe.train.get("global_batch_tokens")
     if gbt is not None and gbt <= 0:
         raise RecipeError(f"train.global_batch_tokens: {gbt} must be positive")

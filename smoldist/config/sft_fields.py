@@ -3,9 +3,10 @@
 `trl.SFTConfig`'s fields and their annotations are checked in here (SFT_FIELDS, rendered by
 `render_type`), so `smoldist prepare` validates `train` exactly as training does while importing
 none of torch, transformers or trl. tests/config/test_sft_fields.py compares the table with the installed
-SFTConfig, so it cannot drift; after a trl upgrade, regenerate it:
+SFTConfig, so it cannot drift; SFT_CHOICES holds the values of its enum-typed fields (lr_scheduler_type,
+eval_strategy, optim, ...), tested the same way. After a trl or transformers upgrade, regenerate both:
 
-    python -m smoldist.config.sft_fields > /tmp/fields.py    # then paste SFT_FIELDS over the one below
+    python -m smoldist.config.sft_fields > /tmp/fields.py    # then paste the tables over the ones below
 """
 
 from __future__ import annotations
@@ -51,6 +52,26 @@ def parse_type(text: str) -> Any:
 def sft_field_types() -> dict[str, Any]:
     """SFTConfig field name -> annotation, as `typing.get_type_hints(SFTConfig)` would give (modulo Opaque)."""
     return {name: parse_type(text) for name, text in SFT_FIELDS.items()}
+
+
+def installed_sft_choices() -> dict[str, str]:
+    """Fields typed by an enum (lr_scheduler_type, eval_strategy, optim, ...): their values, space-separated, for the
+    installed trl/transformers (imports them): what SFT_CHOICES must equal."""
+    import enum
+
+    from trl import SFTConfig
+
+    out = {}
+    for name, tp in sorted(typing.get_type_hints(SFTConfig).items()):
+        for arg in typing.get_args(tp) or (tp,):
+            if isinstance(arg, type) and issubclass(arg, enum.Enum):
+                out[name] = " ".join(str(e.value) for e in arg)
+    return out
+
+
+def sft_choices() -> dict[str, list[str]]:
+    """Field name -> its valid values, for the fields SFTConfig types by an enum (checked when the recipe loads)."""
+    return {name: text.split() for name, text in SFT_CHOICES.items()}
 
 
 def installed_sft_fields() -> dict[str, str]:
@@ -199,10 +220,36 @@ SFT_FIELDS = {
 }
 
 
+# The values of SFTConfig's enum-typed fields (transformers' SchedulerType, IntervalStrategy, ...: their module imports
+# torch, so the recipe checker reads this table instead)
+SFT_CHOICES = {
+    'eval_strategy': 'no steps epoch',
+    'hub_strategy': 'end every_save checkpoint all_checkpoints',
+    'logging_strategy': 'no steps epoch',
+    'lr_scheduler_type': 'linear cosine cosine_with_restarts polynomial constant constant_with_warmup inverse_sqrt '
+        'reduce_lr_on_plateau cosine_with_min_lr cosine_warmup_with_min_lr warmup_stable_decay greedy',
+    'optim': 'adamw_torch adamw_torch_fused adamw_torch_xla adamw_torch_npu_fused adafactor adamw_anyprecision '
+        'adamw_torch_4bit adamw_torch_8bit ademamix sgd adagrad adamw_bnb_8bit adamw_8bit ademamix_8bit '
+        'lion_8bit lion_32bit paged_adamw_32bit paged_adamw_8bit paged_ademamix_32bit paged_ademamix_8bit '
+        'paged_lion_32bit paged_lion_8bit rmsprop rmsprop_bnb rmsprop_bnb_8bit rmsprop_bnb_32bit galore_adamw '
+        'galore_adamw_8bit galore_adafactor galore_adamw_layerwise galore_adamw_8bit_layerwise '
+        'galore_adafactor_layerwise lomo adalomo grokadamw schedule_free_radam schedule_free_adamw '
+        'schedule_free_sgd apollo_adamw apollo_adamw_layerwise stable_adamw',
+    'save_strategy': 'no steps epoch best',
+}
+
+
 if __name__ == "__main__":
+    import textwrap
+
     import trl
 
     print(f'TRL_VERSION = "{trl.__version__}"\nSFT_FIELDS = {{')
     for name, text in installed_sft_fields().items():
         print(f"    {name!r}: {text!r},")
+    print("}\n\nSFT_CHOICES = {")
+    for name, text in installed_sft_choices().items():
+        lines = textwrap.wrap(text, 100, break_on_hyphens=False)
+        print(f"    {name!r}: " + "\n        ".join(repr(w + (" " if i < len(lines) - 1 else ""))
+                                                    for i, w in enumerate(lines)) + ",")
     print("}")

@@ -58,3 +58,27 @@ def test_train_section_types_values_like_sftconfig():
                                  "global_batch_tokens": "4096", "bf16": "false"})
     assert typed == {"learning_rate": 3e-4, "report_to": "wandb,tensorboard", "eval_strategy": "no",
                      "global_batch_tokens": 4096, "bf16": False}
+
+
+def test_checked_in_choices_equal_installed_enums():
+    from smoldist.config.sft_fields import SFT_CHOICES, installed_sft_choices
+
+    assert installed_sft_choices() == SFT_CHOICES  # on failure: python -m smoldist.config.sft_fields, paste the table
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"lr_scheduler_type": "cosin"}, "train.lr_scheduler_type: 'cosin' is not one of linear, cosine, "),
+    ({"eval_strategy": "epochs"}, "train.eval_strategy: 'epochs' is not one of no, steps, epoch; did you mean 'epoch'"),
+    ({"save_strategy": "step"}, "train.save_strategy: 'step' is not one of no, steps, epoch, best"),
+])
+def test_train_choices_checked_when_the_recipe_loads(raw, message):
+    with pytest.raises(RecipeError, match=message.replace("(", r"\(").replace(")", r"\)").replace("?", r"\?")):
+        build_train_section(raw)
+
+
+def test_evaluating_without_an_eval_split_is_refused_when_the_recipe_loads(tiny_recipe):
+    from smoldist.config import load_recipe
+
+    with pytest.raises(RecipeError, match=r"train.eval_strategy: 'epoch' needs an eval split; set data.eval_fraction"):
+        load_recipe(tiny_recipe, ["train.eval_strategy=epoch", "data.eval_fraction=0"])
+    assert load_recipe(tiny_recipe, ["train.eval_strategy=epoch", "data.eval_fraction=0.1"]).data.eval_fraction == 0.1
