@@ -156,3 +156,32 @@ CONVERTERS: dict[str, Callable[[Any, Any, str], Document]] = {
     "columns": convert_columns,
     "text": convert_text,
 }
+
+
+def required_fields(spec: Any) -> list[str]:
+    """The record fields a source's format reads (its SourceConfig names them)."""
+    return {
+        "messages": [spec.messages_field or "messages"],
+        "sharegpt": [spec.messages_field or "conversations"],
+        "gsm8k": ["question", "answer"],
+        "prompt_completion": [spec.prompt_field, spec.completion_field],
+        "columns": list((spec.columns or {}).values()),
+        "text": [spec.text_field],
+    }[spec.format]
+
+
+# The fields each format reads under its defaults: what a record's own fields suggest it is
+DEFAULT_FIELDS = (("messages", {"messages"}), ("sharegpt", {"conversations"}), ("gsm8k", {"question", "answer"}),
+                  ("prompt_completion", {"prompt", "completion"}), ("text", {"text"}))
+
+
+def format_mismatch(spec: Any, fields: list[str], where: str) -> str | None:
+    """One line when a source's format reads fields its records lack: which it needs, which they have, which format
+    would read them (a recipe's `format` stays when only the path is overridden)."""
+    needs = required_fields(spec)
+    if set(needs) <= set(fields):
+        return None
+    fits = next((fmt for fmt, names in DEFAULT_FIELDS if names <= set(fields) and fmt != spec.format), None)
+    hint = f" (format '{fits}' reads them: {where}.format={fits})" if fits else ""
+    return (f"{where}: format '{spec.format}' needs fields {', '.join(needs)}; the records have fields: "
+            f"{', '.join(map(str, fields)) or 'none'}{hint}")

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from smoldist.data.converters import CONVERTERS, Document, InvalidRecord
+from smoldist.data.converters import CONVERTERS, Document, InvalidRecord, format_mismatch
 from smoldist.data.sources import ResolvedSource, Unreadable, iter_records, jsonl_lines, parse_line
 from smoldist.errors import DataError
 
@@ -34,6 +34,7 @@ class SourceCounts:
     invalid: Counter = field(default_factory=Counter)
     first_invalid: list = field(default_factory=list)
     done: bool = False  # max_samples reached: the rest of the source is not read
+    fields_seen: list | None = None  # the fields of the first record that lacked one its format reads
 
     def as_dict(self) -> dict:
         return {"read": self.read, "valid": self.valid, "not_selected": self.skipped_by_selection,
@@ -161,9 +162,13 @@ class Tally:
             if i >= n:
                 break
             where = batch.position(i)
+            if reason == "missing_field" and c.fields_seen is None:
+                record = parse_line(batch.records[i]) if batch.path is not None else batch.records[i]
+                c.fields_seen = list(record) if isinstance(record, dict) else []
             if self.on_invalid == "error":
+                hint = "; ".join(self.format_mismatches())
                 raise DataError(f"{where}: invalid record ({reason}): {detail}  "
-                                f"[data.sources.{batch.source}, data.on_invalid: error]")
+                                f"[data.sources.{batch.source}, data.on_invalid: error]{'; ' + hint if hint else ''}")
             c.invalid[reason] += 1
             if len(c.first_invalid) < SHOW_INVALID:
                 c.first_invalid.append(f"{where}: {reason}: {detail}")
@@ -172,6 +177,13 @@ class Tally:
         c.valid += kept
         c.skipped_by_selection += int((outcomes == NOT_SELECTED).sum())
         return kept
+
+
+    def format_mismatches(self) -> list[str]:
+        """A line per source whose records lack the fields its format reads (see converters.format_mismatch)."""
+        found = (format_mismatch(spec, c.fields_seen, f"data.sources.{i}")
+                 for i, (spec, c) in enumerate(zip(self.specs, self.counts)) if c.fields_seen is not None)
+        return [line for line in found if line]
 
 
 def iter_documents(

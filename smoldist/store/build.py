@@ -170,7 +170,8 @@ def _tokenize(plan: StorePlan, data: DataConfig, num_proc: int, writer: StoreWri
     ids, labels, lengths = buffer.close()
     if not len(lengths):
         raise DataError("no valid records in any source; " + "; ".join(
-            f"data.sources.{i}: {c.read} read, invalid {dict(c.invalid)}" for i, c in enumerate(tally.counts)))
+            [f"data.sources.{i}: {c.read} read, invalid {dict(c.invalid)}" for i, c in enumerate(tally.counts)]
+            + tally.format_mismatches()))
     return ids, labels, lengths, doc_source, tally.counts
 
 

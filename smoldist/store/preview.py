@@ -80,4 +80,6 @@ def preview(model: ModelConfig, data: DataConfig, n: int = 3, color: bool | None
     invalid = sum((c.invalid for c in tally.counts), start=Counter())
     if invalid:
         console.print(f"skipped invalid records while reading: {dict(invalid)}")
+    for line in tally.format_mismatches():
+        console.print(line)
     return shown

@@ -146,3 +146,17 @@ def test_rows_written_into_several_shards_load_as_one_dataset_in_order(tiny_reci
     again = prepare(many.model, many.data, force=True, verbose=False)
     assert len(list((again.path / "train").glob("*.arrow"))) == 3 == again.manifest["splits"]["train"]["shards"]
     assert load_split(again.path, "train").to_dict() == expected
+
+
+def test_a_source_read_in_the_wrong_format_says_which_fields_it_needs_and_has(tiny_recipe, capsys):
+    """Overriding a source's path keeps the recipe's format: a chat JSONL read as gsm8k names both sides."""
+    from smoldist.store.preview import preview
+
+    r = load_recipe(tiny_recipe, ["data.sources.0.format=gsm8k"])
+    want = ("data.sources.0: format 'gsm8k' needs fields question, answer; the records have fields: messages "
+            "(format 'messages' reads them: data.sources.0.format=messages)")
+    with pytest.raises(DataError) as e:
+        prepare(r.model, r.data, verbose=False)
+    assert want in str(e.value)
+    preview(r.model, r.data, n=1)
+    assert want in capsys.readouterr().out
