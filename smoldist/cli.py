@@ -43,6 +43,8 @@ def make_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a recipe with SFTTrainer (prepares the store if missing)")
     t.add_argument("args", nargs="*", metavar="[RECIPE] [section.key=value]")
     add_launch_arguments(t)
+    t.add_argument("--fresh", action="store_true",
+                   help="start over: move train.output_dir (checkpoints, model, W&B id) to OUTPUT_DIR.old-<time> first")
     v = sub.add_parser("preview", help="show the first records as the model sees them, trained tokens highlighted")
     v.add_argument("args", nargs="*", metavar="[RECIPE] [section.key=value]")
     v.add_argument("-n", type=int, default=3, help="how many records")
@@ -122,6 +124,10 @@ def run_command(ns: argparse.Namespace) -> int:
     from smoldist.cluster.launcher import plan_from_args, spawn
 
     plan = plan_from_args(ns, path, overrides)  # one plan: --dry-run prints it, the run below runs it
+    if ns.fresh:
+        from smoldist.train.resume import start_fresh
+
+        print(start_fresh(recipe, ns.dry_run), flush=True)
     if ns.dry_run:
         print(plan.describe(only_rank=ns.machine_rank))
         return 0

@@ -28,12 +28,17 @@ def gradient_accumulation(global_batch_tokens: int | None, per_device_rows: int,
     return global_batch_tokens // micro
 
 
+def output_dir_of(recipe: Recipe) -> str:
+    """Where the run writes: train.output_dir, else runs/<recipe name> (no torch import: the CLI reads it too)."""
+    return recipe.train.get("output_dir") or f"runs/{recipe.name}"
+
+
 def train_defaults(recipe: Recipe) -> dict:
     """smoldist's defaults for `train` keys that more than one stage reads (one source for both)."""
     import torch
 
     # without use_cpu, CPU ranks run as independent copies
-    return {"output_dir": f"runs/{recipe.name}", "use_cpu": not torch.cuda.is_available()}
+    return {"output_dir": output_dir_of(recipe), "use_cpu": not torch.cuda.is_available()}
 
 
 def eval_rows(attn_implementation: str, train_rows: int) -> int:

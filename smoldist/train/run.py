@@ -15,7 +15,6 @@ import os
 from pathlib import Path
 
 from smoldist.config import Recipe, save_recipe
-from smoldist.distributed.checkpoints import last_complete_checkpoint
 from smoldist.distributed.elastic import ElasticResume, check_resume_world, prepare_resume
 from smoldist.distributed.fingerprint import write_rank_report
 from smoldist.distributed.preemption import PreemptionCallback, StopFlag, requeue_slurm_job
@@ -30,6 +29,7 @@ from smoldist.store.manifest import load_split
 from smoldist.train.arguments import sft_config, train_defaults
 from smoldist.train.console import quiet_console
 from smoldist.train.loss_plot import plot_loss_curve
+from smoldist.train.resume import check_same_run, checkpoint_to_resume, record_identity, run_identity
 from smoldist.train.throughput import FlopModel, ThroughputMeter, device_peak_tflops
 from smoldist.train.trainer import SmoldistTrainer, StepCounter
 from smoldist.train.wandb_run import RunInfoCallback, configure_wandb, finish_wandb, log_image, run_info
@@ -57,8 +57,10 @@ def _run(recipe: Recipe, stop: StopFlag) -> dict:
     expected = os.environ.get(EXPECTED_WORLD_ENV)
     check_world(dist, int(expected) if expected else None)
     output_dir = defaults["output_dir"]
+    # only a checkpoint of this run (same recipe, same data) is resumed: refuse another run's before any work
+    identity = run_identity(recipe)
+    resume = checkpoint_to_resume(recipe.train.get("resume_from_checkpoint"), output_dir, identity)
     # a checkpoint from another world size: refuse now, before anything loads, if this world cannot take the batch
-    resume = last_complete_checkpoint(output_dir)
     resumed_world = resume and check_resume_world(resume, recipe.train.get("global_batch_tokens"),
                                                   recipe.train.get("per_device_train_batch_size", 8),
                                                   recipe.data.seq_len, dist.world_size)
@@ -66,11 +68,16 @@ def _run(recipe: Recipe, stop: StopFlag) -> dict:
     # so a build longer than ddp_timeout cannot time the job out (store/lock.py)
     store = prepare(recipe.model, recipe.data, verbose=dist.is_main, verify_shards=dist.is_main)
     train_ds, eval_ds = load_split(store.path, "train"), load_split(store.path, "eval")
+    for run_dir in {output_dir, *([str(Path(resume).parent)] if resume else [])}:  # same recipe, other file contents?
+        check_same_run(run_dir, identity, output_dir, store.manifest["key"])
+    if dist.is_main:
+        record_identity(output_dir, identity, store.manifest["key"])
 
     # ---- tokenizer (with the template the store was built with) and model
     tokenizer = load_tokenizer(recipe.model)
     tokenizer.chat_template = store.template
-    report_to = configure_wandb(recipe.tracking.wandb, recipe.name, output_dir, dist.is_main)
+    # a run that starts from step 0 is a new W&B run, even in an output_dir that logged one before
+    report_to = configure_wandb(recipe.tracking.wandb, recipe.name, output_dir, dist.is_main, new_run=resume is None)
     if recipe.model.init:  # a random init is built whole: under zero.Init its values would depend on the world size
         model = build_model(recipe.model, tokenizer)
         args = sft_config(recipe, dist.world_size, report_to)

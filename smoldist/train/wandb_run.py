@@ -32,10 +32,10 @@ def has_wandb_credentials() -> bool:
         return False
 
 
-def run_id(output_dir: str) -> str:
-    """The W&B run id of this output dir: made once, then reused by every resume."""
+def run_id(output_dir: str, new_run: bool = False) -> str:
+    """The W&B run id of this output dir: made when a run starts from step 0, then reused by every resume."""
     path = Path(output_dir) / RUN_ID_FILE
-    if path.is_file():
+    if path.is_file() and not new_run:
         return path.read_text().strip()
     path.parent.mkdir(parents=True, exist_ok=True)
     new = uuid.uuid4().hex[:12]
@@ -43,8 +43,9 @@ def run_id(output_dir: str) -> str:
     return new
 
 
-def configure_wandb(cfg: WandbConfig, run_group: str, output_dir: str, is_main: bool) -> list[str]:
-    """Sets W&B's environment for this process and returns the trainer's `report_to`."""
+def configure_wandb(cfg: WandbConfig, run_group: str, output_dir: str, is_main: bool,
+                    new_run: bool = False) -> list[str]:
+    """Sets W&B's environment for this process and returns the trainer's `report_to`; `new_run`: not a resume."""
     mode = cfg.mode
     if mode == "disabled":
         os.environ["WANDB_MODE"] = "disabled"
@@ -60,7 +61,7 @@ def configure_wandb(cfg: WandbConfig, run_group: str, output_dir: str, is_main: 
     os.environ["WANDB_RUN_GROUP"] = cfg.group or run_group
     os.environ["WANDB_RESUME"] = "allow"
     if is_main:
-        os.environ["WANDB_RUN_ID"] = run_id(output_dir)
+        os.environ["WANDB_RUN_ID"] = run_id(output_dir, new_run)
     for key, value in (("WANDB_ENTITY", cfg.entity), ("WANDB_NAME", cfg.name), ("WANDB_TAGS", ",".join(cfg.tags))):
         if value:
             os.environ[key] = value
