@@ -3,6 +3,7 @@
     smoldist prepare [RECIPE] [section.key=value ...] [--force]
     smoldist preview [RECIPE] [section.key=value ...] [-n N]
     smoldist train   [RECIPE] [section.key=value ...] [--accelerate-config NAME --num-processes N ...] [--dry-run]
+                     [--fresh]
     smoldist submit  RECIPE --nodes N [--gpus-per-node G] [--cpus-per-task C] [--mem M] [--partition P] [--time T]
                      [--dry-run] [--wait]
     smoldist chat    MODEL_OR_RUN "What is 2 plus 3?"
