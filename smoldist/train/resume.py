@@ -22,7 +22,7 @@ from pathlib import Path
 
 from smoldist.config import Recipe, resolve_path
 from smoldist.distributed.checkpoints import COMPLETE, last_complete_checkpoint
-from smoldist.distributed.state import under_launcher
+from smoldist.distributed.state import print0, under_launcher
 from smoldist.errors import RecipeError
 from smoldist.train.arguments import output_dir_of
 
@@ -113,7 +113,10 @@ def checkpoint_to_resume(resume_from, output_dir: str, identity: dict) -> str | 
                               f"aside) or a new train.output_dir=DIR")
         return None
     if text == "true":
-        return last_complete_checkpoint(output_dir)
+        found = last_complete_checkpoint(output_dir)
+        if found and read_identity(output_dir) is None:  # written before runs recorded what they are
+            print0(f"smoldist train: {output_dir} records no recipe ({IDENTITY_FILE}): resuming {found} unchecked")
+        return found
     path = Path(resume_from)
     if not (path / COMPLETE).is_file():
         raise RecipeError(f"train.resume_from_checkpoint: {path} is not a complete checkpoint (no {COMPLETE} marker "
