@@ -70,6 +70,7 @@ class PreemptionCallback(TrainerCallback):
         self.stopped_at: int | None = None
         self.fault_step = faults.count(faults.SIGNAL_AT_STEP)
         self.fault_eval_batch = faults.count(faults.SIGNAL_AT_EVAL_BATCH)
+        self.fault_kill_at = faults.count(faults.KILL_BEFORE_MARK_AT_STEP)
         self.eval_batches = 0
 
     def on_step_end(self, args, state, control, **kwargs):
@@ -98,6 +99,8 @@ class PreemptionCallback(TrainerCallback):
 
     def on_save(self, args, state, control, **kwargs):
         barrier()  # every rank has written its part (DeepSpeed shards are per rank)
+        if self.fault_kill_at is not None and state.global_step == self.fault_kill_at:
+            faults.kill_self()
         if state.is_world_process_zero:
             # the world it was saved on: a resume onto another world size needs it (distributed/elastic.py)
             mark_complete(Path(args.output_dir) / f"checkpoint-{state.global_step}", state.global_step, args.world_size)
