@@ -16,7 +16,7 @@ reaches inside a run is listed here; unset (as for every user), a switch changes
                                                  rank (a divergence or a bf16 overflow)
     SMOLDIST_FAULT_KILL_BEFORE_MARK_AT_STEP=N    SIGKILL after checkpoint-N is written, before    distributed/preemption
                                                  its COMPLETE marker (a crash inside a save)
-    SMOLDIST_TEST_FREE_BYTES=B                   the checkpoint filesystem reports B bytes free   distributed/checkpoints
+    SMOLDIST_TEST_FREE_BYTES=B                   the checkpoint filesystem has B bytes free     distributed/checkpoints
 
 Signals are real: sent with os.kill to this process, they go through the handler a user's signal would.
 """

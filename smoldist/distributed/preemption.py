@@ -19,7 +19,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from smoldist import faults
-from smoldist.distributed.checkpoints import mark_complete
+from smoldist.distributed.checkpoints import mark_complete, rotate_checkpoints
 from smoldist.distributed.state import any_rank, barrier, under_launcher
 
 STOPPED_EXIT_CODE = 3  # "stopped early with a checkpoint; run again to resume" (a process on its own only)
@@ -104,6 +104,8 @@ class PreemptionCallback(TrainerCallback):
         if state.is_world_process_zero:
             # the world it was saved on: a resume onto another world size needs it (distributed/elastic.py)
             mark_complete(Path(args.output_dir) / f"checkpoint-{state.global_step}", state.global_step, args.world_size)
+            # only now may older checkpoints go (the trainer's own rotation, before the marker, is off)
+            rotate_checkpoints(args.output_dir, args.save_total_limit, state.best_model_checkpoint)
         barrier()
         return control
 

@@ -14,6 +14,7 @@ import pytest
 from smoldist.distributed.checkpoints import COMPLETE, last_complete_checkpoint
 from smoldist.errors import DiskFullError, NonFiniteError
 from smoldist.faults import FREE_BYTES, KILL_BEFORE_MARK_AT_STEP, NAN_LOSS_AT_STEP
+from smoldist.train.wandb_offline import read_run
 from tests.helpers import REPO
 
 
@@ -60,7 +61,8 @@ def test_nan_weights_in_the_latest_checkpoint_stop_the_resumed_run_with_one_line
 
 def test_a_nan_loss_stops_at_its_step_before_it_is_applied_or_saved(tiny_recipe, tmp_path):
     out = tmp_path / "run"
-    p = train(tiny_recipe, out, "train.max_steps=6", "train.save_steps=2", env={NAN_LOSS_AT_STEP: "3"})
+    p = train(tiny_recipe, out, "train.max_steps=6", "train.save_steps=2", "tracking.wandb.mode=offline",
+              env={NAN_LOSS_AT_STEP: "3"})
     assert p.returncode == NonFiniteError.exit_code, p.stdout[-2000:] + p.stderr[-3000:]
     line = p.stderr.strip().splitlines()[-1]
     assert line.startswith("smoldist: error:") and "step 3" in line and "loss" in line, p.stderr[-3000:]
@@ -69,6 +71,9 @@ def test_a_nan_loss_stops_at_its_step_before_it_is_applied_or_saved(tiny_recipe,
     assert str(rows.parent) in line and rows.is_file(), line  # the rows that step trained on
     assert not (out / "checkpoint-4").exists() and not (out / "model.safetensors").exists()
     assert last_complete_checkpoint(str(out)).endswith("checkpoint-2")
+    (run_file,) = out.glob("wandb/offline-run-*/run-*.wandb")
+    summary = read_run(run_file).summary  # W&B records why the run stopped
+    assert "step 3" in summary["smoldist/failure"] and summary["smoldist/exit_code"] == NonFiniteError.exit_code
 
 
 def test_rotation_never_deletes_the_last_complete_checkpoint_before_the_new_one_is_complete(tiny_recipe, tmp_path):
