@@ -8,6 +8,7 @@ rank saved, where that rank existed (distributed/elastic.py resumes the rest).
 
 from __future__ import annotations
 
+import errno
 import json
 import re
 import shutil
@@ -67,13 +68,20 @@ def directory_bytes(path: str | Path) -> int:
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
 
 
-def free_bytes(path: str | Path) -> int:
-    """Free bytes on the filesystem that holds `path` (its nearest existing parent)."""
+def free_bytes(path: str | Path, measured: bool = False) -> int:
+    """Free bytes on the filesystem that holds `path` (its nearest existing parent); `measured`: never the fault
+    switch's number."""
     path = Path(path).resolve()
     while not path.exists():
         path = path.parent
-    fake = faults.count(faults.FREE_BYTES)  # a full disk, for tests
+    fake = None if measured else faults.count(faults.FREE_BYTES)  # a full disk, for tests
     return fake if fake is not None else shutil.disk_usage(path).free
+
+
+def out_of_space(error: Exception, path: str | Path, needed: int) -> bool:
+    """Whether a failed write ran out of space: torch reports ENOSPC as an iostream error without an errno."""
+    return getattr(error, "errno", None) == errno.ENOSPC or "No space left" in str(error) or \
+        free_bytes(path, measured=True) < needed
 
 
 def check_room(output_dir: str | Path, step: int, needed: int) -> str | None:

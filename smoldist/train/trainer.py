@@ -17,6 +17,7 @@ from smoldist.distributed.checkpoints import (
     free_bytes,
     last_complete_checkpoint,
     load_rng_state,
+    out_of_space,
     saved_world,
 )
 from smoldist.distributed.preemption import EvaluationStopped
@@ -109,12 +110,12 @@ class SmoldistTrainer(SFTTrainer):
         failed = None
         try:
             super()._save_checkpoint(model, trial)
-        except (OSError, RuntimeError) as e:  # torch reports ENOSPC as an iostream error without an errno
-            if not ("No space left" in str(e) or getattr(e, "errno", None) == 28 or free_bytes(out) < needed):
+        except (OSError, RuntimeError) as e:
+            if not out_of_space(e, out, needed):
                 raise
             failed = (f"disk full: writing checkpoint-{step} in {out} failed ({str(e).splitlines()[0][:80]}); "
-                      f"{free_bytes(out):,} bytes free, about {needed:,} needed; free space and run again to resume "
-                      f"from {last or 'the start (no complete checkpoint yet)'}")
+                      f"{free_bytes(out, measured=True):,} bytes free, about {needed:,} needed; free space and run "
+                      f"again to resume from {last or 'the start (no complete checkpoint yet)'}")
         finally:
             self.args.save_total_limit = limit
         if max_over_ranks([float(failed is not None)])[0]:
