@@ -2,8 +2,10 @@
 
 transformers writes a checkpoint in place; smoldist marks it `COMPLETE` (with the step and the world size
 that wrote it) after every rank has saved its part, and resumes only from marked ones, so an interrupted
-save is never picked up. A checkpoint from another world size restores each rank's RNG from the file its
-rank saved, where that rank existed (distributed/elastic.py resumes the rest).
+save is never picked up; older checkpoints are rotated away only after the new one is marked, and a save that
+would not fit on its filesystem is refused by name (docs/reliability.md). A checkpoint from another world size
+restores each rank's RNG from the file its rank saved, where that rank existed (distributed/elastic.py resumes
+the rest).
 """
 
 from __future__ import annotations

@@ -62,8 +62,8 @@ class EvaluationStopped(Exception):
 
 
 class PreemptionCallback(TrainerCallback):
-    """Turns a stop signal into save-then-stop at the next step boundary (or evaluation batch), and marks
-    finished checkpoints."""
+    """Turns a stop signal into save-then-stop at the next step boundary (or evaluation batch), marks finished
+    checkpoints, and only then rotates older ones (train.save_total_limit)."""
 
     def __init__(self, flag: StopFlag):
         self.flag = flag
