@@ -119,3 +119,13 @@ def test_seq_len_past_the_models_positions_is_refused_before_work(tiny_recipe, t
     line = p.stderr.strip().splitlines()[-1]
     assert "data.seq_len" in line and "max_position_embeddings" in line and "512" in line, line
     assert not (tmp_path / "store").exists()  # refused before the store was built
+
+
+def test_seq_len_past_the_positions_is_allowed_when_rope_scaling_is_configured():
+    from smoldist.config import ModelConfig
+    from smoldist.model.build import check_seq_len
+    from tests.helpers import TINY_INIT
+
+    init = dict(TINY_INIT, rope_parameters={"rope_type": "linear", "factor": 4.0, "rope_theta": 10000.0})
+    check_seq_len(ModelConfig(init=init), 1024)  # 512 positions stretched 4x
+    check_seq_len(ModelConfig(init=dict(TINY_INIT)), 512)
