@@ -84,7 +84,12 @@ def rope_scaled(config) -> bool:
 
 def check_seq_len(cfg: ModelConfig, seq_len: int) -> None:
     """Refuse rows longer than the positions the model was trained for, unless RoPE scaling is configured."""
-    config = model_config(cfg)
+    try:
+        config = model_config(cfg)
+    except RecipeError:
+        raise
+    except Exception:  # noqa: BLE001 - an architecture transformers rejects: the model build reports it, as before
+        return
     positions = getattr(config, "max_position_embeddings", None)
     if positions and seq_len > positions and not rope_scaled(config):
         raise RecipeError(
