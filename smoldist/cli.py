@@ -14,7 +14,8 @@
     smoldist configs                      # the accelerate configs shipped with smoldist
 
 With no RECIPE, prepare, preview and train use the demo recipe shipped in the package (offline, CPU).
-Errors in the recipe or the data print one line naming the problem and exit with status 2. Nothing
+Errors in the recipe or the data print one line naming the problem and exit with status 2 (a non-finite step 4,
+a full disk 5: smoldist/errors.py). Nothing
 imports this module but the entry points (`smoldist`, `python -m smoldist`, `python -m smoldist.train`).
 """
 
@@ -196,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         return run_command(ns)
     except SmoldistError as e:
         print(f"smoldist: error: {e}", file=sys.stderr)
-        return 2
+        return e.exit_code
 
 
 if __name__ == "__main__":

@@ -12,6 +12,11 @@ reaches inside a run is listed here; unset (as for every user), a switch changes
     SMOLDIST_TEST_WANDB_FINISH_DELAY_S=S         W&B's finish takes S s more (as online)         train/wandb_run
     SMOLDIST_TEST_STEP_DELAY_S=S                 every optimiser step takes S s more (so that    distributed/preemption
                                                  a signal sent from outside lands mid-run)
+    SMOLDIST_FAULT_NAN_LOSS_AT_STEP=N            the loss of optimiser step N is NaN on the last  train/trainer
+                                                 rank (a divergence or a bf16 overflow)
+    SMOLDIST_FAULT_KILL_BEFORE_MARK_AT_STEP=N    SIGKILL after checkpoint-N is written, before    distributed/preemption
+                                                 its COMPLETE marker (a crash inside a save)
+    SMOLDIST_TEST_FREE_BYTES=B                   the checkpoint filesystem has B bytes free     distributed/checkpoints
 
 Signals are real: sent with os.kill to this process, they go through the handler a user's signal would.
 """
@@ -28,6 +33,9 @@ SIGNAL_AT_END_EVAL_BATCH = "SMOLDIST_FAULT_SIGNAL_AT_END_EVAL_BATCH"
 BUILD_DELAY_S = "SMOLDIST_TEST_BUILD_DELAY_S"
 WANDB_FINISH_DELAY_S = "SMOLDIST_TEST_WANDB_FINISH_DELAY_S"
 STEP_DELAY_S = "SMOLDIST_TEST_STEP_DELAY_S"
+NAN_LOSS_AT_STEP = "SMOLDIST_FAULT_NAN_LOSS_AT_STEP"
+KILL_BEFORE_MARK_AT_STEP = "SMOLDIST_FAULT_KILL_BEFORE_MARK_AT_STEP"
+FREE_BYTES = "SMOLDIST_TEST_FREE_BYTES"
 
 
 def count(switch: str) -> int | None:
@@ -39,6 +47,11 @@ def count(switch: str) -> int | None:
 def send_stop_signal() -> None:
     """SIGUSR1 to this process: the stop a Slurm time limit sends, through the real handler."""
     os.kill(os.getpid(), signal.SIGUSR1)
+
+
+def kill_self() -> None:
+    """SIGKILL to this process: no handler, no cleanup, as the OOM killer or a node failure."""
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def pause(switch: str) -> None:

@@ -89,6 +89,19 @@ def accelerate(args: list[str], env: dict | None = None, timeout: int = 600) -> 
     return p
 
 
+def processes_with(tag: str, extra: str = "") -> list[int]:
+    """Pids whose environment holds `tag` (a NAME=value a test gave its launch), and `extra` too if given."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if tag.encode() in environ and (not extra or extra.encode() in environ):
+            found.append(int(pid))
+    return found
+
+
 def ranks(run_dir: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted((run_dir / "ranks").glob("rank-*.json"))]
 

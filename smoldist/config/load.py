@@ -255,6 +255,10 @@ def validate(recipe: Recipe) -> None:
     gbt = recipe.train.get("global_batch_tokens")
     if gbt is not None and gbt <= 0:
         raise RecipeError(f"train.global_batch_tokens: {gbt} must be positive")
+    max_steps, epochs = recipe.train.get("max_steps", -1), recipe.train.get("num_train_epochs", 3.0)
+    if max_steps <= 0 and epochs <= 0:  # SFTConfig's defaults; max_steps > 0 wins over epochs
+        raise RecipeError(f"train.num_train_epochs: {epochs} with train.max_steps {max_steps} trains 0 steps; "
+                          "set train.max_steps > 0 or train.num_train_epochs > 0")
 
 
 DEMO_RECIPE = PACKAGE_DIR / "demo" / "demo.yaml"

@@ -19,7 +19,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from smoldist import faults
-from smoldist.distributed.checkpoints import mark_complete
+from smoldist.distributed.checkpoints import mark_complete, rotate_checkpoints
 from smoldist.distributed.state import any_rank, barrier, under_launcher
 
 STOPPED_EXIT_CODE = 3  # "stopped early with a checkpoint; run again to resume" (a process on its own only)
@@ -62,14 +62,15 @@ class EvaluationStopped(Exception):
 
 
 class PreemptionCallback(TrainerCallback):
-    """Turns a stop signal into save-then-stop at the next step boundary (or evaluation batch), and marks
-    finished checkpoints."""
+    """Turns a stop signal into save-then-stop at the next step boundary (or evaluation batch), marks finished
+    checkpoints, and only then rotates older ones (train.save_total_limit)."""
 
     def __init__(self, flag: StopFlag):
         self.flag = flag
         self.stopped_at: int | None = None
         self.fault_step = faults.count(faults.SIGNAL_AT_STEP)
         self.fault_eval_batch = faults.count(faults.SIGNAL_AT_EVAL_BATCH)
+        self.fault_kill_at = faults.count(faults.KILL_BEFORE_MARK_AT_STEP)
         self.eval_batches = 0
 
     def on_step_end(self, args, state, control, **kwargs):
@@ -98,9 +99,13 @@ class PreemptionCallback(TrainerCallback):
 
     def on_save(self, args, state, control, **kwargs):
         barrier()  # every rank has written its part (DeepSpeed shards are per rank)
+        if self.fault_kill_at is not None and state.global_step == self.fault_kill_at:
+            faults.kill_self()
         if state.is_world_process_zero:
             # the world it was saved on: a resume onto another world size needs it (distributed/elastic.py)
             mark_complete(Path(args.output_dir) / f"checkpoint-{state.global_step}", state.global_step, args.world_size)
+            # only now may older checkpoints go (the trainer's own rotation, before the marker, is off)
+            rotate_checkpoints(args.output_dir, args.save_total_limit, state.best_model_checkpoint)
         barrier()
         return control
 

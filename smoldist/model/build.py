@@ -38,8 +38,8 @@ def init_added_rows(model, first_added: int) -> None:
             w[first_added:] = w[:first_added].mean(dim=0, keepdim=True)
 
 
-def architecture_config(init: dict, tokenizer):
-    """A transformers config from `model.init` (LlamaConfig keys by default), sized to the tokenizer."""
+def architecture_config(init: dict, tokenizer=None):
+    """A transformers config from `model.init` (LlamaConfig keys by default), sized to the tokenizer if given."""
     from transformers import CONFIG_MAPPING, AutoConfig
 
     init = dict(init)
@@ -54,11 +54,48 @@ def architecture_config(init: dict, tokenizer):
     for key in init:
         if key not in valid:
             raise RecipeError(f"unknown key 'model.init.{key}' for {cls.__name__}{closest(key, sorted(set(valid)))}")
-    init.setdefault("vocab_size", len(tokenizer))
-    init.setdefault("bos_token_id", tokenizer.bos_token_id)
-    init.setdefault("eos_token_id", tokenizer.eos_token_id)
-    init.setdefault("pad_token_id", tokenizer.pad_token_id)
+    if tokenizer is not None:
+        init.setdefault("vocab_size", len(tokenizer))
+        init.setdefault("bos_token_id", tokenizer.bos_token_id)
+        init.setdefault("eos_token_id", tokenizer.eos_token_id)
+        init.setdefault("pad_token_id", tokenizer.pad_token_id)
     return AutoConfig.for_model(model_type, **init)
+
+
+def model_config(cfg: ModelConfig):
+    """The model's transformers config, without loading its weights."""
+    from transformers import AutoConfig
+
+    if cfg.init:
+        return architecture_config(cfg.init)
+    name = resolve_path(cfg.name_or_path)
+    try:
+        return AutoConfig.from_pretrained(name, revision=cfg.revision)
+    except OSError as e:
+        raise RecipeError(f"model.name_or_path: cannot load '{name}': {e}") from None
+
+
+def rope_scaled(config) -> bool:
+    """True when the config stretches RoPE past its trained positions (rope_parameters, or the older rope_scaling)."""
+    rope = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
+    per_layer = [v for v in rope.values() if isinstance(v, dict)] or [rope]  # one per attention type, or one
+    return any(r.get("rope_type", r.get("type", "default")) not in (None, "default") for r in per_layer)
+
+
+def check_seq_len(cfg: ModelConfig, seq_len: int) -> None:
+    """Refuse rows longer than the positions the model was trained for, unless RoPE scaling is configured."""
+    try:
+        config = model_config(cfg)
+    except RecipeError:
+        raise
+    except Exception:  # noqa: BLE001 - an architecture transformers rejects: the model build reports it, as before
+        return
+    positions = getattr(config, "max_position_embeddings", None)
+    if positions and seq_len > positions and not rope_scaled(config):
+        raise RecipeError(
+            f"data.seq_len: {seq_len} is longer than the model's max_position_embeddings ({positions}); lower "
+            f"data.seq_len to at most {positions}, or use a model whose config sets rope scaling (rope_parameters)"
+        )
 
 
 def build_model(cfg: ModelConfig, tokenizer, training: bool = True):

@@ -7,6 +7,7 @@ final model in `model.dtype`, the resolved recipe, the loss curve, one W&B run p
     resume.py       which checkpoint a run continues: only its own (recipe + store key), `--fresh` to start over
     arguments.py    the trl.SFTConfig for a pre-packed store, and the accumulation a global batch needs
     trainer.py      SmoldistTrainer: SFTTrainer with honest throughput, an fp32->dtype save, stop-aware eval
+    nonfinite.py    a non-finite loss or gradient norm stops every rank at its step, before it is applied or saved
     throughput.py   real and trained tokens, data wait, FLOPs per packed batch, MFU
     console.py      one `smoldist |` line per log, one progress bar
     wandb_run.py    the W&B run: one per job across ranks and requeues, what it is told once

@@ -63,6 +63,7 @@ def sft_config(recipe: Recipe, world_size: int, report_to: list[str]):
     for key, value in autocast_flags(recipe.model.dtype, recipe.model.master_weights, on_gpu).items():
         train.setdefault(key, value)  # autocast to model.dtype over fp32 weights (model/precision.py)
     train.setdefault("report_to", report_to)
+    train.setdefault("logging_nan_inf_filter", False)  # True logs a nan loss as the previous average (0 at first)
     train.setdefault("ddp_find_unused_parameters", False)  # every parameter is used; True costs a graph walk per step
     # transformers 5.2x renamed gradient_checkpointing (older 5.x, e.g. 5.17, has only the old name);
     # TRL's default is on

@@ -34,6 +34,14 @@ def quiet_console(trainer) -> None:
         trainer.add_callback(BarOnlyProgress())
 
 
+def close_bars(trainer) -> None:
+    """End a live progress bar's line, so that an error printed next starts a line of its own."""
+    for callback in trainer.callback_handler.callbacks:
+        if isinstance(callback, ProgressCallback) and callback.training_bar is not None:
+            callback.training_bar.close()
+            callback.training_bar = None
+
+
 def write_line(line: str) -> None:
     """Print above any live tqdm bar, so the bar stays on one line."""
     from tqdm import tqdm

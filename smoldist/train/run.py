@@ -19,20 +19,28 @@ from smoldist.distributed.elastic import ElasticResume, check_resume_world, prep
 from smoldist.distributed.fingerprint import write_rank_report
 from smoldist.distributed.preemption import PreemptionCallback, StopFlag, requeue_slurm_job
 from smoldist.distributed.state import EXPECTED_WORLD_ENV, check_world, dist_info, engine_name, print0
-from smoldist.errors import RecipeError
+from smoldist.errors import RecipeError, SmoldistError
 from smoldist.eval.end_of_run import eval_at_end
-from smoldist.model.build import build_model, load_tokenizer
+from smoldist.model.build import build_model, check_seq_len, load_tokenizer
 from smoldist.model.lora import count_parameters, frozen_checksum, peft_config, pin_base_path
 from smoldist.model.stop_tokens import set_stop_tokens
 from smoldist.store.build import prepare
 from smoldist.store.manifest import load_split
 from smoldist.train.arguments import sft_config, train_defaults
-from smoldist.train.console import quiet_console
+from smoldist.train.console import close_bars, quiet_console
 from smoldist.train.loss_plot import plot_loss_curve
+from smoldist.train.nonfinite import NonFiniteGuard
 from smoldist.train.resume import check_same_run, checkpoint_to_resume, record_identity, run_identity
 from smoldist.train.throughput import FlopModel, ThroughputMeter, device_peak_tflops
 from smoldist.train.trainer import SmoldistTrainer, StepCounter
-from smoldist.train.wandb_run import RunInfoCallback, configure_wandb, finish_wandb, log_image, run_info
+from smoldist.train.wandb_run import (
+    RunInfoCallback,
+    configure_wandb,
+    finish_wandb,
+    log_image,
+    record_failure,
+    run_info,
+)
 
 
 def run(recipe: Recipe) -> dict:
@@ -51,6 +59,7 @@ def lora_extra(model, recipe: Recipe) -> dict:
 
 def _run(recipe: Recipe, stop: StopFlag) -> dict:
     # ---- distributed state and the prepared store (built once, by the main process)
+    check_seq_len(recipe.model, recipe.data.seq_len)  # from the model's config alone: before any work
     defaults = {**train_defaults(recipe), **recipe.train}
     # the process group is created here, with the recipe's timeout
     dist = dist_info(cpu=defaults["use_cpu"], timeout_s=recipe.train.get("ddp_timeout", 1800))
@@ -109,6 +118,7 @@ def _run(recipe: Recipe, stop: StopFlag) -> dict:
     trainer.meter = meter = ThroughputMeter(FlopModel.of(trainer.model), peak, dist.world_size)
     trainer.add_callback(StepCounter(meter))
     trainer.ship_dtype = recipe.model.dtype  # fp32 masters trained; the final model ships in model.dtype
+    trainer.guard = NonFiniteGuard(dist.rank, dist.world_size, args.output_dir, resume)
     engine = engine_name(trainer.accelerator.state)
     info = run_info(recipe.to_dict(), store.manifest, dist.world_size, engine, trainer.accelerator.state)
     trainer.add_callback(RunInfoCallback(info, store.path / "report.png"))
@@ -126,7 +136,12 @@ def _run(recipe: Recipe, stop: StopFlag) -> dict:
         print0(f"smoldist train: resuming from {resume}")
         for line in prepare_resume(trainer, resume, resumed_world, dist.world_size, dist.is_main):
             print0(f"smoldist train: {line}")
-    result = trainer.train(resume_from_checkpoint=resume)
+    try:
+        result = trainer.train(resume_from_checkpoint=resume)
+    except SmoldistError as e:  # a non-finite step or a full disk: every rank stops here, nothing more is saved
+        close_bars(trainer)
+        record_failure(str(e), e.exit_code)
+        raise
     if preemption.stopped_at is not None:
         print0(f"smoldist train: stopped by signal {stop.signum} after step {preemption.stopped_at}; "
                f"checkpoint saved in {args.output_dir}; run again to resume")

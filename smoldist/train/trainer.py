@@ -4,18 +4,29 @@ adds `perf/*` metrics (summed over ranks) to every training log, printed as one 
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from pathlib import Path
 
 from transformers import TrainerCallback
 from trl import SFTTrainer
 
-from smoldist.distributed.checkpoints import load_rng_state, saved_world
+from smoldist.distributed.checkpoints import (
+    check_room,
+    directory_bytes,
+    free_bytes,
+    last_complete_checkpoint,
+    load_rng_state,
+    out_of_space,
+    saved_world,
+)
 from smoldist.distributed.preemption import EvaluationStopped
-from smoldist.distributed.state import tell_deepspeed_no_gpu
+from smoldist.distributed.state import max_over_ranks, tell_deepspeed_no_gpu
+from smoldist.errors import DiskFullError
 from smoldist.model.attention import warn_dense_packed
 from smoldist.model.precision import cast_saved_model
 from smoldist.train.console import eval_line, write_line
+from smoldist.train.nonfinite import NonFiniteGuard
 from smoldist.train.throughput import ThroughputMeter
 
 
@@ -24,6 +35,7 @@ class SmoldistTrainer(SFTTrainer):
     ship_dtype: str | None = None  # the final model is rewritten in this dtype (fp32 masters trained)
     evaluation_cut = False  # the last evaluation was ended by a stop signal (distributed/preemption.py)
     final_saved_step: int | None = None  # the step whose final model is in output_dir, cast to ship_dtype
+    guard: NonFiniteGuard | None = None  # stops the run at a non-finite loss or gradient norm (train/nonfinite.py)
 
     def __init__(self, *args, **kwargs):
         tell_deepspeed_no_gpu(os.environ)  # before the Trainer's accelerator asks DeepSpeed which device it has
@@ -67,12 +79,58 @@ class SmoldistTrainer(SFTTrainer):
     def compute_loss(self, model, inputs, *args, **kwargs):
         if self.is_world_process_zero():  # train and eval both come here: sdpa/eager on packed rows warn once
             warn_dense_packed(self.model.config._attn_implementation, inputs)
-        return super().compute_loss(model, inputs, *args, **kwargs)
+        out = super().compute_loss(model, inputs, *args, **kwargs)
+        if self.guard is not None and model.training and self.guard.poisoned(self.state.global_step + 1):
+            return (out[0] * float("nan"), *out[1:]) if isinstance(out, tuple) else out * float("nan")
+        return out
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         if self.meter is not None:
             self.meter.count(inputs)
-        return super().training_step(model, inputs, num_items_in_batch)
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if self.guard is not None:
+            self.guard.saw(loss, inputs)
+        return loss
+
+    def _get_grad_norm(self, model, grad_norm=None):
+        # transformers calls this once per optimiser step, after the norm is known and before the optimiser steps
+        grad_norm = super()._get_grad_norm(model, grad_norm)
+        if self.guard is not None:
+            self.guard.check(self.state.global_step + 1, grad_norm, model)
+        return grad_norm
+
+    def _save_checkpoint(self, model, trial):
+        step, out = self.state.global_step, self.args.output_dir
+        last = last_complete_checkpoint(out)
+        needed = directory_bytes(last) if last else self.state_bytes()
+        refused = check_room(out, step, needed)
+        if max_over_ranks([float(refused is not None)])[0]:  # every rank stops here, together
+            raise DiskFullError(refused or f"disk full on another rank while saving checkpoint-{step} in {out}")
+        limit, self.args.save_total_limit = self.args.save_total_limit, None  # rotated after the COMPLETE marker
+        failed = None
+        try:
+            super()._save_checkpoint(model, trial)
+        except (OSError, RuntimeError) as e:
+            if not out_of_space(e, out, needed):
+                raise
+            failed = (f"disk full: writing checkpoint-{step} in {out} failed ({str(e).splitlines()[0][:80]}); "
+                      f"{free_bytes(out, measured=True):,} bytes free, about {needed:,} needed; free space and run "
+                      f"again to resume from {last or 'the start (no complete checkpoint yet)'}")
+        finally:
+            self.args.save_total_limit = limit
+        if max_over_ranks([float(failed is not None)])[0]:
+            if self.is_world_process_zero():
+                shutil.rmtree(Path(out) / f"checkpoint-{step}", ignore_errors=True)  # unmarked: give its space back
+            raise DiskFullError(failed or f"disk full on another rank while saving checkpoint-{step} in {out}")
+
+    def state_bytes(self) -> int:
+        """What a checkpoint of this run holds, before one exists: parameters and optimiser state, in bytes."""
+        import torch
+
+        tensors = list(self.model.parameters())
+        if self.optimizer is not None:
+            tensors += [t for st in self.optimizer.state.values() for t in st.values() if isinstance(t, torch.Tensor)]
+        return sum(t.numel() * t.element_size() for t in tensors)
 
     def _load_rng_state(self, checkpoint):
         # a checkpoint from another world size names its RNG files differently: restore per rank

@@ -134,3 +134,13 @@ def finish_wandb() -> None:
     if wandb.run is not None:
         faults.pause(faults.WANDB_FINISH_DELAY_S)
         wandb.finish()
+
+
+def record_failure(message: str, exit_code: int) -> None:
+    """The run's W&B record says why it stopped (summary `smoldist/failure`), and the run is closed as failed."""
+    import wandb
+
+    if wandb.run is not None:
+        wandb.run.summary["smoldist/failure"] = message
+        wandb.run.summary["smoldist/exit_code"] = exit_code
+        wandb.finish(exit_code=exit_code)

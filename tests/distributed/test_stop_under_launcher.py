@@ -8,13 +8,12 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from smoldist.distributed.checkpoints import COMPLETE
 from smoldist.faults import SIGNAL_AT_STEP
-from tests.helpers import CONFIGS, REPO, accelerate, one_row_recipe
+from tests.helpers import CONFIGS, REPO, accelerate, one_row_recipe, processes_with
 
 pytestmark = pytest.mark.slow
 
@@ -33,17 +32,6 @@ def test_a_clean_stop_exits_zero_under_the_launcher(recipe, tmp_path):
     assert "stopped by signal 10 after step 2" in p.stdout, p.stdout[-2000:] + p.stderr[-3000:]
     assert p.returncode == 0, p.stderr[-3000:]  # was 1: both ranks exited 3 and torchrun reported the job failed
     assert (tmp_path / "run" / "checkpoint-2" / COMPLETE).is_file()
-
-
-def processes_with(tag: str) -> list[int]:
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            if tag.encode() in Path(f"/proc/{pid}/environ").read_bytes():
-                found.append(int(pid))
-        except OSError:
-            continue
-    return found
 
 
 def test_sigterm_to_smoldist_train_reaches_the_workers(recipe, tmp_path):
