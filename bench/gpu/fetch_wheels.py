@@ -1,6 +1,8 @@
 """Download, here, the wheels the GPU machine lacks (it has no network), into the git-ignored .whl/.
 
-    python bench/gpu/fetch_wheels.py            # then: du -sh .whl (the device tool carries 64 MiB per call)
+    python bench/gpu/fetch_wheels.py                          # download; prints wheels + tracked tree vs 64 MiB
+    python bench/gpu/fetch_wheels.py --check                  # only check .whl/ against this environment's metadata
+    python bench/gpu/fetch_wheels.py --without transformers    # use the GPU image's transformers (5.17) instead
 
 What: trl, datasets, deepspeed, wandb and transformers at the versions installed in THIS environment (the stack the
 CPU suite passed on), plus every package they need that the GPU image does not hold (walked from this environment's
@@ -10,6 +12,7 @@ CPython 3.12 on x86-64 manylinux; deepspeed has only an sdist, so its pure-Pytho
 
 from __future__ import annotations
 
+import argparse
 import re
 import subprocess
 import sys
@@ -18,6 +21,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 DEST = REPO / ".whl"
+CARRY_LIMIT = 64 * 2**20  # what one device call carries: tracked tree + carried paths
 WANTED = ["trl", "datasets", "deepspeed", "wandb", "transformers"]
 ON_GPU_IMAGE = {
     "absl-py",
@@ -123,12 +127,12 @@ def norm(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def needed() -> dict[str, str]:
-    """name -> version installed here, for WANTED and their requirements missing on the GPU image."""
-    todo, out = list(WANTED), {}
+def needed(wanted: list[str]) -> dict[str, str]:
+    """name -> version installed here, for `wanted` and their requirements missing on the GPU image."""
+    todo, out = list(wanted), {}
     while todo:
         name = norm(todo.pop())
-        if name in out or (name in ON_GPU_IMAGE and name not in WANTED):
+        if name in out or (name in ON_GPU_IMAGE and name not in wanted):
             continue
         dist = metadata.distribution(name)
         out[name] = dist.version
@@ -139,38 +143,77 @@ def needed() -> dict[str, str]:
     return out
 
 
-def main() -> int:
-    DEST.mkdir(exist_ok=True)
-    for old in DEST.glob("*.whl"):
+def tracked_bytes() -> int:
+    """Bytes of the tracked tree (what every device call carries besides .whl/)."""
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout.split(b"\0")
+    return sum((REPO / f.decode()).stat().st_size for f in files if f and (REPO / f.decode()).is_file())
+
+
+def wheel_name(path: Path) -> tuple[str, str]:
+    """(normalised project name, version) from a wheel's file name."""
+    name, version = path.name.split("-")[:2]
+    return norm(name), version
+
+
+def check(dest: Path, pins: dict[str, str]) -> list[str]:
+    """What is wrong with the wheel set in `dest` against `pins`: missing, extra, duplicated or other versions."""
+    have: dict[str, list[str]] = {}
+    for w in sorted(dest.glob("*.whl")):
+        n, v = wheel_name(w)
+        have.setdefault(n, []).append(v)
+    problems = [f"missing: {n}=={v}" for n, v in sorted(pins.items()) if n not in have]
+    problems += [f"two versions of {n}: {', '.join(vs)} (pip install stops on both)" for n, vs in have.items()
+                 if len(vs) > 1]
+    problems += [f"{n}: wheel {vs[0]}, installed here {pins[n]}" for n, vs in have.items()
+                 if n in pins and len(vs) == 1 and vs[0] != pins[n]]
+    problems += [f"not needed: {n}" for n in have if n not in pins]
+    return problems
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dest", type=Path, default=DEST, help="folder for the wheels (default: %(default)s)")
+    ap.add_argument("--without", action="append", default=[], metavar="NAME",
+                    help=f"leave NAME out (the GPU image's own copy is used); repeatable; of {', '.join(WANTED)}")
+    ap.add_argument("--check", action="store_true",
+                    help="download nothing: check the wheels already in --dest against this environment's metadata")
+    args = ap.parse_args(argv)
+    for name in args.without:
+        if norm(name) not in WANTED:
+            ap.error(f"--without: unknown '{name}'; choose from {', '.join(WANTED)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    dest = args.dest.resolve()
+    pins = needed([n for n in WANTED if n not in {norm(w) for w in args.without}])
+    if not args.check:
+        download(dest, pins)
+    problems = check(dest, pins)
+    size, tree = sum(p.stat().st_size for p in dest.glob("*.whl")), tracked_bytes()
+    print(f"{len(list(dest.glob('*.whl')))} wheels, {size / 2**20:.1f} MiB in {dest}; tracked tree "
+          f"{tree / 2**20:.1f} MiB; together {(size + tree) / 2**20:.1f} MiB of the {CARRY_LIMIT // 2**20} MiB a call "
+          "carries")
+    for line in problems:
+        print("  " + line)
+    return 0 if not problems and size + tree < CARRY_LIMIT else 1
+
+
+def download(dest: Path, pins: dict[str, str]) -> None:
+    dest.mkdir(exist_ok=True)
+    for old in dest.glob("*.whl"):
         old.unlink()
-    pins = needed()
     print("carrying:", ", ".join(f"{k}=={v}" for k, v in sorted(pins.items())))
     pip = [sys.executable, "-m", "pip"]
     binary = [n for n in pins if n != "deepspeed"]
     plat = [a for p in PLATFORMS for a in ("--platform", p)]
-    subprocess.run(
-        [
-            *pip,
-            "download",
-            "-q",
-            "--no-deps",
-            "--only-binary=:all:",
-            "--python-version",
-            "3.12",
-            "--implementation",
-            "cp",
-            *plat,
-            "-d",
-            str(DEST),
-            *(f"{n}=={pins[n]}" for n in binary),
-        ],
-        check=True,
-    )
-    # deepspeed: sdist only; its wheel is pure Python (ops are JIT-built on the machine that runs them)
-    subprocess.run([*pip, "wheel", "-q", "--no-deps", "-w", str(DEST), f"deepspeed=={pins['deepspeed']}"], check=True)
-    size = sum(p.stat().st_size for p in DEST.glob("*.whl"))
-    print(f"{len(list(DEST.glob('*.whl')))} wheels, {size / 2**20:.1f} MiB in {DEST}")
-    return 0 if size < 60 * 2**20 else 1
+    subprocess.run([*pip, "download", "-q", "--no-deps", "--only-binary=:all:", "--python-version", "3.12",
+                    "--implementation", "cp", *plat, "-d", str(dest), *(f"{n}=={pins[n]}" for n in binary)],
+                   check=True)
+    if "deepspeed" in pins:  # sdist only; its wheel is pure Python (ops are JIT-built on the machine that runs them)
+        subprocess.run([*pip, "wheel", "-q", "--no-deps", "-w", str(dest), f"deepspeed=={pins['deepspeed']}"],
+                       check=True)
 
 
 if __name__ == "__main__":

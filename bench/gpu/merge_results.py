@@ -1,8 +1,10 @@
-"""Merge the per-stage throughput JSONs of bench/gpu/run_all.sh into bench/results/train_throughput.json.
+"""Merge per-run throughput JSONs (bench/train_throughput.py --out ...) into one train_throughput.json.
 
-    python bench/gpu/merge_results.py FILES_AT/train_throughput-*.json [--out PATH]   # the files the device sent back
+    python bench/gpu/merge_results.py RUN.json [RUN.json ...] [--out PATH]   # default: bench/results/<that name>
 
-Every config keeps its stage's settings (attention, compile, steps); `best` is recomputed over all of them, so a
+bench/gpu/speed.sh calls it after every run (its runs -> $OUT/train_throughput.json); what the out file already holds
+besides the merged keys (speed.sh's per-step `checks`) is kept. Every config keeps its run's settings (attention,
+compile, steps); `best` is recomputed over all of them, so a
 path's fastest attention and compile setting per (shape, seq_len) is what the ratios compare.
 """
 
@@ -34,7 +36,8 @@ def merge(files: list[Path]) -> dict:
             c["attn"] = c["attn"] + ("+compile" if compiled else "")  # best_attention keys on it
             configs.append(c)
     first = runs[0][1]
-    return {"mode": "full" if all(r["mode"] == "full" for _, r in runs) else "mixed", "device": first["device"],
+    modes = {r["mode"] for _, r in runs}
+    return {"mode": modes.pop() if len(modes) == 1 else "mixed", "device": first["device"],
             "peak_tflops": first["peak_tflops"], "versions": first["versions"], "corpus": first["corpus"],
             "stages": {f.stem: r["settings"] for f, r in runs}, "configs": configs,
             "best": bench_module().best_attention(configs)}
@@ -50,7 +53,8 @@ def main(argv: list[str]) -> int:
         print(__doc__)
         return 2
     result = merge(files)
-    out.write_text(json.dumps(result, indent=2))
+    kept = json.loads(out.read_text()) if out.is_file() else {}
+    out.write_text(json.dumps({**kept, **result}, indent=2))
     bench_module().print_best(result["best"])
     print(f"wrote {out} ({len(result['configs'])} configs from {len(files)} files, device {result['device']})")
     return 0
