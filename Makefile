@@ -62,7 +62,7 @@ test-slurm: install
 
 test-all: test test-slow test-real test-slurm
 
-# Wheels the GPU machine lacks (trl, datasets, deepspeed, wandb, ...) into .whl/, for bench/gpu/run_all.sh.
+# Wheels the GPU machine lacks (trl, datasets, deepspeed, wandb, ...) into .whl/, for bench/gpu/{proof,speed,recipes}.sh.
 gpu-wheels: install
 	$(BIN)/python bench/gpu/fetch_wheels.py
 

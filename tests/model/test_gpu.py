@@ -1,4 +1,4 @@
-"""On a CUDA GPU (marked `gpu`, never in CI; run by bench/gpu/run_all.sh through the device tool):
+"""On a CUDA GPU (marked `gpu`, never in CI; run by bench/gpu/proof.sh through the device tool):
 the varlen FlashAttention kernel and flex_attention give the packed loss of the documents run one by one (bf16
 tolerance), and every engine (single_gpu, multi_gpu as 1 process, fsdp2, zero2, zero3) trains a few steps of the
 135M shape and saves a model that reloads with the same logits."""
