@@ -27,6 +27,7 @@ if [ -d .whl ] && ! timeout 60 "$PY" -c "import trl, deepspeed, datasets, wandb"
   export PYTHONPATH=/tmp/site
 fi
 export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD
+timeout 30 "$PY" bench/gpu/results.py requirements - 2>&1 | tee -a "$LOG"   # carried wheels vs the image's packages
 "$PY" bench/gpu/results.py init "$RESULTS" "$SCRIPT_NAME" "$([ "$SMOKE" = 1 ] && echo cpu-smoke || echo full)"
 
 step() {  # step NAME SECONDS CMD...: run CMD under its own timeout; its output appended to $LOG; status to $RESULTS

@@ -4,8 +4,8 @@
     python bench/gpu/fetch_wheels.py --check                  # only check .whl/ against this environment's metadata
     python bench/gpu/fetch_wheels.py --without transformers    # use the GPU image's transformers (5.17) instead
 
-What: trl, datasets, deepspeed, wandb and transformers at the versions installed in THIS environment (the stack the
-CPU suite passed on), plus every package they need that the GPU image does not hold (walked from this environment's
+What: trl, datasets, deepspeed, wandb, transformers and peft at the versions installed in THIS environment (the stack
+the CPU suite passed on), plus every package they need that the GPU image does not hold (walked from this environment's
 metadata). The GPU image's packages (device KINDS.md, read 2026-11-17) are taken as they are there. Wheels are for
 CPython 3.12 on x86-64 manylinux; deepspeed has only an sdist, so its pure-Python wheel is built here.
 """
@@ -22,7 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 DEST = REPO / ".whl"
 CARRY_LIMIT = 64 * 2**20  # what one device call carries: tracked tree + carried paths
-WANTED = ["trl", "datasets", "deepspeed", "wandb", "transformers"]
+WANTED = ["trl", "datasets", "deepspeed", "wandb", "transformers", "peft"]  # peft: the image's version is unread
 ON_GPU_IMAGE = {
     "absl-py",
     "accelerate",

@@ -24,7 +24,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(HERE))
 from engines import EVAL_RUN, SHAPE_135M, SHAPE_TINY  # noqa: E402  (bench/gpu/engines.py)
-from results import LIBS, SKIPPED_NO_CUDA, record, results_path  # noqa: E402
+from results import LIBS, SKIPPED_NO_CUDA, record, results_path, unmet_requirements  # noqa: E402
 
 WORK = Path(os.environ.get("WORK", "/tmp/smoldist-gpu-work"))
 
@@ -53,7 +53,8 @@ def env() -> int:
         signature = f"missing: {e}"
     needed = [lib for lib in LIBS if lib != "triton" or cuda]  # triton: only where CUDA is
     entry = {"ok": all(not versions[lib].startswith("missing") for lib in needed), "python": sys.version.split()[0],
-             "imported_from": where, "varlen_attn_signature": signature, "figures": ["device"],
+             "imported_from": where, "unmet_requirements": unmet_requirements(),
+             "varlen_attn_signature": signature, "figures": ["device"],
              "device": device, "cuda_capability": list(torch.cuda.get_device_capability()) if cuda else None,
              "device_memory_gib": torch.cuda.get_device_properties(0).total_memory / 2**30 if cuda else None}
     record(results_path(), "env", entry, top={"device": device, "versions": versions})

@@ -3,6 +3,7 @@
     python bench/gpu/results.py init JSON SCRIPT MODE             # {"script", "mode", "started", "checks": {}}
     python bench/gpu/results.py step JSON NAME RC SECONDS LIMIT   # after a step: its exit, time, limit
     python bench/gpu/results.py summary JSON                      # one line per check (the tail the device returns)
+    python bench/gpu/results.py requirements -                    # requirements the installed versions miss
 
 A step's own program records its figures with `record()` (same file, key `checks.NAME`); `step` then adds the
 exit status and wall seconds, and marks a step that died or overran without recording anything as failed.
@@ -65,6 +66,33 @@ def environment() -> dict:
     return {"device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu", "versions": versions}
 
 
+def unmet_requirements(names: tuple[str, ...] = LIBS) -> list[str]:
+    """Requirements of `names` (and of smoldist's stack) that the installed versions do not satisfy: on the GPU
+    image, the carried wheels meet the image's own packages, whose versions nobody pinned."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    from packaging.requirements import Requirement
+
+    unmet = []
+    for name in names:
+        try:
+            requires = distribution(name).requires or []
+        except PackageNotFoundError:
+            continue
+        for line in requires:
+            req = Requirement(line)
+            if req.marker is not None and not req.marker.evaluate({"extra": ""}):
+                continue
+            try:
+                have = distribution(req.name).version
+            except PackageNotFoundError:
+                unmet.append(f"{name} needs {req}: not installed")
+                continue
+            if req.specifier and not req.specifier.contains(have, prereleases=True):
+                unmet.append(f"{name} needs {req}: have {have}")
+    return unmet
+
+
 def step(path: Path, name: str, rc: int, seconds: float, limit: int) -> None:
     data = load(path)
     entry = data.setdefault("checks", {}).setdefault(name, {})
@@ -95,6 +123,8 @@ def main(argv: list[str]) -> int:
                     "checks": {}})
     elif cmd == "step":
         step(path, argv[2], int(argv[3]), float(argv[4]), int(argv[5]))
+    elif cmd == "requirements":  # printed into the log after the wheel install; never fails the script
+        print("\n".join(unmet_requirements()) or "every requirement of " + ", ".join(LIBS) + " is met")
     elif cmd == "summary":
         print(summary(path))
     else:

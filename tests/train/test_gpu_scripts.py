@@ -6,6 +6,7 @@ is checked against metadata; the precision probe reads FSDP2's and DeepSpeed's l
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -69,7 +70,8 @@ def test_a_step_that_overran_or_died_is_recorded_failed_and_the_others_kept(tmp_
     results.main(["step", str(path), "fsdp2", "0", "0", "50"])
     checks = json.loads(path.read_text())["checks"]
     assert checks["env"]["ok"] is True and checks["env"]["seconds"] == 3
-    assert checks["kernels"] == {"exit": 124, "seconds": 70, "limit_s": 70, "ok": False, "error": "timed out after 70 s"}
+    assert checks["kernels"] == {"exit": 124, "seconds": 70, "limit_s": 70, "ok": False,
+                                 "error": "timed out after 70 s"}
     assert checks["flops"]["ok"] is False and checks["flops"]["error"] == "exit 1"
     assert checks["fsdp2"]["ok"] is None and checks["fsdp2"]["skipped"] == "no cuda"
     assert "skipped: no cuda" in results.summary(path)
@@ -150,3 +152,21 @@ def test_the_probe_reads_the_dtypes_deepspeed_gave_the_engine():
     """A bf16 engine communicates and accumulates in bf16 unless its config says fp32 (first run JIT-builds an op)."""
     out = run_probe(DEEPSPEED_PROBE)
     assert out == {"default": ["bfloat16", "bfloat16"], "fp32": ["float32", "float32"]}
+
+
+@pytest.mark.slow
+def test_the_recipes_dry_run_runs_every_step_to_a_result(tmp_path):
+    """recipes.sh --cpu-smoke end to end (~4 min on 2 cores): every step ok, or skipped for want of CUDA."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OUT", "WORK", "RESULTS", "SMOKE")}
+    env.update(OUT=str(tmp_path / "out"), WORK=str(tmp_path / "work"), PY=sys.executable)
+    p = subprocess.run(["bash", str(GPU / "recipes.sh"), "--cpu-smoke"], capture_output=True, text=True, timeout=1200,
+                       env=env, cwd=tmp_path)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert sorted(f.name for f in (tmp_path / "out").iterdir()) == ["gpu_recipes.json", "recipes.log"]
+    data = json.loads((tmp_path / "out" / "gpu_recipes.json").read_text())
+    assert data["mode"] == "cpu-smoke" and data["device"] == "cpu" and data["versions"]["trl"]
+    names = [name for name, _ in STEP.findall((GPU / "recipes.sh").read_text())]
+    assert list(data["checks"]) == names
+    for name, check in data["checks"].items():
+        assert check["ok"] or check.get("skipped") == "no cuda", (name, check)
+    assert data["checks"]["1.7B-shipped"]["tokens_per_s_per_gpu"] > 0
