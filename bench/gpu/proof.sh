@@ -6,7 +6,7 @@
 source "$(dirname "$0")/common.sh" proof gpu_proof.json "$@"
 # step NAME LIMIT_S CMD: the limits sum to <= 540 s with the wheel install (tests/train/test_gpu_scripts.py)
 step env 20 "$PY" bench/gpu/proof_checks.py env
-step kernels 70 "$PY" bench/gpu/proof_checks.py kernels                 # varlen == SDPA, packed == one by one (3 attns)
+step kernels 85 "$PY" bench/gpu/proof_checks.py kernels                 # varlen == SDPA, packed == one by one (3 attns)
 step train-alike 40 "$PY" bench/gpu/proof_checks.py train-alike         # varlen and sdpa train the 135M shape alike
 step engine-single_gpu 45 "$PY" bench/gpu/engines.py single_gpu         # also: fp32 masters under bf16 autocast
 step engine-fsdp2 50 "$PY" bench/gpu/engines.py fsdp2                   # + the FSDP2 mp_policy the model got

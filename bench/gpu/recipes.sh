@@ -7,9 +7,9 @@
 source "$(dirname "$0")/common.sh" recipes gpu_recipes.json "$@"
 R=("$PY" bench/gpu/recipe_runs.py)
 # step NAME LIMIT_S CMD: the limits sum to <= 540 s with the wheel install (tests/train/test_gpu_scripts.py)
-step prepare 70 "${R[@]}" prepare                                            # 20k conversations, all cores
+step prepare 80 "${R[@]}" prepare                                            # 20k conversations, all cores
 step 1.7B-shipped 100 "${R[@]}" run 1.7B-shipped smollm2-1.7b                # as shipped: 8192, checkpointing on
 step 135M-shipped 60 "${R[@]}" run 135M-shipped smollm2-135m                 # as shipped
 step 1.7B-no-ac 130 "${R[@]}" run 1.7B-no-ac smollm2-1.7b --no-ac --rows 4,2           # largest rows that fit
-step 1.7B-compile 140 "${R[@]}" run 1.7B-compile smollm2-1.7b --no-ac --rows from:1.7B-no-ac --compile  # if time is left
+step 1.7B-compile 130 "${R[@]}" run 1.7B-compile smollm2-1.7b --no-ac --rows from:1.7B-no-ac --compile  # if time is left
 finish
