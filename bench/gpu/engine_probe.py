@@ -3,7 +3,8 @@
     accelerate launch --config_file CONFIG --num_processes 1 bench/gpu/engine_probe.py RECIPE PROBE.json
 
 Runs smoldist.train.run.run(RECIPE) unchanged, with one callback added to its trainer: at the first optimizer
-step it writes PROBE.json with the dtype of the master (trainable) parameters, the dtype a linear layer computed
+step it writes PROBE.json with the dtype of the master weights (the trainable parameters; DeepSpeed: its
+optimizer's copy), the dtype a linear layer computed
 in, and, per engine, FSDP2's MixedPrecisionPolicy (from every fully_shard module's state) or DeepSpeed's
 communication / gradient-accumulation dtypes and the config dict the engine was built with. `fp32_reduce` says
 whether gradients are reduced and accumulated in fp32 (the GPU-path issue's requirement; None: nothing to reduce).
@@ -47,10 +48,22 @@ def fsdp2_reduces_in_fp32(policies: list[dict], master_dtype: str) -> bool:
         (p["reduce_dtype"] or p["param_dtype"] or master_dtype) == "float32" for p in policies)
 
 
+def deepspeed_master_dtype(engine) -> str | None:
+    """The dtype of the optimizer's own weight copy: under bf16 DeepSpeed's module holds bf16 weights and its ZeRO
+    optimizer the fp32 masters (stage 1/2: single_partition_of_fp32_groups; stage 3: fp32_partitioned_groups_flat)."""
+    opt = engine.optimizer
+    for attr in ("single_partition_of_fp32_groups", "fp32_partitioned_groups_flat", "fp32_groups_flat_partition"):
+        groups = getattr(opt, attr, None)
+        if groups:
+            return dtype_name(groups[0].dtype)
+    return None
+
+
 def deepspeed_precision(engine) -> dict:
     model_dtype, accum_dtype = engine.get_data_types()
     raw = getattr(engine._config, "_param_dict", {}) or {}
-    return {"communication_data_type": dtype_name(engine.communication_data_type),
+    return {"optimizer_master_dtype": deepspeed_master_dtype(engine),
+            "communication_data_type": dtype_name(engine.communication_data_type),
             "model_dtype": dtype_name(model_dtype), "grad_accum_dtype": dtype_name(accum_dtype),
             "zero_stage": engine.zero_optimization_stage(), "bf16_enabled": engine.bfloat16_enabled(),
             "config": {k: raw[k] for k in DS_KEYS if k in raw}}
@@ -68,6 +81,7 @@ def probe(trainer) -> dict:
     if engine is not None:
         ds = deepspeed_precision(engine)
         out["deepspeed"] = ds
+        out["master_dtypes"] = [ds["optimizer_master_dtype"]]  # the module's own weights are bf16 under bf16
         out["fp32_reduce"] = ds["communication_data_type"] == "float32" and ds["grad_accum_dtype"] == "float32"
     elif policies:
         out["fsdp2_mp_policies"] = policies

@@ -126,9 +126,18 @@ def main(case: str) -> int:
     entry.update(engine=rank["engine"], world_size=rank["world_size"])
     entry["reload_max_rel_diff"] = close(reload_logits(run_dir, lora), rank["probe_logits"])
     precision = entry.get("precision", {})
-    entry["ok"] = (rank["engine"] in engines and rank["world_size"] == 1 and entry["reload_max_rel_diff"] < 2e-2
-                   and precision.get("fp32_reduce") is not False and "float32" in precision.get("master_dtypes", []))
-    entry["figures"] = ["engine", "reload_max_rel_diff"]
+    masters = precision.get("master_dtypes", [])
+    failed = [why for why, bad in (
+        (f"engine {rank['engine']}, not {'/'.join(sorted(engines))}", rank["engine"] not in engines),
+        (f"world size {rank['world_size']}", rank["world_size"] != 1),
+        (f"reloaded logits differ by {entry['reload_max_rel_diff']:.3g}", entry["reload_max_rel_diff"] >= 2e-2),
+        ("gradients reduced or accumulated below fp32 (issue 21)", precision.get("fp32_reduce") is False),
+        (f"master weights {masters}, not fp32", "float32" not in masters),
+        (f"computed in {precision.get('compute_dtype')}, not bf16", not smoke() and precision.get("compute_dtype")
+         != "bfloat16"),  # the recipes' bfloat16: fp32 masters, bf16 autocast
+    ) if bad]
+    entry.update(ok=not failed, error="; ".join(failed) or None,
+                 figures=["engine", "reload_max_rel_diff"])
     record(results_path(), name, entry)
     print(f"{name}: {json.dumps(entry)}")
     return 0 if entry["ok"] else 1
