@@ -4,7 +4,9 @@ Used for the sources (the store key) and the store's shards (verification before
 start-up does not grow with the data and only the first process of a job reads the files; the others,
 started after it (main process first), find the hashes here. An entry is used only while the file's
 size, mtime, ctime and inode all match: editing a file in place changes its ctime, which no user can
-set back, so a modified or truncated file is always hashed again. The cache lives in the store root
+set back, so a modified or truncated file is always hashed again. A file hashed within `SETTLE_S` of its
+mtime is not remembered: a rewrite inside the filesystem's timestamp resolution (1 s on some Lustre setups; NFS
+attribute caches serve stale stats) could leave its stat unchanged. The cache lives in the store root
 (`<store>/.cache/sha256.json`), shared by every node that shares the store.
 """
 
@@ -13,9 +15,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from pathlib import Path
 
 CACHE_FILE = Path(".cache") / "sha256.json"
+SETTLE_S = 2.0  # a stat younger than this may not yet tell a rewrite apart (coarse or cached timestamps)
 
 
 def stat_key(path: str | Path) -> list[int]:
@@ -56,8 +60,10 @@ class HashCache:
         entry = self.entries.get(name)
         if entry and entry.get("stat") == key:
             return entry["sha256"]
+        started = time.time()
         digest = file_sha256(path)
-        if stat_key(path) == key:  # not written to while we read it
+        settled = started - key[1] / 1e9 >= SETTLE_S
+        if settled and stat_key(path) == key:  # old enough to trust its stat, and not written to while we read it
             self.entries[name] = {"stat": key, "sha256": digest}
             self.dirty = True
         self.hashed.append(name)

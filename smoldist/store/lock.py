@@ -39,6 +39,8 @@ from smoldist.store.manifest import MANIFEST
 REPORT_ENV = "SMOLDIST_STORE_WAIT_REPORT_S"
 POLL_S = 1.0
 _UNSUPPORTED = {errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL}
+# the file behind our handle was removed by its holder (NFSv3 answers ESTALE for the old inode): open it again
+_REOPEN = {errno.ESTALE, errno.ENOENT}
 
 
 def _try_lock(fd: int) -> bool | None:
@@ -65,8 +67,10 @@ def _same_file(fd: int, path: Path) -> bool:
     """The locked file is still the one at `path` (its holder unlinks it when done; a new one may take its place)."""
     try:
         return os.fstat(fd).st_ino == os.stat(path).st_ino
-    except FileNotFoundError:
-        return False
+    except OSError as e:
+        if e.errno in _REOPEN:
+            return False
+        raise
 
 
 @contextmanager
@@ -87,7 +91,14 @@ def build_turn(root: Path, key: str, final: Path, force: bool = False, verbose: 
                 return
             if fd < 0:
                 fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
-            got = _try_lock(fd)
+            try:
+                got = _try_lock(fd)
+            except OSError as e:
+                if e.errno not in _REOPEN:
+                    raise
+                os.close(fd)
+                fd = -1
+                continue
             if got is None:
                 print(
                     f"smoldist prepare: warning: {root} does not support file locks; building without one "

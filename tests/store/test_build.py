@@ -112,7 +112,8 @@ def test_no_temporary_store_left_after_a_failure(tmp_path, monkeypatch):
     monkeypatch.setattr(StoreWriter, "write_split", boom)
     with pytest.raises(KeyboardInterrupt):
         prepare(r.model, r.data, verbose=False)
-    assert [p.name for p in (tmp_path / "store").iterdir()] == [".cache"]  # sha256 cache only, no partial store
+    left = [p.name for p in (tmp_path / "store").iterdir()]
+    assert left in ([], [".cache"]), left  # at most the sha256 cache (a source older than SETTLE_S): no partial store
 
 
 def test_missing_source_fails_before_work(tmp_path):

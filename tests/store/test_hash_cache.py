@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import builtins
 import os
+import time
 
 import pytest
 
@@ -28,9 +29,19 @@ def files_read_during(monkeypatch, fn):
     return seen
 
 
+def settle(*paths) -> None:
+    """Backdate files (and every file under folders) by 10 s: the cache trusts only stats older than SETTLE_S."""
+    old = time.time() - 10
+    for p in paths:
+        for f in [p] if p.is_file() else [f for f in p.rglob("*") if f.is_file()]:
+            os.utime(f, (old, old))
+
+
 def test_reuse_with_verification_reads_no_shard_and_no_source(tiny_recipe, conversations_file, monkeypatch):
     r = load_recipe(tiny_recipe)
     first = prepare(r.model, r.data, verbose=False)
+    settle(first.path, conversations_file)
+    prepare(r.model, r.data, verbose=False, verify_shards=True)  # hashed once more, now old enough to be remembered
     read = files_read_during(monkeypatch, lambda: prepare(r.model, r.data, verbose=False, verify_shards=True))
     shards = [os.path.abspath(p) for p in first.path.rglob("*.arrow")]
     assert shards
@@ -48,6 +59,7 @@ def test_source_edited_is_hashed_again(tiny_recipe, conversations_file):
 def test_shard_modified_in_place_with_size_and_mtime_restored_is_refused(tiny_recipe):
     r = load_recipe(tiny_recipe)
     path = prepare(r.model, r.data, verbose=False).path
+    settle(path)
     prepare(r.model, r.data, verbose=False)  # verified once: the cache holds every shard
     shard = next((path / "train").glob("*.arrow"))
     st = os.stat(shard)
@@ -63,6 +75,7 @@ def test_shard_modified_in_place_with_size_and_mtime_restored_is_refused(tiny_re
 def test_truncated_shard_is_refused_with_the_cache_present(tiny_recipe):
     r = load_recipe(tiny_recipe)
     path = prepare(r.model, r.data, verbose=False).path
+    settle(path)
     prepare(r.model, r.data, verbose=False)
     assert (path.parent / ".cache" / "sha256.json").is_file()
     shard = next((path / "train").glob("*.arrow"))
@@ -74,6 +87,8 @@ def test_truncated_shard_is_refused_with_the_cache_present(tiny_recipe):
 def test_damaged_cache_file_is_ignored(tiny_recipe):
     r = load_recipe(tiny_recipe)
     first = prepare(r.model, r.data, verbose=False)
+    settle(first.path)
+    prepare(r.model, r.data, verbose=False)
     (first.path.parent / ".cache" / "sha256.json").write_text("{not json")
     again = prepare(r.model, r.data, verbose=False)
     assert again.reused and again.path == first.path
