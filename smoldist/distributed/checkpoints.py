@@ -134,7 +134,14 @@ def load_rng_state(checkpoint: str | Path, rank: int) -> bool:
     np.random.set_state(state["numpy"])
     torch.random.set_rng_state(state["cpu"])
     if torch.cuda.is_available() and "cuda" in state:
-        cuda = state["cuda"]
-        # saved as one state (1 process) or all of that process's devices (distributed); this process uses one
-        torch.cuda.random.set_rng_state(cuda[0] if isinstance(cuda, (list, tuple)) else cuda)
+        device = torch.cuda.current_device()
+        torch.cuda.random.set_rng_state(cuda_state_for(state["cuda"], device), device)
     return True
+
+
+def cuda_state_for(saved, device_index: int):
+    """The saved CUDA RNG state for this process's device: one state (1 process) or, distributed, one per device
+    the saving process saw (`get_rng_state_all()`), of which a rank uses its own device's, not GPU 0's."""
+    if not isinstance(saved, (list, tuple)):
+        return saved
+    return saved[device_index] if device_index < len(saved) else saved[0]  # it saw one device only

@@ -51,11 +51,17 @@ def process_group_timeout() -> float | None:
     if not (dist.is_available() and dist.is_initialized()):
         return None
     group = dist.distributed_c10d._get_default_group()
-    device = torch.device("cuda" if dist.get_backend() == "nccl" else "cpu")
+    device = torch.device(collective_device(dist.get_backend()))
     try:
         return group._get_backend(device).options._timeout.total_seconds()
     except (AttributeError, RuntimeError):  # a backend without options (private API: best effort, for the rank report)
         return None
+
+
+def collective_device(backend: str | None) -> str:
+    """Where a collective's tensors must live: on the GPU when the group has NCCL, also in a mixed backend such as
+    accelerate's FSDP FULL_STATE_DICT group "cuda:nccl,cpu:gloo" (which is not == "nccl")."""
+    return "cuda" if backend and "nccl" in str(backend) else "cpu"
 
 
 def under_launcher() -> bool:
@@ -89,8 +95,7 @@ def any_rank(flag: bool) -> bool:
 
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return flag
-    device = "cuda" if dist.get_backend() == "nccl" else "cpu"
-    t = torch.tensor([1 if flag else 0], device=device)
+    t = torch.tensor([1 if flag else 0], device=collective_device(dist.get_backend()))
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item())
 

@@ -119,11 +119,12 @@ class ThroughputMeter:
         """Metrics for the window since the last report (collective: every rank must call it)."""
         import torch.distributed as dist
 
+        from smoldist.distributed.state import collective_device
+
         elapsed = max(time.perf_counter() - self.window_start, 1e-9)
         totals = torch.tensor([self.tokens, self.trained, self.sum_sq, self.data_wait], dtype=torch.float64)
         if dist.is_available() and dist.is_initialized() and self.world > 1:
-            device = "cuda" if dist.get_backend() == "nccl" else "cpu"
-            totals = totals.to(device)
+            totals = totals.to(collective_device(dist.get_backend()))
             dist.all_reduce(totals)
             totals = totals.cpu()
         tokens, trained, sum_sq, wait = totals.tolist()
