@@ -10,7 +10,8 @@ launch flag, `smoldist train` trains in its own process, and the dry run says so
 accelerate's `--num_processes` counts processes on ALL machines; `--machine_rank` differs per node
 and must be evaluated on that node (by launch/node.sh under Slurm), never in the batch step.
 Every command sets SMOLDIST_EXPECTED_WORLD_SIZE, so each rank can refuse a world that is not the
-promised one.
+promised one, and passes `--mixed_precision` from the recipe's `model.dtype`: the config's `mixed_precision`
+would otherwise decide (a float32 recipe under a config that says bf16 would train under bf16 autocast).
 """
 
 from __future__ import annotations
@@ -24,8 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from smoldist.cluster.shipped import known_configs
+from smoldist.config import load_recipe
 from smoldist.distributed.state import EXPECTED_WORLD_ENV, count_gpus, tell_deepspeed_no_gpu, under_launcher
 from smoldist.errors import RecipeError
+from smoldist.model.precision import mixed_precision
 
 
 def find_accelerate_config(name: str) -> Path:
@@ -49,6 +52,7 @@ class LaunchPlan:
     procs_per_machine: int = 1
     main_ip: str = "127.0.0.1"
     main_port: int = 29500
+    mixed_precision: str | None = None  # from the recipe; None: the config's
 
     @property
     def world_size(self) -> int:
@@ -57,7 +61,10 @@ class LaunchPlan:
     def command(self, machine_rank: int | str) -> list[str]:
         if self.config is None:  # what the in-process run amounts to
             return [sys.executable, "-m", "smoldist.train", *([self.recipe] if self.recipe else []), *self.overrides]
-        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(self.config),
+        cmd = [sys.executable, "-m", "accelerate.commands.launch"]
+        if self.mixed_precision:
+            cmd += ["--mixed_precision", self.mixed_precision]
+        cmd += ["--config_file", str(self.config),
                "--num_processes", str(self.world_size), "--num_machines", str(self.num_machines)]
         if self.num_machines > 1:
             cmd += ["--machine_rank", str(machine_rank), "--main_process_ip", self.main_ip]
@@ -92,6 +99,15 @@ def default_config(world_size: int, num_machines: int, gpus_named: bool) -> str 
     return "multi_gpu" if gpus_named or count_gpus() else "cpu_ddp"
 
 
+def recipe_precision(recipe: str | None, overrides: list[str], config: Path) -> str:
+    """The recipe's autocast for this accelerate config (fp16 needs GPUs: a `use_cpu` config gets 'no')."""
+    import yaml
+
+    r = load_recipe(recipe, overrides)
+    on_gpu = not (yaml.safe_load(config.read_text()) or {}).get("use_cpu", False)
+    return mixed_precision(r.model.dtype, r.model.master_weights, r.train, on_gpu)
+
+
 def plan_from_args(ns, recipe: str | None, overrides: list[str]) -> LaunchPlan:
     """The one plan `smoldist train` both prints (--dry-run) and runs: what runs is what the dry run shows."""
     if not (ns.accelerate_config or ns.num_processes or ns.gpus_per_node or ns.num_machines):
@@ -103,9 +119,11 @@ def plan_from_args(ns, recipe: str | None, overrides: list[str]) -> LaunchPlan:
         per_node = ns.num_processes // ns.num_machines
     name = ns.accelerate_config or default_config(per_node * (ns.num_machines or 1), ns.num_machines or 1,
                                                   ns.gpus_per_node is not None)
-    return LaunchPlan(config=name and find_accelerate_config(name), recipe=recipe, overrides=overrides,
+    config = name and find_accelerate_config(name)
+    return LaunchPlan(config=config, recipe=recipe, overrides=overrides,
                       num_machines=ns.num_machines or 1, procs_per_machine=per_node,
-                      main_ip=ns.main_process_ip, main_port=ns.main_process_port)
+                      main_ip=ns.main_process_ip, main_port=ns.main_process_port,
+                      mixed_precision=config and recipe_precision(recipe, overrides, config))
 
 
 FORWARDED = (signal.SIGTERM, signal.SIGHUP)

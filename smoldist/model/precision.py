@@ -15,6 +15,8 @@ import json
 import warnings
 from pathlib import Path
 
+from smoldist.errors import RecipeError
+
 PURE_LOW_PRECISION_WARNING = (
     "model.master_weights: none trains the weights themselves in {dtype} with no fp32 master copy: "
     "Adam updates smaller than half a {dtype} ulp of a weight (2^-9 x |w| for bf16) are rounded away, "
@@ -66,3 +68,57 @@ def cast_saved_model(output_dir: str | Path, dtype: str) -> list[str]:
         c.pop("torch_dtype", None)
         config.write_text(json.dumps(c, indent=2, sort_keys=True) + "\n")
     return cast
+
+
+def mixed_precision(dtype: str, master_weights: str, train: dict, on_gpu: bool) -> str:
+    """accelerate's name for the autocast a recipe asks for ('bf16', 'fp16' or 'no'); train.bf16/fp16 win."""
+    flags = {**autocast_flags(dtype, master_weights, on_gpu), **{k: train[k] for k in ("bf16", "fp16") if k in train}}
+    return "fp16" if flags["fp16"] else "bf16" if flags["bf16"] else "no"
+
+
+def check_launch_precision(recipe_precision: str, launch_precision: str | None, dtype: str) -> None:
+    """Refuse a launcher's autocast that the recipe did not ask for: with bf16 and fp16 off, TrainingArguments takes
+    ACCELERATE_MIXED_PRECISION (the accelerate config's `mixed_precision`), so a float32 recipe would run bf16."""
+    if recipe_precision == "no" and launch_precision not in (None, "", "no"):
+        raise RecipeError(
+            f"model.dtype: {dtype} asks for no autocast, but the launch says mixed_precision: {launch_precision} "
+            f"(ACCELERATE_MIXED_PRECISION, from the accelerate config or --mixed_precision); launch with "
+            f"`smoldist train --accelerate-config ...` (it passes the recipe's precision) or `accelerate launch "
+            f"--mixed_precision no`, or set model.dtype to match"
+        )
+
+
+def reduce_in_fp32(accelerator_state) -> None:
+    """Sum and reduce gradients in fp32 under FSDP2 and DeepSpeed, as DDP does with its fp32 parameters.
+
+    accelerate gives FSDP2 `reduce_dtype = param_dtype` (bf16), and FSDP2 accumulates unsynchronised micro-batch
+    gradients in `reduce_dtype`; DeepSpeed's `communication_data_type` and `data_types.grad_accum_dtype` default
+    to its engine's bf16. Values a user's DeepSpeed config sets are kept. Call before `accelerator.prepare`."""
+    import dataclasses
+
+    import torch
+
+    fsdp = getattr(accelerator_state, "fsdp_plugin", None)
+    if fsdp is not None and fsdp.mixed_precision_policy is not None:
+        fsdp.mixed_precision_policy = dataclasses.replace(fsdp.mixed_precision_policy, reduce_dtype=torch.float32)
+    ds = getattr(accelerator_state, "deepspeed_plugin", None)
+    if ds is not None:
+        config = ds.deepspeed_config
+        config.setdefault("communication_data_type", "fp32")
+        if ds.zero_stage >= 1:  # DeepSpeed 0.19.8 refuses a bf16 engine with fp32 accumulation without ZeRO
+            config.setdefault("data_types", {}).setdefault("grad_accum_dtype", "fp32")
+
+
+def precision_report(accelerator, wrapped_model) -> dict:
+    """The dtypes the engine was really built with, read from the live objects (recorded in each rank's report)."""
+    report = {"mixed_precision": str(accelerator.mixed_precision)}
+    if hasattr(wrapped_model, "get_data_types"):  # a DeepSpeed engine
+        model_dtype, accum_dtype = wrapped_model.get_data_types()
+        report.update(param_dtype=str(model_dtype), grad_accum_dtype=str(accum_dtype),
+                      reduce_dtype=str(wrapped_model.communication_data_type))
+    sharded = [m for m in wrapped_model.modules() if hasattr(m, "_get_fsdp_state")]
+    if sharded:  # FSDP2: the policy fully_shard received
+        policy = sharded[0]._get_fsdp_state()._mp_policy
+        report.update(param_dtype=str(policy.param_dtype), reduce_dtype=str(policy.reduce_dtype),
+                      grad_accum_dtype=str(policy.reduce_dtype))  # unsynchronised micro-batches sum in reduce_dtype
+    return report

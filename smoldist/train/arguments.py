@@ -48,6 +48,26 @@ def eval_rows(attn_implementation: str, train_rows: int) -> int:
     return 1 if attn_implementation in DENSE_MASK else train_rows
 
 
+def launch_precision(recipe: Recipe, on_gpu: bool) -> str:
+    """The `--mixed_precision` a launcher must pass for this recipe ('bf16', 'fp16' or 'no')."""
+    from smoldist.model.precision import mixed_precision
+
+    return mixed_precision(recipe.model.dtype, recipe.model.master_weights, recipe.train, on_gpu)
+
+
+def check_launch_precision_of(recipe: Recipe) -> None:
+    """Refuse, before any work, a launch whose accelerate config asks for autocast the recipe does not."""
+    import os
+
+    import torch
+
+    from smoldist.model.precision import check_launch_precision
+
+    on_gpu = torch.cuda.is_available() and not {**train_defaults(recipe), **recipe.train}["use_cpu"]
+    check_launch_precision(launch_precision(recipe, on_gpu), os.environ.get("ACCELERATE_MIXED_PRECISION"),
+                           recipe.model.dtype)
+
+
 def sft_config(recipe: Recipe, world_size: int, report_to: list[str]):
     """The trl.SFTConfig for a pre-packed store: TRL must not re-template, re-tokenize or re-pack."""
     import torch
@@ -55,6 +75,7 @@ def sft_config(recipe: Recipe, world_size: int, report_to: list[str]):
 
     from smoldist.model.precision import autocast_flags
 
+    check_launch_precision_of(recipe)
     train = {**train_defaults(recipe), **recipe.train}
     gbt = train.pop("global_batch_tokens", None)
     rows = train.setdefault("per_device_train_batch_size", 8)

@@ -23,6 +23,7 @@ from smoldist.errors import RecipeError, SmoldistError
 from smoldist.eval.end_of_run import eval_at_end
 from smoldist.model.build import build_model, check_seq_len, load_tokenizer
 from smoldist.model.lora import count_parameters, frozen_checksum, peft_config, pin_base_path
+from smoldist.model.precision import precision_report
 from smoldist.model.stop_tokens import set_stop_tokens
 from smoldist.store.build import prepare
 from smoldist.store.manifest import load_split
@@ -154,7 +155,8 @@ def _run(recipe: Recipe, stop: StopFlag) -> dict:
     # ---- save model, tokenizer, trainer state, the resolved recipe, and what each rank saw
     trainer.save_model(args.output_dir)  # cast to model.dtype
     write_rank_report(args.output_dir, dist, trainer.model, engine,
-                      {**lora_extra(trainer.model, recipe), "built_partitioned": built_partitioned})
+                      {**lora_extra(trainer.model, recipe), "built_partitioned": built_partitioned,
+                       "precision": precision_report(trainer.accelerator, trainer.model_wrapped)})
     if trainer.is_world_process_zero():
         trainer.save_state()
         save_recipe(recipe, Path(args.output_dir) / "recipe.yaml")

@@ -24,8 +24,9 @@ from smoldist.distributed.preemption import EvaluationStopped
 from smoldist.distributed.state import max_over_ranks, tell_deepspeed_no_gpu
 from smoldist.errors import DiskFullError
 from smoldist.model.attention import warn_dense_packed
-from smoldist.model.precision import cast_saved_model
+from smoldist.model.precision import cast_saved_model, reduce_in_fp32
 from smoldist.train.console import eval_line, write_line
+from smoldist.train.eval_weighting import TokenWeightedEval, top_up
 from smoldist.train.nonfinite import NonFiniteGuard
 from smoldist.train.throughput import ThroughputMeter
 
@@ -36,10 +37,15 @@ class SmoldistTrainer(SFTTrainer):
     evaluation_cut = False  # the last evaluation was ended by a stop signal (distributed/preemption.py)
     final_saved_step: int | None = None  # the step whose final model is in output_dir, cast to ship_dtype
     guard: NonFiniteGuard | None = None  # stops the run at a non-finite loss or gradient norm (train/nonfinite.py)
+    eval_sums: TokenWeightedEval | None = None  # set while an evaluation loop runs
 
     def __init__(self, *args, **kwargs):
         tell_deepspeed_no_gpu(os.environ)  # before the Trainer's accelerator asks DeepSpeed which device it has
         super().__init__(*args, **kwargs)
+
+    def create_accelerator_and_postprocess(self):
+        super().create_accelerator_and_postprocess()
+        reduce_in_fp32(self.accelerator.state)  # before prepare() builds FSDP2 / the DeepSpeed engine from these
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         # Checkpoints keep fp32 weights; the final model is cast to model.dtype. Nothing is pushed from here:
@@ -71,6 +77,23 @@ class SmoldistTrainer(SFTTrainer):
                 write_line(f"smoldist | {e}; saving a checkpoint at step {self.state.global_step}")
             return {}
 
+    def get_eval_dataloader(self, eval_dataset=None):
+        ds = self.eval_dataset if eval_dataset is None else eval_dataset
+        if self.args.world_size > 1 and hasattr(ds, "column_names"):  # no row seen twice by even_batches
+            pad = getattr(self.processing_class, "pad_token_id", None) or 0
+            eval_dataset = top_up(ds, self.args.world_size * self.args.eval_batch_size, pad)
+        return super().get_eval_dataloader(eval_dataset)
+
+    def evaluation_loop(self, *args, **kwargs):
+        self.eval_sums = TokenWeightedEval()
+        try:
+            output = super().evaluation_loop(*args, **kwargs)
+            prefix = kwargs.get("metric_key_prefix", args[4] if len(args) > 4 else "eval")
+            output.metrics[f"{prefix}_loss"] = self.eval_sums.mean(self.accelerator)  # per label token, all ranks
+        finally:
+            self.eval_sums = None
+        return output
+
     def _determine_best_metric(self, metrics, trial) -> bool:
         if self.evaluation_cut:  # no metrics; True keeps save_strategy "best" saving the stop's checkpoint
             return True
@@ -82,6 +105,8 @@ class SmoldistTrainer(SFTTrainer):
         out = super().compute_loss(model, inputs, *args, **kwargs)
         if self.guard is not None and model.training and self.guard.poisoned(self.state.global_step + 1):
             return (out[0] * float("nan"), *out[1:]) if isinstance(out, tuple) else out * float("nan")
+        if self.eval_sums is not None and not model.training:
+            self.eval_sums.add(out[0] if isinstance(out, tuple) else out, inputs["labels"])
         return out
 
     def training_step(self, model, inputs, num_items_in_batch=None):

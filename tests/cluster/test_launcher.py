@@ -122,3 +122,13 @@ def test_no_launch_flags_dry_run_shows_the_in_process_run(plan):
     assert code == 0
     assert "runs in this process" in head and "accelerate" not in node
     assert node.endswith("-m smoldist.train launch/smollm2-135m/smoltalk.yaml")
+
+
+def test_the_launch_passes_the_recipes_precision_not_the_configs(plan):
+    # zero3.yaml says mixed_precision: bf16; accelerate would hand that to a float32 recipe's trainer
+    code, (_, node), _ = plan("--accelerate-config", "zero3", "--gpus-per-node", "8", "model.dtype=float32")
+    assert code == 0 and "accelerate.commands.launch --mixed_precision no --config_file" in node
+    code, (_, node), _ = plan("--accelerate-config", "zero3", "--gpus-per-node", "8")  # smoltalk.yaml: bfloat16
+    assert code == 0 and "--mixed_precision bf16 --config_file" in node
+    code, (_, node), _ = plan("--accelerate-config", "cpu_ddp", "model.dtype=float16")  # fp16 needs GPUs
+    assert code == 0 and "--mixed_precision no --config_file" in node
