@@ -7,8 +7,9 @@ data order does not depend on the world size, so a checkpoint saved on W0 proces
   the sizes that work);
 - DDP (and one process): weights, optimiser and scheduler are whole in every checkpoint: load as is;
 - DeepSpeed ZeRO-2/3: the optimiser state is partitioned W0 ways. The main rank converts the checkpoint to
-  DeepSpeed's universal format once (deepspeed.checkpoint.ds_to_universal; the others wait) and the engine
-  loads it with `checkpoint.load_universal`, re-partitioning onto W;
+  DeepSpeed's universal format once (deepspeed.checkpoint.ds_to_universal) while the others poll for its marker
+  file, in no collective, so a conversion longer than ddp_timeout cannot time the job out (as the store lock);
+  the engine loads it with `checkpoint.load_universal`, re-partitioning onto W;
 - RNG: each rank restores the state its rank saved, where that rank existed; ranks that are new start from
   the seed's state, and the log names them (dropout-free SFT does not draw random numbers while training).
 
@@ -19,16 +20,17 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from argparse import Namespace
 from pathlib import Path
 
 from transformers import TrainerCallback
 
 from smoldist.distributed.checkpoints import saved_world
-from smoldist.distributed.state import barrier
 from smoldist.errors import RecipeError
 
 UNIVERSAL_LATEST = "latest_universal"  # the file DeepSpeed reads for the tag when load_universal is on
+WAIT_REPORT_S = 30.0  # a waiting rank says so this often
 
 
 def working_world_sizes(global_batch_tokens: int, per_device_rows: int, seq_len: int) -> list[int]:
@@ -89,8 +91,27 @@ def convert_to_universal(checkpoint: str | Path) -> Path:
                                    num_merge_workers=1, keep_temp_folder=False, strict=True, inject_missing_state=True))
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)
-    (checkpoint / UNIVERSAL_LATEST).write_text(out.name)
+    marker = checkpoint / f"{UNIVERSAL_LATEST}.tmp"
+    marker.write_text(out.name)
+    os.replace(marker, checkpoint / UNIVERSAL_LATEST)  # last, and whole: the other ranks wait for this file
     return out
+
+
+def universal_ready(checkpoint: Path) -> bool:
+    """The main rank's conversion is complete (its marker is written after the converted folder is in place)."""
+    latest = checkpoint / UNIVERSAL_LATEST
+    return latest.is_file() and (checkpoint / latest.read_text().strip()).is_dir()
+
+
+def wait_for_universal(checkpoint: Path, poll_s: float = 1.0) -> None:
+    """Poll for the main rank's conversion; a dead main rank ends the job through its launcher, not through here."""
+    t0 = next_report = time.monotonic()
+    while not universal_ready(checkpoint):
+        if time.monotonic() >= next_report + WAIT_REPORT_S:
+            next_report = time.monotonic()
+            print(f"smoldist train: waiting for the main rank to convert {checkpoint} to a universal checkpoint "
+                  f"({next_report - t0:.0f} s so far; no collective is pending)", flush=True)
+        time.sleep(poll_s)
 
 
 def prepare_resume(trainer, checkpoint: str | None, before: int | None, world_size: int, is_main: bool) -> list[str]:
@@ -102,7 +123,8 @@ def prepare_resume(trainer, checkpoint: str | None, before: int | None, world_si
     if plugin is not None and deepspeed_tag(Path(checkpoint)) is not None:
         if is_main:
             convert_to_universal(checkpoint)
-        barrier()  # the other ranks wait for the conversion
+        else:
+            wait_for_universal(Path(checkpoint))
         # read by the engine that trainer.train() creates (accelerator.prepare), then by its load_checkpoint
         plugin.deepspeed_config.setdefault("checkpoint", {})["load_universal"] = True
         lines.append(f"converted {checkpoint} to a DeepSpeed universal checkpoint ({before} -> {world_size} processes)")
