@@ -32,7 +32,13 @@ from smoldist.train.console import close_bars, quiet_console
 from smoldist.train.loss_plot import plot_loss_curve
 from smoldist.train.nonfinite import NonFiniteGuard
 from smoldist.train.resume import check_same_run, checkpoint_to_resume, record_identity, run_identity
-from smoldist.train.throughput import FlopModel, ThroughputMeter, device_peak_tflops
+from smoldist.train.throughput import (
+    ATTENTION_CONVENTION,
+    FlopModel,
+    ThroughputMeter,
+    device_peak_tflops,
+    head_on_trained_tokens,
+)
 from smoldist.train.trainer import SmoldistTrainer, StepCounter
 from smoldist.train.wandb_run import (
     RunInfoCallback,
@@ -116,7 +122,8 @@ def _run(recipe: Recipe, stop: StopFlag) -> dict:
     quiet_console(trainer)  # one line per log on screen; the dicts stay in trainer_state.json and W&B
     peak = device_peak_tflops(recipe.tracking.peak_tflops)
     # counted after peft wrapped the model: which weights train decides the FLOPs
-    trainer.meter = meter = ThroughputMeter(FlopModel.of(trainer.model), peak, dist.world_size)
+    compact_head = head_on_trained_tokens(args.device)  # TRL's fused head skips untrained tokens (CUDA + Triton)
+    trainer.meter = meter = ThroughputMeter(FlopModel.of(trainer.model, compact_head), peak, dist.world_size)
     trainer.add_callback(StepCounter(meter))
     trainer.ship_dtype = recipe.model.dtype  # fp32 masters trained; the final model ships in model.dtype
     trainer.guard = NonFiniteGuard(dist.rank, dist.world_size, args.output_dir, resume)
@@ -131,6 +138,8 @@ def _run(recipe: Recipe, stop: StopFlag) -> dict:
         f"{len(train_ds):,} rows x {recipe.data.seq_len} tokens, grad accumulation {args.gradient_accumulation_steps}, "
         f"store {store.path}"
     )
+    print0(f"smoldist train: MFU counts the LM head on {'trained' if compact_head else 'all'} tokens; "
+           f"{ATTENTION_CONVENTION}")
 
     # ---- train, resuming from the last complete checkpoint in output_dir
     if resume:

@@ -1,10 +1,12 @@
 """Honest throughput: real (document) tokens, trained tokens, data wait, and MFU for packed batches.
 
 FLOPs of one training step (forward + backward), over the documents actually in it:
-    (2 N + 2 N + 2 N_t) * T  +  12 * L * d * sum(s_i^2)
-     fwd   act.grad  weight grad
+    (2 N + 2 N + 2 N_t) * T  -  (4 H + 2 H_t) * (T - T_trained)  +  12 * L * d * sum(s_i^2)
+     fwd   act.grad  weight grad   the LM head skipped on untrained tokens      attention
 N: parameters that take part in matmuls (all of them, less the input embedding when untied);
-N_t: those of them that train; T: real tokens (no padding); L: layers; d: attention width
+N_t: those of them that train; T: real tokens (no padding); H, H_t: the LM head's share of N, N_t, charged
+only on trained tokens when TRL's fused head scores only those (CUDA/XPU with Triton; elsewhere every token);
+L: layers; d: attention width
 (heads x head_dim); s_i: length of each document. Forward costs 2N per token; the backward pass
 computes activation gradients through every matmul (2N) but weight gradients only for trainable
 weights (2 N_t). Full fine-tuning has N_t = N: the usual 6NT. LoRA has N = base + adapter and
@@ -12,6 +14,9 @@ N_t = adapter only, so a LoRA step counts about 4NT: frozen weights need no weig
 attention term is summed per document, because a packed row of documents costs what its documents
 cost, not what one row-long sequence would. For a single document filling a row,
 this equals the usual non-packed 6NT + 12 L d S^2 per row.
+
+Attention convention: the full S^2 score matrix per document (PaLM's convention, as FlopCounterMode counts sdpa),
+although a causal kernel computes about half of it; MFU under the causal-half convention reads lower by that share.
 
 Counters accumulate on each rank and are summed across ranks only at logging steps.
 """
@@ -45,15 +50,32 @@ def device_peak_tflops(override: float | None = None) -> float | None:
     return None
 
 
+ATTENTION_CONVENTION = "attention counted as the full S^2 per document (PaLM convention; a causal kernel does half)"
+
+
+def head_on_trained_tokens(device) -> bool:
+    """TRL 1.16's fused LM head scores only label positions where Triton runs (trl/trainer/utils.py), else all."""
+    try:
+        from trl.kernels.chunked_logprob import _use_triton
+    except ImportError:  # renamed in another TRL: its rule as read in 1.16
+        import importlib.util
+
+        return importlib.util.find_spec("triton") is not None and torch.device(device).type in ("cuda", "xpu")
+    return bool(_use_triton(torch.device(device)))
+
+
 @dataclass(frozen=True)
 class FlopModel:
     n_matmul_params: int
     layers: int
     attn_width: int
     n_trainable_matmul_params: int | None = None  # None: all of them train (full fine-tuning)
+    n_head_params: int = 0  # the LM head matrix (part of n_matmul_params)
+    head_trains: bool = False  # its weight gets a gradient (full fine-tuning; not LoRA)
+    head_on_trained_tokens: bool = False  # TRL's fused head skips tokens with no label
 
     @classmethod
-    def of(cls, model) -> FlopModel:
+    def of(cls, model, head_on_trained_tokens: bool = False) -> FlopModel:
         cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
         numel = lambda p: getattr(p, "ds_numel", None) or p.numel()  # noqa: E731  (ZeRO-3 partitions parameters)
         total = sum(numel(p) for p in model.parameters())
@@ -65,12 +87,18 @@ class FlopModel:
         if not tied and embed_w.requires_grad:
             trainable -= embed  # an untied input embedding's gradient is a scatter, not a matmul
         head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-        return cls(n, cfg.num_hidden_layers, cfg.num_attention_heads * head_dim, trainable)
+        head_w = model.get_output_embeddings().weight
+        return cls(n, cfg.num_hidden_layers, cfg.num_attention_heads * head_dim, trainable, numel(head_w),
+                   head_w.requires_grad, head_on_trained_tokens)
 
-    def flops(self, tokens: int, sum_sq_lengths: int) -> float:
+    def flops(self, tokens: int, sum_sq_lengths: int, trained_tokens: int | None = None) -> float:
         n, nt = self.n_matmul_params, self.n_trainable_matmul_params
         nt = n if nt is None else nt
-        return (4.0 * n + 2.0 * nt) * tokens + 12.0 * self.layers * self.attn_width * sum_sq_lengths
+        total = (4.0 * n + 2.0 * nt) * tokens + 12.0 * self.layers * self.attn_width * sum_sq_lengths
+        if self.head_on_trained_tokens and trained_tokens is not None:  # the head never ran on the other tokens
+            head = 4.0 * self.n_head_params + (2.0 * self.n_head_params if self.head_trains else 0.0)
+            total -= head * (tokens - trained_tokens)
+        return total
 
 
 def batch_stats(inputs: dict) -> tuple[int, int, int]:
@@ -128,7 +156,7 @@ class ThroughputMeter:
             dist.all_reduce(totals)
             totals = totals.cpu()
         tokens, trained, sum_sq, wait = totals.tolist()
-        flops_per_device = self.flop_model.flops(int(tokens), int(sum_sq)) / self.world
+        flops_per_device = self.flop_model.flops(int(tokens), int(sum_sq), int(trained)) / self.world
         out = {
             "perf/tokens_per_s_per_device": tokens / elapsed / self.world,
             "perf/trained_tokens_per_s_per_device": trained / elapsed / self.world,
