@@ -28,6 +28,8 @@ from smoldist.cluster.launcher import add_launch_arguments
 from smoldist.cluster.submit import node_count
 from smoldist.errors import SmoldistError
 
+GSM8K_BATCH = 8  # questions generated at once unless --batch-size says otherwise
+
 
 def split_recipe_args(args: list[str]) -> tuple[str | None, list[str]]:
     """The first argument without '=' is the recipe file; the rest are overrides."""
@@ -77,7 +79,8 @@ def make_parser() -> argparse.ArgumentParser:
     e.add_argument("--data", help="questions with gold answers (jsonl/json/parquet)")
     e.add_argument("--format", default="gsm8k", choices=["gsm8k"], help="how to read questions and gold answers")
     e.add_argument("-n", type=int, help="score only the first N questions")
-    e.add_argument("--batch-size", type=int, default=8, help="questions generated at once, or rows per loss batch")
+    e.add_argument("--batch-size", type=int, help="questions generated at once (default 8), or rows per loss batch "
+                   "(default: the run's own eval batch)")
     e.add_argument("--max-new-tokens", type=int, default=256, help="longest answer generated per question")
     e.add_argument("--out", help="write the result and every record as JSON here")
     e.add_argument("--loss", action="store_true", help="loss on the eval split of the store the run trained on")
@@ -161,7 +164,7 @@ def run_model_command(ns: argparse.Namespace) -> int:
     from smoldist.eval.gsm8k import eval_gsm8k
     from smoldist.eval.results import print_gsm8k
 
-    res = eval_gsm8k(ns.model, ns.data, ns.n, ns.batch_size, ns.max_new_tokens, ns.out)
+    res = eval_gsm8k(ns.model, ns.data, ns.n, ns.batch_size or GSM8K_BATCH, ns.max_new_tokens, ns.out)
     print_gsm8k(res)
     if ns.out:
         print(f"smoldist eval: wrote {ns.out}")
@@ -177,7 +180,7 @@ def compare_command(ns: argparse.Namespace) -> int:
     if ns.loss:
         res = compare.compare_loss(ns.model, base, ns.batch_size)
     elif ns.data:
-        res = compare.compare_gsm8k(ns.model, base, ns.data, ns.n, ns.batch_size, ns.max_new_tokens)
+        res = compare.compare_gsm8k(ns.model, base, ns.data, ns.n, ns.batch_size or GSM8K_BATCH, ns.max_new_tokens)
     else:
         raise SmoldistError("eval --compare: give --data FILE (questions with gold answers) or --loss")
     print(f"smoldist eval: {ns.model}: {compare.summary(res)}")

@@ -93,7 +93,7 @@ def paired(tuned: dict, before: dict) -> dict:
             "p_value": p, "n": tuned["n"], "run": tuned, "base": before}
 
 
-def compare_loss(run_dir: str, base: str | None, batch_size: int) -> dict:
+def compare_loss(run_dir: str, base: str | None, batch_size: int | None = None) -> dict:
     load_base, name = find_base(run_dir, base)
     tuned = eval_loss(run_dir, batch_size)
     before = dict(eval_loss(run_dir, batch_size, model=load_base()), model=name)

@@ -3,10 +3,13 @@
     smoldist eval runs/demo --loss --batch-size 8
 
 The run's recipe.yaml names the store; it is verified like a training start. Rows are batched as training
-batches them (TRL's padding-free collator: one flat row, position ids restarting at every document) and
-the model runs in fp32 without a KV cache, as the trainer runs it. The figure is the summed cross-entropy
-over every label token divided by their number: the same at any batch size, unlike the Trainer's
-eval_loss, a mean of batch means that weighs a short batch's tokens more.
+batches them (TRL's padding-free collator: one flat row, position ids restarting at every document), as many
+per batch as the run's evaluation took (`per_device_eval_batch_size`, else one row with sdpa/eager, whose mask is
+(rows x seq_len)^2), and the model runs with the recipe's attention, without a KV cache, under the recipe's
+autocast on a GPU (fp32 on CPU), over fp32 weights, as the trainer runs it. The full-vocabulary logits are never
+built: the LM head and the cross-entropy run over chunks of label tokens (`chunked_loss_sum`). The figure is the
+summed cross-entropy over every label token divided by their number: the same at any batch size, as the
+trainer's eval_loss (train/eval_weighting.py).
 """
 
 from __future__ import annotations
@@ -17,13 +20,25 @@ from smoldist.config import load_recipe
 from smoldist.errors import DataError, RecipeError
 from smoldist.eval.results import write_json
 from smoldist.model.lora import load_model
+from smoldist.model.precision import mixed_precision
 from smoldist.store.manifest import load_split, verify_store
 from smoldist.store.plan import plan_store
 
+CHUNK_ELEMENTS = 1 << 26  # logits held at once (256 MiB in fp32), whatever the vocabulary and the batch
 
-def eval_loss(run_dir: str, batch_size: int = 8, out: str | None = None, model=None) -> dict:
+
+def run_eval_rows(recipe) -> int:
+    """Rows per eval batch as the run's trainer took them (train/arguments.py sets the same default)."""
+    from smoldist.model.attention import eval_rows
+
+    train = recipe.train
+    return train.get("per_device_eval_batch_size") or eval_rows(recipe.model.attn_implementation,
+                                                                train.get("per_device_train_batch_size", 8))
+
+
+def eval_loss(run_dir: str, batch_size: int | None = None, out: str | None = None, model=None) -> dict:
     """Mean loss per label token on the eval split of the store the run trained on, of the run's model or of
-    `model` (the same rows, token for token)."""
+    `model` (the same rows, token for token). `batch_size` None: the run's own eval batch."""
     import torch
     from transformers import AutoTokenizer
 
@@ -42,14 +57,50 @@ def eval_loss(run_dir: str, batch_size: int = 8, out: str | None = None, model=N
         raise DataError(f"{plan.path}: no eval split (the run's data.eval_fraction is 0); nothing held out to score")
     tok = AutoTokenizer.from_pretrained(run_dir)
     model = model if model is not None else load_model(run_dir, torch.float32)
-    loss, tokens = token_mean_loss(model, eval_ds, batch_size, tok.pad_token_id)
+    use_attention(model, recipe.model.attn_implementation)
+    on_gpu = torch.cuda.is_available()
+    autocast = mixed_precision(recipe.model.dtype, recipe.model.master_weights, recipe.train, on_gpu)
+    loss, tokens = token_mean_loss(model, eval_ds, batch_size or run_eval_rows(recipe), tok.pad_token_id,
+                                   autocast if on_gpu else "no")
     result = {"eval_loss": loss, "tokens": tokens, "rows": len(eval_ds), "store": str(plan.path), "model": str(run_dir)}
     write_json(out, result)
     return result
 
 
-def token_mean_loss(model, rows, batch_size: int, pad_token_id: int | None = None) -> tuple[float, int]:
-    """(summed cross-entropy over every label token of `rows` / their number, that number), in row order."""
+def use_attention(model, attn_implementation: str) -> None:
+    """Run `model` with the recipe's attention (a loaded model gets transformers' default, sdpa)."""
+    from smoldist.model.attention import check_attn_implementation, register
+
+    check_attn_implementation(attn_implementation, training=False)
+    register()
+    model.set_attn_implementation(attn_implementation)
+
+
+def chunked_loss_sum(model, batch: dict, chunk_tokens: int | None = None) -> tuple[float, int]:
+    """(summed cross-entropy over the batch's label tokens, their number) without the full logits: the decoder's
+    hidden states, then the LM head + cross-entropy over `chunk_tokens` label tokens at a time."""
+    import torch.nn.functional as F
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # a LoRA run: peft.PeftModel
+    inputs = {k: v for k, v in batch.items() if k not in ("labels", "seq_lengths")}
+    hidden = base.get_decoder()(**inputs, use_cache=False).last_hidden_state
+    labels = batch["labels"][..., 1:].reshape(-1)  # the label of position i+1 scores the logits at i
+    hidden = hidden[..., :-1, :].reshape(labels.numel(), -1)
+    keep = labels != -100
+    hidden, labels = hidden[keep], labels[keep]
+    head = base.get_output_embeddings()
+    chunk = chunk_tokens or max(1, CHUNK_ELEMENTS // head.weight.shape[0])
+    total = 0.0
+    for i in range(0, labels.numel(), chunk):
+        logits = head(hidden[i:i + chunk]).float()
+        total += float(F.cross_entropy(logits, labels[i:i + chunk], reduction="sum"))
+    return total, int(labels.numel())
+
+
+def token_mean_loss(model, rows, batch_size: int, pad_token_id: int | None = None,
+                    autocast: str = "no") -> tuple[float, int]:
+    """(summed cross-entropy over every label token of `rows` / their number, that number), in row order;
+    `autocast` 'bf16'/'fp16' runs the forward under that autocast, as the trainer does."""
     import torch
     from torch.utils.data import DataLoader
     from tqdm import tqdm
@@ -58,13 +109,13 @@ def token_mean_loss(model, rows, batch_size: int, pad_token_id: int | None = Non
     collate = DataCollatorForLanguageModeling(pad_token_id=pad_token_id or 0, padding_free=True)  # as training batches
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = model.to(device).eval()
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(autocast)
     total, count = 0.0, 0
     loader = DataLoader(rows, batch_size=batch_size, shuffle=False, collate_fn=collate)
     for batch in tqdm(loader, desc="eval loss", unit=" batch", dynamic_ncols=True):
         batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
-        n = int((batch["labels"][..., 1:] != -100).sum())  # the tokens the causal-LM loss scores (labels shift by one)
-        with torch.no_grad():
+        with torch.no_grad(), torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             # no KV cache, as the trainer runs it: with the cache on, packed documents would attend to each other
-            loss = model(**batch, use_cache=False, num_items_in_batch=n).loss  # summed over the batch, divided by n
-        total, count = total + float(loss) * n, count + n
+            loss_sum, n = chunked_loss_sum(model, batch)
+        total, count = total + loss_sum, count + n
     return total / count, count

@@ -32,6 +32,11 @@ DENSE_MASK = ("sdpa", "eager")  # build a [B, 1, T, T] mask for padding-free row
 _dense_warned = False
 
 
+def eval_rows(attn_implementation: str, train_rows: int) -> int:
+    """Eval rows per device: one packed row with sdpa/eager (their mask is (rows x seq_len)^2), else as in training."""
+    return 1 if attn_implementation in DENSE_MASK else train_rows
+
+
 def register() -> None:
     """Make `attn_implementation="varlen"` known to transformers (idempotent)."""
     from transformers import AttentionInterface

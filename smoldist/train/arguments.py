@@ -41,13 +41,6 @@ def train_defaults(recipe: Recipe) -> dict:
     return {"output_dir": output_dir_of(recipe), "use_cpu": not torch.cuda.is_available()}
 
 
-def eval_rows(attn_implementation: str, train_rows: int) -> int:
-    """Eval rows per device: one packed row with sdpa/eager (their mask is (rows x seq_len)^2), else as in training."""
-    from smoldist.model.attention import DENSE_MASK
-
-    return 1 if attn_implementation in DENSE_MASK else train_rows
-
-
 def launch_precision(recipe: Recipe, on_gpu: bool) -> str:
     """The `--mixed_precision` a launcher must pass for this recipe ('bf16', 'fp16' or 'no')."""
     from smoldist.model.precision import mixed_precision
@@ -73,6 +66,7 @@ def sft_config(recipe: Recipe, world_size: int, report_to: list[str]):
     import torch
     from trl import SFTConfig
 
+    from smoldist.model.attention import eval_rows
     from smoldist.model.precision import autocast_flags
 
     check_launch_precision_of(recipe)
