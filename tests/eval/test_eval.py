@@ -105,7 +105,7 @@ def test_eval_loss_equals_the_trainers_own_eval_of_the_saved_model(tmp_path, con
 
 
 def test_eval_loss_is_the_mean_over_label_tokens_at_any_batch_size(tmp_path, conversations_file):
-    """Unpacked rows of different lengths: the Trainer's eval_loss (a mean of batch means) changes with the batch size;
+    """Unpacked rows of different lengths: a mean of batch means would change with the batch size;
     `smoldist eval --loss` must not, and must equal the test's own per-token mean."""
     from transformers import AutoModelForCausalLM
 

@@ -162,8 +162,8 @@ def test_training_with_varlen_equals_sdpa_and_saves_a_plain_transformers_model(t
     for attn in ("sdpa", "varlen"):
         raw = recipe_dict(tmp_path, [{"path": str(conversations_file)}],
                           train={"output_dir": str(tmp_path / attn), "eval_strategy": "steps", "eval_steps": 3,
-                                 "save_steps": 100, "per_device_eval_batch_size": 2})  # same eval batches: eval_loss
-        # is a mean of per-batch means, so it depends on how rows are batched
+                                 "save_steps": 100, "per_device_eval_batch_size": 2})  # the same eval batches
+        # for both (eval_loss is per label token, but each attention's numerics follow the batch's shape)
         raw["data"]["eval_fraction"] = 0.2
         raw["model"]["attn_implementation"] = attn
         run(build_recipe(raw, name=attn))
