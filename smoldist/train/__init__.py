@@ -9,6 +9,7 @@ final model in `model.dtype`, the resolved recipe, the loss curve, one W&B run p
     trainer.py      SmoldistTrainer: SFTTrainer with honest throughput, an fp32->dtype save, stop-aware eval
     nonfinite.py    a non-finite loss or gradient norm stops every rank at its step, before it is applied or saved
     throughput.py   real and trained tokens, data wait, FLOPs per packed batch, MFU
+    eval_weighting.py  the in-training eval_loss per label token over all ranks, each eval row once
     console.py      one `smoldist |` line per log, one progress bar
     wandb_run.py    the W&B run: one per job across ranks and requeues, what it is told once
     loss_plot.py    loss.png for people not using W&B
