@@ -107,8 +107,7 @@ def max_over_ranks(values: list[float]) -> list[float]:
 
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return list(values)
-    device = "cuda" if dist.get_backend() == "nccl" else "cpu"
-    t = torch.tensor(values, dtype=torch.float64, device=device)
+    t = torch.tensor(values, dtype=torch.float64, device=collective_device(dist.get_backend()))
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return t.tolist()
 
