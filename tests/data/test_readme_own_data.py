@@ -1,0 +1,53 @@
+"""The README's "Your own data" section works as written: one sample line per format converts through that
+format, the recipe template loads with its data read from the recipe's folder, and the default system prompt it
+states is the one the template inserts."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import yaml
+
+from smoldist.config import SourceConfig, load_recipe
+from smoldist.data.converters import CONVERTERS
+from smoldist.data.templates import SMOLLM2_DEFAULT_SYSTEM_BLOCK
+from tests.helpers import REPO
+
+README = (REPO / "README.md").read_text()
+
+
+def section(title: str) -> str:
+    start = README.index(f"## {title}\n")
+    end = README.find("\n## ", start + 1)
+    return README[start:end if end > 0 else None]
+
+
+def test_each_format_has_a_sample_line_that_converts():
+    text = section("Your own data")
+    samples = re.findall(r"```yaml\n(- \{[^\n]*format: (\w+)[^\n]*)\n```\n```json\n([^\n]+)\n```", text)
+    assert sorted(fmt for _, fmt, _ in samples) == sorted(CONVERTERS), samples
+    for source, fmt, line in samples:
+        spec = SourceConfig(**yaml.safe_load(source)[0])
+        doc = CONVERTERS[fmt](json.loads(line), spec, "all" if fmt == "text" else "assistant")
+        assert doc.text if fmt == "text" else doc.messages[-1]["role"] == "assistant", fmt
+
+
+def test_the_recipe_template_loads_with_data_beside_it(tmp_path, monkeypatch):
+    (template,) = re.findall(r"```yaml\n(# my-recipe\.yaml\n.*?)```", section("Your own data"), re.S)
+    (tmp_path / "project").mkdir()
+    recipe = tmp_path / "project" / "my-recipe.yaml"
+    recipe.write_text(template)
+    monkeypatch.chdir(tmp_path)
+    r = load_recipe(recipe)
+    assert r.data.sources[0].path == str(tmp_path / "project" / "chats.jsonl")
+
+
+def test_the_default_system_prompt_is_stated():
+    prompt = re.search(r"<\|im_start\|>system\n(.*?)<\|im_end\|>", SMOLLM2_DEFAULT_SYSTEM_BLOCK).group(1)
+    assert f"`{prompt}`" in section("Your own data")
+
+
+def test_the_readme_says_how_to_log_in_to_wandb():
+    text = section("Weights & Biases")
+    assert "wandb login" in text and "WANDB_API_KEY" in text and "wandb sync" in text
