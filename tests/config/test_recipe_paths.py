@@ -35,7 +35,7 @@ def test_relative_data_paths_are_read_from_the_recipes_folder(recipe_elsewhere, 
 
 def test_a_path_given_on_the_command_line_is_the_shells(recipe_elsewhere, tmp_path):
     r = load_recipe(recipe_elsewhere, ["data.sources.0.path=mine.jsonl"])
-    assert r.data.sources[0].path == "mine.jsonl"
+    assert r.data.sources[0].path == str(tmp_path / "work" / "mine.jsonl")
 
 
 def test_a_missing_relative_file_is_named_where_it_was_looked_for(recipe_elsewhere, tmp_path):
