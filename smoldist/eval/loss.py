@@ -16,7 +16,7 @@ from pathlib import Path
 from smoldist.config import load_recipe
 from smoldist.errors import DataError, RecipeError
 from smoldist.eval.results import write_json
-from smoldist.model.lora import load_model
+from smoldist.model.lora import check_model_path, load_model, load_tokenizer_of
 from smoldist.store.manifest import load_split, verify_store
 from smoldist.store.plan import plan_store
 
@@ -25,9 +25,9 @@ def eval_loss(run_dir: str, batch_size: int = 8, out: str | None = None, model=N
     """Mean loss per label token on the eval split of the store the run trained on, of the run's model or of
     `model` (the same rows, token for token)."""
     import torch
-    from transformers import AutoTokenizer
 
     recipe_path = Path(run_dir) / "recipe.yaml"
+    check_model_path(run_dir)
     if not recipe_path.is_file():
         raise RecipeError(f"{run_dir}: no recipe.yaml; --loss needs a run directory written by `smoldist train`")
     recipe = load_recipe(recipe_path)
@@ -40,7 +40,7 @@ def eval_loss(run_dir: str, batch_size: int = 8, out: str | None = None, model=N
     eval_ds = load_split(plan.path, "eval")
     if eval_ds is None:
         raise DataError(f"{plan.path}: no eval split (the run's data.eval_fraction is 0); nothing held out to score")
-    tok = AutoTokenizer.from_pretrained(run_dir)
+    tok = load_tokenizer_of(run_dir)
     model = model if model is not None else load_model(run_dir, torch.float32)
     loss, tokens = token_mean_loss(model, eval_ds, batch_size, tok.pad_token_id)
     result = {"eval_loss": loss, "tokens": tokens, "rows": len(eval_ds), "store": str(plan.path), "model": str(run_dir)}

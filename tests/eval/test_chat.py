@@ -15,7 +15,16 @@ from tests.helpers import GSM8K_4, save_tiny_base
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    return save_tiny_base(tmp_path_factory.mktemp("chat") / "model")
+    """The tiny model with the bundled ChatML template, as a run saves it."""
+    from transformers import AutoTokenizer
+
+    from smoldist.data.templates import load_template
+
+    folder = save_tiny_base(tmp_path_factory.mktemp("chat") / "model")
+    tok = AutoTokenizer.from_pretrained(folder)
+    tok.chat_template = load_template("smollm2")
+    tok.save_pretrained(folder)
+    return folder
 
 
 def test_reply_budget_is_the_models_own_else_256(model_dir, tmp_path):
@@ -46,14 +55,15 @@ def test_a_missing_run_directory_is_one_line_naming_it(command, tmp_path, capsys
     assert main([a.format(missing=missing) for a in command]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"{missing}: no such directory" in err[0], err
-    assert "LoRA" not in err[0]
+    assert "not a LoRA run" not in err[0]
 
 
 def test_eval_reads_the_split_it_is_given(tmp_path):
     from datasets import Dataset, DatasetDict
 
     rows = [json.loads(line) for line in GSM8K_4.read_text().splitlines()]
-    DatasetDict({"train": Dataset.from_list(rows[:1]), "test": Dataset.from_list(rows[1:])}).save_to_disk(tmp_path / "d")
+    splits = DatasetDict({"train": Dataset.from_list(rows[:1]), "test": Dataset.from_list(rows[1:])})
+    splits.save_to_disk(tmp_path / "d")
     assert len(read_gsm8k(str(tmp_path / "d"), split="test")[0]) == 3
     assert len(read_gsm8k(str(tmp_path / "d"), split="train")[0]) == 1
 
