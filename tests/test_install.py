@@ -106,7 +106,8 @@ def test_recipes_are_listed_and_copied_from_an_installed_package(installed, tmp_
     assert p.returncode == 0, p.stderr
     shipped = installed / "smoldist" / "share" / "launch" / "smollm2-135m" / "gsm8k.yaml"
     assert (tmp_path / "mine.yaml").read_text() == shipped.read_text()
-    code = "from smoldist.config import load_recipe; print(load_recipe('pkg:share/launch/smollm2-135m/gsm8k.yaml').name)"
+    recipe = "pkg:share/launch/smollm2-135m/gsm8k.yaml"
+    code = f"from smoldist.config import load_recipe; print(load_recipe('{recipe}').name)"
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120,
                        env=dict(os.environ, PYTHONPATH=str(installed)))
     assert p.stdout.strip() == "smollm2-135m-gsm8k", p.stdout + p.stderr  # a pkg: recipe, from the installed package
