@@ -49,7 +49,7 @@ def fake_sbatch_run(text: str, tmp_path) -> list[list[str]]:
     p = subprocess.run(["bash", "-euo", "pipefail", "-c", shim + text + "\nprintenv SMOLDIST_REPO PYTHON\n"],
                        capture_output=True, text=True, timeout=60, cwd=tmp_path, env=env)
     assert p.returncode == 0, p.stderr
-    assert p.stdout.split()[-2:] == [str(share_root()), sys.executable]  # the environment the jobs need, set by the text
+    assert p.stdout.split()[-2:] == [str(share_root()), sys.executable]  # the environment the jobs need, from the text
     return [line.split() for line in log.read_text().splitlines()]
 
 
