@@ -1,6 +1,7 @@
-"""The README's "Your own data" section works as written: one sample line per format converts through that
+"""The README works as written: in "Your own data": one sample line per format converts through that
 format, the recipe template loads with its data read from the recipe's folder, and the default system prompt it
-states is the one the template inserts."""
+states is the one the template inserts; how to log in to W&B; the install for a GPU machine and for `pip install`
+users, whose recipe names and `pkg:` paths exist in the package."""
 
 from __future__ import annotations
 
@@ -51,3 +52,15 @@ def test_the_default_system_prompt_is_stated():
 def test_the_readme_says_how_to_log_in_to_wandb():
     text = section("Weights & Biases")
     assert "wandb login" in text and "WANDB_API_KEY" in text and "wandb sync" in text
+
+
+def test_install_covers_a_gpu_machine_and_pip_users():
+    text = section("Install")
+    assert "**A GPU machine" in text and "**`pip install` users**" in text
+    from smoldist.cluster.shipped import known_recipes
+    from smoldist.config.recipe import resolve_path
+
+    for name in re.findall(r"smoldist recipes --copy (\S+) ", text):
+        assert name in known_recipes(), name
+    for path in re.findall(r"`(pkg:\S+\.yaml)`", text):
+        assert load_recipe(resolve_path(path)).name, path
