@@ -64,3 +64,11 @@ def test_install_covers_a_gpu_machine_and_pip_users():
         assert name in known_recipes(), name
     for path in re.findall(r"`(pkg:\S+\.yaml)`", text):
         assert load_recipe(resolve_path(path)).name, path
+
+
+def test_docs_hold_no_internal_notes():
+    """Users read docs/: no issue numbers, no remarks about when something was run."""
+    for page in sorted((REPO / "docs").glob("*.md")) + [REPO / "README.md"]:
+        text = page.read_text()
+        assert not re.search(r"\b[Ii]ssues? (\d|notes)", text), page
+        assert not re.search(r"\b20\d\d-\d\d-\d\d\b", text), page
