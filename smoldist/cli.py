@@ -97,6 +97,8 @@ def run_command(ns: argparse.Namespace) -> int:
     if ns.command == "chat":
         from smoldist.eval.generate import chat_lines
 
+        if ns.prompt is None and sys.stdin.isatty():
+            print("smoldist chat: one prompt a line; Ctrl-D ends", file=sys.stderr)
         prompts = [ns.prompt] if ns.prompt is not None else (line.strip() for line in sys.stdin if line.strip())
         for reply in chat_lines(ns.run, prompts, max_new_tokens=ns.max_new_tokens):
             print(reply, flush=True)

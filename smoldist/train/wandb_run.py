@@ -66,7 +66,7 @@ def configure_wandb(cfg: WandbConfig, run_group: str, output_dir: str, is_main: 
     for key, value in (("WANDB_ENTITY", cfg.entity), ("WANDB_NAME", cfg.name), ("WANDB_TAGS", ",".join(cfg.tags))):
         if value:
             os.environ[key] = value
-    os.environ.setdefault("WANDB_SILENT", "true")  # hides wandb's banner, and with it the run's URL: announce_run says it
+    os.environ.setdefault("WANDB_SILENT", "true")  # hides the banner and the run URL: announce_run prints it
     return ["wandb"]
 
 
