@@ -130,9 +130,11 @@ def sbatch_options(req: JobRequest) -> tuple[list[str], list[str]]:
     return [*where(req.prepare_partition, req.prepare_time), *shared], train
 
 
-def dry_run_text(prepare: list[str] | None, train: list[str], env: dict[str, str]) -> str:
-    """Lines that paste into bash and submit the same jobs: the environment first, the prepare job's id captured."""
-    lines = ["export " + " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())]
+def dry_run_text(prepare: list[str] | None, train: list[str], env: dict[str, str], logs: str) -> str:
+    """Lines that paste into bash and submit the same jobs: the environment and the log folder (sbatch does not
+    create it) first, the prepare job's id captured."""
+    lines = ["export " + " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()),
+             f"mkdir -p {shlex.quote(str(Path(logs).resolve()))}"]
     if prepare is None:
         return "\n".join([*lines, "sbatch --parsable " + shlex.join(train)])
     lines.append(f"PREPARE_JOB_ID=$(sbatch --parsable {shlex.join(prepare)} | cut -d';' -f1)")
@@ -154,7 +156,7 @@ def submit(recipe_path: str | None, overrides: list[str], req: JobRequest) -> di
     need_prepare = not (plan.path / "manifest.json").is_file()
 
     if req.dry_run:
-        print(dry_run_text(prep_cmd if need_prepare else None, train_cmd, job_env(req)))
+        print(dry_run_text(prep_cmd if need_prepare else None, train_cmd, job_env(req), req.logs))
         return {"store": str(plan.path), "prepare": need_prepare}
     Path(req.logs).mkdir(parents=True, exist_ok=True)
     result = {"store": str(plan.path), "prepare_job": None}

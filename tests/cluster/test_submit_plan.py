@@ -60,7 +60,9 @@ def test_dry_run_lines_paste_and_run(batch_recipe, tmp_path, monkeypatch, capsys
     assert main(["submit", str(batch_recipe), *args]) == 0
     text = capsys.readouterr().out
     assert "'$PREPARE_JOB_ID'" not in text
+    assert not (tmp_path / "logs").exists()
     prepare, train = fake_sbatch_run(text, tmp_path)
+    assert (tmp_path / "logs").is_dir()  # sbatch does not create the --output folder: the text does
     assert "--partition=cpu" in prepare and "--time=2:00:00" in prepare and "--account=proj42" in prepare
     assert "--partition=gpu" not in prepare and "--nodes=2" not in prepare
     assert "--partition=gpu" in train and "--time=24:00:00" in train and "--account=proj42" in train
