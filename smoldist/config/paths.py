@@ -40,9 +40,12 @@ def anchor_paths(raw: Any, base: Path) -> None:
     if not isinstance(raw, dict):
         return
     model, data, tracking = (raw.get(k) if isinstance(raw.get(k), dict) else {} for k in ("model", "data", "tracking"))
-    for key in ("name_or_path", "tokenizer", "chat_template"):
+    for key in ("name_or_path", "tokenizer"):
         if key in model:
             model[key] = anchor(model[key], base)
+    template = model.get("chat_template")
+    if isinstance(template, str) and template.endswith(TEMPLATE_SUFFIX):  # else a name: smollm2, chatml, tokenizer
+        model["chat_template"] = anchor(template, base)
     for source in data.get("sources") or [] if isinstance(data.get("sources"), list) else []:
         if isinstance(source, dict) and "path" in source:
             source["path"] = anchor(source["path"], base)

@@ -33,6 +33,14 @@ def test_relative_data_paths_are_read_from_the_recipes_folder(recipe_elsewhere, 
     assert r.model.tokenizer == "pkg:demo/tokenizer"
 
 
+def test_a_template_name_stays_a_name_beside_a_folder_of_that_name(recipe_elsewhere, tmp_path):
+    for folder in ("project", "work"):  # beside the recipe, and where the command runs
+        (tmp_path / folder / "tokenizer").mkdir()
+        (tmp_path / folder / "smollm2").mkdir()
+    for name in ("tokenizer", "smollm2"):
+        assert load_recipe(recipe_elsewhere, [f"model.chat_template={name}"]).model.chat_template == name
+
+
 def test_a_path_given_on_the_command_line_is_the_shells(recipe_elsewhere, tmp_path):
     r = load_recipe(recipe_elsewhere, ["data.sources.0.path=mine.jsonl"])
     assert r.data.sources[0].path == str(tmp_path / "work" / "mine.jsonl")
