@@ -4,14 +4,16 @@
     smoldist preview [RECIPE] [section.key=value ...] [-n N]
     smoldist train   [RECIPE] [section.key=value ...] [--accelerate-config NAME --num-processes N ...] [--dry-run]
                      [--fresh]
-    smoldist submit  RECIPE --nodes N [--gpus-per-node G] [--cpus-per-task C] [--mem M] [--partition P] [--time T]
-                     [--dry-run] [--wait]
-    smoldist chat    MODEL_OR_RUN "What is 2 plus 3?"
-    smoldist eval    MODEL_OR_RUN --data FILE --format gsm8k [-n N] [--batch-size B] [--max-new-tokens M] [--out FILE]
-    smoldist eval    RUN --loss
-    smoldist eval    RUN --compare [BASE] (--data FILE | --loss)   # better than the model it started from?
-    smoldist merge   RUN [OUT]
+    smoldist submit  RECIPE --nodes N [--gpus-per-node G] [--partition P] [--time T] [--account A]
+                     [--prepare-partition P] [--prepare-time T] [--accelerate-config NAME] [--dry-run] [--wait]
+    smoldist chat    RUN_DIR ["What is 2 plus 3?"]      # no prompt: one prompt a line from stdin
+    smoldist eval    RUN_DIR --data FILE --format gsm8k [--split S] [-n N] [--batch-size B] [--max-new-tokens M]
+                     [--out FILE]
+    smoldist eval    RUN_DIR --loss
+    smoldist eval    RUN_DIR --compare [BASE] (--data FILE | --loss)   # better than the model it started from?
+    smoldist merge   RUN_DIR [OUT]
     smoldist configs                      # the accelerate configs shipped with smoldist
+    smoldist recipes [--copy NAME DEST]   # the recipes shipped with smoldist; copy one to start your own
 
 With no RECIPE, prepare, preview and train use the demo recipe shipped in the package (offline, CPU).
 Errors in the recipe or the data print one line naming the problem and exit with status 2 (a non-finite step 4,
@@ -24,11 +26,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from smoldist.cluster.launcher import add_launch_arguments
-from smoldist.cluster.submit import node_count
+from smoldist import __version__
+from smoldist.cluster.launcher import accelerate_spelling_hint, add_launch_arguments
+from smoldist.cluster.submit import add_submit_arguments
 from smoldist.errors import SmoldistError
 
 GSM8K_BATCH = 8  # questions generated at once unless --batch-size says otherwise
+RECIPE_HELP = ("a recipe file (default: the offline demo; `smoldist recipes` lists the shipped ones), then overrides "
+               "such as train.learning_rate=1e-4")
+RUN_DIR_HELP = "a run directory of `smoldist train` (its train.output_dir), or any model directory"
 
 
 def split_recipe_args(args: list[str]) -> tuple[str | None, list[str]]:
@@ -40,55 +46,48 @@ def split_recipe_args(args: list[str]) -> tuple[str | None, list[str]]:
 
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="smoldist", description="Distributed SFT of chat models with TRL.")
+    parser.add_argument("--version", action="version", version=f"smoldist {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("prepare", help="template, tokenize, pack and store a recipe's data")
-    p.add_argument("args", nargs="*", metavar="[RECIPE] [section.key=value]")
+    p.add_argument("args", nargs="*", metavar="[RECIPE] [section.key=value]", help=RECIPE_HELP)
     p.add_argument("--force", action="store_true", help="rebuild the store even if it exists")
     t = sub.add_parser("train", help="train a recipe with SFTTrainer (prepares the store if missing)")
-    t.add_argument("args", nargs="*", metavar="[RECIPE] [section.key=value]")
+    t.add_argument("args", nargs="*", metavar="[RECIPE] [section.key=value]", help=RECIPE_HELP)
     add_launch_arguments(t)
     t.add_argument("--fresh", action="store_true",
                    help="start over: move train.output_dir (checkpoints, model, W&B id) to OUTPUT_DIR.old-<time> first")
     v = sub.add_parser("preview", help="show the first records as the model sees them, trained tokens highlighted")
-    v.add_argument("args", nargs="*", metavar="[RECIPE] [section.key=value]")
-    v.add_argument("-n", type=int, default=3, help="how many records")
+    v.add_argument("args", nargs="*", metavar="[RECIPE] [section.key=value]", help=RECIPE_HELP)
+    v.add_argument("-n", type=int, default=3, help="how many records (default: %(default)s)")
     m = sub.add_parser("submit", help="submit Slurm jobs: prepare (if needed), then train after it")
-    m.add_argument("args", nargs="*", metavar="[RECIPE] [section.key=value]")
-    m.add_argument("--nodes", type=node_count, default="1",
-                   help="N, or MIN-MAX: take what the scheduler gives on each start (elastic resume)")
-    m.add_argument("--gpus-per-node", type=int, help="GPUs per node to ask for (default: what the partition gives)")
-    m.add_argument("--partition")
-    m.add_argument("--time", help="time limit, e.g. 24:00:00")
-    m.add_argument(
-        "--cpus-per-task", type=int, help="CPUs per task (one task per node); default: whole nodes (--exclusive)"
-    )
-    m.add_argument("--mem", help="memory per node, e.g. 200G; default: all of it (--mem=0)")
-    m.add_argument("--logs", default="logs", help="directory for the jobs' logs")
-    m.add_argument("--dry-run", action="store_true", help="print the sbatch commands only")
-    m.add_argument("--wait", action="store_true", help="wait until the train job ends; exit with its status")
-    c = sub.add_parser("chat", help="generate one reply with a trained model through its chat template")
-    c.add_argument(
-        "model_dir", metavar="MODEL_OR_RUN", help="a model directory, or a run directory of `smoldist train`"
-    )
-    c.add_argument("prompt", help="the user turn to answer")
-    c.add_argument("--max-new-tokens", type=int, default=48, help="longest reply")
+    m.add_argument("args", nargs="*", metavar="[RECIPE] [section.key=value]", help=RECIPE_HELP)
+    add_submit_arguments(m)
+    c = sub.add_parser("chat", help="answer a prompt (or each line of stdin) with a trained model, via its template")
+    c.add_argument("run", metavar="RUN_DIR", help=RUN_DIR_HELP)
+    c.add_argument("prompt", nargs="?", help="the user turn to answer (default: read one prompt a line from stdin)")
+    c.add_argument("--max-new-tokens", type=int,
+                   help="longest reply (default: the model's generation config, else 256); it stops at end of turn")
     e = sub.add_parser("eval", help="score a model or run: gsm8k exact match (--data), or held-out loss (--loss)")
-    e.add_argument(
-        "model", metavar="MODEL_OR_RUN", help="a model directory, or a run directory of `smoldist train` (full or LoRA)"
-    )
-    e.add_argument("--data", help="questions with gold answers (jsonl/json/parquet)")
-    e.add_argument("--format", default="gsm8k", choices=["gsm8k"], help="how to read questions and gold answers")
-    e.add_argument("-n", type=int, help="score only the first N questions")
-    e.add_argument("--batch-size", type=int, help="questions generated at once (default 8), or rows per loss batch "
+    e.add_argument("run", metavar="RUN_DIR", help=RUN_DIR_HELP + " (full or LoRA)")
+    e.add_argument("--data", help="questions with gold answers: a jsonl/json/parquet file, saved dataset or hub id")
+    e.add_argument("--split", default="test",
+                   help="split of a hub or saved dataset given to --data (default: %(default)s)")
+    e.add_argument("--format", default="gsm8k", choices=["gsm8k"],
+                   help="how to read questions and gold answers (default: %(default)s)")
+    e.add_argument("-n", type=int, help="score only the first N questions (default: all)")
+    e.add_argument("--batch-size", type=int, help="questions generated at once (default: 8), or rows per loss batch "
                    "(default: the run's own eval batch)")
-    e.add_argument("--max-new-tokens", type=int, default=256, help="longest answer generated per question")
-    e.add_argument("--out", help="write the result and every record as JSON here")
+    e.add_argument("--max-new-tokens", type=int, default=256,
+                   help="longest answer generated per question (default: %(default)s)")
+    e.add_argument("--out", help="write the result and every record as JSON here (default: print only)")
     e.add_argument("--loss", action="store_true", help="loss on the eval split of the store the run trained on")
     e.add_argument("--compare", nargs="?", const="", metavar="BASE",
                    help="score the model the run started from too (or BASE), on the same data, and say which is better")
     g = sub.add_parser("merge", help="fold a LoRA run's adapter into its base model and save the full model")
-    g.add_argument("run")
-    g.add_argument("out", nargs="?", help="where to write it (default: RUN-merged)")
+    g.add_argument("run", metavar="RUN_DIR", help="a LoRA run directory of `smoldist train`")
+    g.add_argument("out", nargs="?", help="where to write it (default: RUN_DIR-merged)")
+    r = sub.add_parser("recipes", help="list the recipes shipped with smoldist, or copy one to start your own")
+    r.add_argument("--copy", nargs=2, metavar=("NAME", "DEST"), help="write recipe NAME to the file DEST")
     sub.add_parser("configs", help="list the accelerate configs (names for --accelerate-config) and what each is for")
     return parser
 
@@ -97,16 +96,23 @@ def run_command(ns: argparse.Namespace) -> int:
     from smoldist.config import load_recipe
 
     if ns.command == "chat":
-        from smoldist.eval.generate import chat
+        from smoldist.eval.generate import chat_lines
 
-        print(chat(ns.model_dir, ns.prompt, max_new_tokens=ns.max_new_tokens))
+        if ns.prompt is None and sys.stdin.isatty():
+            print("smoldist chat: one prompt a line; Ctrl-D ends", file=sys.stderr)
+        prompts = [ns.prompt] if ns.prompt is not None else (line.strip() for line in sys.stdin if line.strip())
+        for reply in chat_lines(ns.run, prompts, max_new_tokens=ns.max_new_tokens):
+            print(reply, flush=True)
         return 0
     if ns.command in ("eval", "merge"):
         return run_model_command(ns)
-    if ns.command == "configs":
-        from smoldist.cluster.shipped import list_configs
+    if ns.command in ("configs", "recipes"):
+        from smoldist.cluster import shipped
 
-        print(list_configs())
+        if ns.command == "recipes" and ns.copy:
+            print(f"smoldist recipes: wrote {shipped.copy_recipe(*ns.copy)}")
+        else:
+            print(shipped.list_configs() if ns.command == "configs" else shipped.list_recipes())
         return 0
     path, overrides = split_recipe_args(ns.args)
     recipe = load_recipe(path, overrides)
@@ -116,10 +122,9 @@ def run_command(ns: argparse.Namespace) -> int:
         prepare(recipe.model, recipe.data, force=ns.force)
         return 0
     if ns.command == "submit":
-        from smoldist.cluster.submit import submit
+        from smoldist.cluster.submit import JobRequest, submit
 
-        res = submit(path, overrides, ns.nodes, ns.gpus_per_node, ns.partition, ns.time, ns.logs, ns.dry_run, ns.wait,
-                     cpus_per_task=ns.cpus_per_task, mem=ns.mem)
+        res = submit(path, overrides, JobRequest.from_args(ns))
         return res.get("returncode", 0)
     if ns.command == "preview":
         from smoldist.store.preview import preview
@@ -156,15 +161,15 @@ def run_model_command(ns: argparse.Namespace) -> int:
     if ns.loss:
         from smoldist.eval.loss import eval_loss
 
-        res = eval_loss(ns.model, ns.batch_size, ns.out)
-        print(f"smoldist eval: {ns.model}: eval loss {res['eval_loss']:.4f} over {res['rows']} rows of {res['store']}")
+        res = eval_loss(ns.run, ns.batch_size, ns.out)
+        print(f"smoldist eval: {ns.run}: eval loss {res['eval_loss']:.4f} over {res['rows']} rows of {res['store']}")
         return 0
     if not ns.data:
         raise SmoldistError("eval: give --data FILE (questions with gold answers) or --loss")
     from smoldist.eval.gsm8k import eval_gsm8k
     from smoldist.eval.results import print_gsm8k
 
-    res = eval_gsm8k(ns.model, ns.data, ns.n, ns.batch_size or GSM8K_BATCH, ns.max_new_tokens, ns.out)
+    res = eval_gsm8k(ns.run, ns.data, ns.n, ns.batch_size or GSM8K_BATCH, ns.max_new_tokens, ns.out, split=ns.split)
     print_gsm8k(res)
     if ns.out:
         print(f"smoldist eval: wrote {ns.out}")
@@ -178,12 +183,13 @@ def compare_command(ns: argparse.Namespace) -> int:
 
     base = ns.compare or None
     if ns.loss:
-        res = compare.compare_loss(ns.model, base, ns.batch_size)
+        res = compare.compare_loss(ns.run, base, ns.batch_size)
     elif ns.data:
-        res = compare.compare_gsm8k(ns.model, base, ns.data, ns.n, ns.batch_size or GSM8K_BATCH, ns.max_new_tokens)
+        res = compare.compare_gsm8k(ns.run, base, ns.data, ns.n, ns.batch_size or GSM8K_BATCH, ns.max_new_tokens,
+                                    split=ns.split)
     else:
         raise SmoldistError("eval --compare: give --data FILE (questions with gold answers) or --loss")
-    print(f"smoldist eval: {ns.model}: {compare.summary(res)}")
+    print(f"smoldist eval: {ns.run}: {compare.summary(res)}")
     write_json(ns.out, res)
     return 0
 
@@ -192,6 +198,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = make_parser()
     ns, extra = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     flags = [a for a in extra if a.startswith("-")]
+    hints = [h for h in (accelerate_spelling_hint(f, ns.command) for f in flags) if h]
+    if hints:
+        parser.error(hints[0])
     if flags or (extra and not hasattr(ns, "args")):
         parser.error(f"unrecognized arguments: {' '.join(flags or extra)}")
     if extra:  # overrides written after options: `train RECIPE --dry-run train.lr=1`

@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -18,29 +19,34 @@ import pytest
 from tests.helpers import REPO
 
 pytestmark = pytest.mark.slow
+PIP = [sys.executable, "-m", "pip", "--no-input", "--disable-pip-version-check"]
 SKIP = shutil.ignore_patterns(".git", ".venv", "runs", "prepared", "build", "dist", "logs", "*.egg-info", "__pycache__",
                               "wandb", ".pytest_cache", ".hypothesis", ".whl")
 
 
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory) -> Path:
-    tmp = tmp_path_factory.mktemp("install")
+def wheel(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("wheel")
     src = tmp / "src"
     shutil.copytree(REPO, src, symlinks=True, ignore=SKIP)  # build from a copy: an in-tree build leaves build/ behind
-    pip = [sys.executable, "-m", "pip", "--no-input", "--disable-pip-version-check"]
     p = subprocess.run(
-        [*pip, "wheel", "-q", "--no-deps", "--no-build-isolation", "--no-index", "-w", str(tmp / "wheel"), str(src)],
+        [*PIP, "wheel", "-q", "--no-deps", "--no-build-isolation", "--no-index", "-w", str(tmp / "wheel"), str(src)],
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert p.returncode == 0, p.stdout + p.stderr
-    wheel = next((tmp / "wheel").glob("smoldist-*.whl"))
-    p = subprocess.run([*pip, "install", "-q", "--no-deps", "--no-index", "--target", str(tmp / "site"), str(wheel)],
+    shutil.rmtree(src)  # nothing may lean on the source tree
+    return next((tmp / "wheel").glob("smoldist-*.whl"))
+
+
+@pytest.fixture(scope="module")
+def installed(wheel, tmp_path_factory) -> Path:
+    site = tmp_path_factory.mktemp("install") / "site"
+    p = subprocess.run([*PIP, "install", "-q", "--no-deps", "--no-index", "--target", str(site), str(wheel)],
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stdout + p.stderr
-    shutil.rmtree(src)  # nothing may lean on the source tree
-    return tmp / "site"
+    return site
 
 
 def smoldist(site: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
@@ -81,3 +87,27 @@ def test_submit_dry_run_points_at_shipped_scripts(installed, tmp_path):
     for script in ("slurm/prepare.sbatch", "slurm/train.sbatch", "launch/node.sh", "launch/train.sh"):
         assert (share / script).is_file(), script
     assert (share / "launch" / "smollm2-135m" / "smoltalk.yaml").is_file()  # the recipes ship too
+
+
+def test_wheel_holds_the_recipes_and_the_accelerate_configs(wheel):
+    names = set(zipfile.ZipFile(wheel).namelist())
+    share = "smoldist/share"
+    for recipe in (REPO / "launch").glob("*/*.yaml"):
+        assert f"{share}/launch/{recipe.parent.name}/{recipe.name}" in names, recipe
+    for config in (REPO / "accelerate_configs").glob("*.yaml"):
+        assert f"{share}/accelerate_configs/{config.name}" in names, config
+    assert "smoldist/demo/demo.yaml" in names and "smoldist/data/templates/smollm2.jinja" in names
+
+
+def test_recipes_are_listed_and_copied_from_an_installed_package(installed, tmp_path):
+    p = smoldist(installed, tmp_path, "recipes")
+    assert p.returncode == 0 and "smollm2-135m/gsm8k" in p.stdout, p.stdout + p.stderr
+    p = smoldist(installed, tmp_path, "recipes", "--copy", "smollm2-135m/gsm8k", "mine.yaml")
+    assert p.returncode == 0, p.stderr
+    shipped = installed / "smoldist" / "share" / "launch" / "smollm2-135m" / "gsm8k.yaml"
+    assert (tmp_path / "mine.yaml").read_text() == shipped.read_text()
+    recipe = "pkg:share/launch/smollm2-135m/gsm8k.yaml"
+    code = f"from smoldist.config import load_recipe; print(load_recipe('{recipe}').name)"
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120,
+                       env=dict(os.environ, PYTHONPATH=str(installed)))
+    assert p.stdout.strip() == "smollm2-135m-gsm8k", p.stdout + p.stderr  # a pkg: recipe, from the installed package

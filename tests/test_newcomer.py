@@ -66,7 +66,11 @@ def test_own_data_to_two_processes_eval_and_chat(tmp_path):
     assert f"smoldist train: {planned[0]}" in p.stdout.splitlines()
     assert_one_job(tmp_path / "run2", 2)
 
-    # (issue 22 item 5, another change: `submit --dry-run` refused for a global batch that cannot be split)
+    # a Slurm job whose processes cannot split the global batch (2 rows x 128 tokens x 2): refused before the queue
+    line = one_line_error(smoldist(work, "submit", recipe, "train.global_batch_tokens=512", "--nodes", "3",
+                                   "--gpus-per-node", "1", "--dry-run"))
+    assert "3 processes (3 nodes x 1 GPUs) cannot split the global batch" in line
+    assert "process counts that work: 1, 2" in line
 
     p = smoldist(work, "eval", str(run), "--data", str(GSM8K_4), "-n", "2", "--batch-size", "2",
                  "--max-new-tokens", "4")

@@ -108,6 +108,15 @@ def recipe_precision(recipe: str | None, overrides: list[str], config: Path) -> 
     return mixed_precision(r.model.dtype, r.model.master_weights, r.train, on_gpu)
 
 
+def main_process_ip(ns) -> str:
+    """Machine 0's address: as given, else MASTER_ADDR (what slurm/train.sbatch exports); one machine needs none."""
+    ip = ns.main_process_ip or os.environ.get("MASTER_ADDR")
+    if ip or (ns.num_machines or 1) == 1:
+        return ip or "127.0.0.1"
+    raise RecipeError(f"--num-machines {ns.num_machines}: give --main-process-ip ADDRESS, the address of machine 0 "
+                      "that every machine can reach (under Slurm launch/node.sh passes it from MASTER_ADDR)")
+
+
 def plan_from_args(ns, recipe: str | None, overrides: list[str]) -> LaunchPlan:
     """The one plan `smoldist train` both prints (--dry-run) and runs: what runs is what the dry run shows."""
     if not (ns.accelerate_config or ns.num_processes or ns.gpus_per_node or ns.num_machines):
@@ -122,7 +131,7 @@ def plan_from_args(ns, recipe: str | None, overrides: list[str]) -> LaunchPlan:
     config = name and find_accelerate_config(name)
     return LaunchPlan(config=config, recipe=recipe, overrides=overrides,
                       num_machines=ns.num_machines or 1, procs_per_machine=per_node,
-                      main_ip=ns.main_process_ip, main_port=ns.main_process_port,
+                      main_ip=main_process_ip(ns), main_port=ns.main_process_port,
                       mixed_precision=config and recipe_precision(recipe, overrides, config))
 
 
@@ -162,10 +171,24 @@ def add_launch_arguments(parser) -> None:
     )
     g.add_argument("--num-processes", type=int, help="processes in total across all machines")
     g.add_argument("--gpus-per-node", type=int, help="processes per machine (default: GPUs found, else 1)")
-    g.add_argument("--num-machines", type=int, help="machines (nodes) in the job")
+    g.add_argument("--num-machines", type=int, help="machines (nodes) in the job (default: 1)")
     g.add_argument(
         "--machine-rank", type=int, default=None, help="this machine's rank (evaluate it on the node); default 0"
     )
-    g.add_argument("--main-process-ip", default="127.0.0.1", help="address of machine 0")
-    g.add_argument("--main-process-port", type=int, default=29500)
+    g.add_argument("--main-process-ip",
+                   help="address of machine 0; required with --num-machines > 1 (default: $MASTER_ADDR)")
+    g.add_argument("--main-process-port", type=int, default=29500,
+                   help="port on machine 0 where the processes meet (default: %(default)s)")
     g.add_argument("--dry-run", action="store_true", help="print the command for every node and exit")
+
+
+# accelerate launch's own flags, as a user who knows accelerate types them, and what smoldist calls them
+ACCELERATE_SPELLINGS = {"--config_file": "--accelerate-config", "--num_processes": "--num-processes",
+                        "--num_machines": "--num-machines", "--machine_rank": "--machine-rank",
+                        "--main_process_ip": "--main-process-ip", "--main_process_port": "--main-process-port"}
+
+
+def accelerate_spelling_hint(flag: str, command: str) -> str | None:
+    """One line for an accelerate spelling given to a smoldist command, else None."""
+    ours = ACCELERATE_SPELLINGS.get(flag.split("=", 1)[0])
+    return ours and f"{flag.split('=', 1)[0]} is accelerate's spelling; smoldist {command} takes {ours}"

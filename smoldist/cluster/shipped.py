@@ -6,11 +6,14 @@ and plain copies in an installed wheel (setuptools follows the links). So a `pip
 (non-editable) finds the same files as a checkout, from any directory.
 
     smoldist configs        # the accelerate configs by name, with what each is for
+    smoldist recipes        # the recipes by name; `--copy NAME DEST` writes one to edit
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+
+from smoldist.errors import RecipeError
 
 SHARE = Path(__file__).resolve().parents[1] / "share"  # smoldist/share/
 
@@ -49,3 +52,30 @@ def describe_config(path: Path) -> str:
 def list_configs() -> str:
     lines = [f"{name:<14} {describe_config(path)}" for name, path in known_configs().items()]
     return "\n".join(lines + [f"(from {', '.join(str(d) for d in config_dirs() if d.is_dir())})"])
+
+
+def known_recipes() -> dict[str, Path]:
+    """The recipes shipped in launch/, by name: `smollm2-135m/gsm8k` for launch/smollm2-135m/gsm8k.yaml."""
+    folder = share_root() / "launch"
+    return {f"{p.parent.name}/{p.stem}": p for p in sorted(folder.glob("*/*.yaml"))}
+
+
+def list_recipes() -> str:
+    recipes = known_recipes()
+    width = max(map(len, recipes), default=0) + 2
+    lines = [f"{name:<{width}}{path.read_text().splitlines()[0].lstrip('# ')}" for name, path in recipes.items()]
+    hint = "copy one to edit: smoldist recipes --copy NAME my-recipe.yaml; or use one as is: pkg:share/launch/NAME.yaml"
+    return "\n".join(lines + [f"(from {share_root() / 'launch'}; {hint})"])
+
+
+def copy_recipe(name: str, dest: str) -> Path:
+    """Write the shipped recipe `name` to `dest` (never over an existing file)."""
+    recipes = known_recipes()
+    if name not in recipes:
+        raise RecipeError(f"recipes --copy: no recipe '{name}'; shipped: {', '.join(recipes)}")
+    out = Path(dest)
+    if out.exists():
+        raise RecipeError(f"recipes --copy: {out} exists; give a new file name")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(recipes[name].read_bytes())
+    return out

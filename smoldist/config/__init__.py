@@ -4,7 +4,9 @@
     recipe = load_recipe("launch/smollm2-135m/gsm8k.yaml", ["data.seq_len=4096"])
 
 `recipe.py` holds the sections as typed dataclasses, `load.py` reads YAML and overrides into them,
-`sft_fields.py` is SFTConfig's field table (the `train` section is checked without importing trl).
+`paths.py` reads a recipe's relative input paths from its folder, `batch.py` is the one rule for splitting the
+global batch over processes (train and submit), `sft_fields.py` is SFTConfig's field table (the `train` section
+is checked without importing trl).
 Every stage receives only its own section.
 """
 

@@ -19,12 +19,14 @@ from typing import Any, Literal, Union
 
 import yaml
 
+from smoldist.config.paths import anchor_paths
 from smoldist.config.recipe import (
     DERIVED_TRAIN_KEYS,
     OWN_TRAIN_KEYS,
     PACKAGE_DIR,
     SECTIONS,
     Recipe,
+    resolve_path,
 )
 from smoldist.config.sft_fields import sft_choices, sft_field_types
 from smoldist.errors import RecipeError
@@ -265,16 +267,19 @@ DEMO_RECIPE = PACKAGE_DIR / "demo" / "demo.yaml"
 
 
 def load_recipe(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
-    """Read a recipe file (the bundled demo when `path` is None) and apply CLI overrides."""
-    path = Path(path) if path else DEMO_RECIPE
+    """Read a recipe file (the bundled demo when `path` is None; `pkg:` names one in the package) and apply CLI
+    overrides."""
+    path = Path(resolve_path(str(path))) if path else DEMO_RECIPE
     if not path.is_file():
         raise RecipeError(f"recipe file not found: {path}")
     try:
         raw = parse_yaml(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise RecipeError(f"{path}: not valid YAML: {e}") from None
+    anchor_paths(raw, path.resolve().parent)  # the recipe's relative paths are read from its folder
     for override in overrides:
         apply_override(raw, override)
+    anchor_paths(raw, Path.cwd())  # an override's, from where the command runs
     name = "demo" if path == DEMO_RECIPE else f"{path.resolve().parent.name}-{path.stem}"
     return build_recipe(raw, name=name, base_dir=str(path.parent))
 

@@ -183,7 +183,8 @@ SECTIONS = {"model": ModelConfig, "data": DataConfig, "tracking": TrackingConfig
 
 
 def resolve_path(path: str | None) -> str | None:
-    """`pkg:` paths point into the package; everything else is as the user wrote it (relative to CWD)."""
+    """`pkg:` paths point into the package; everything else is as the recipe holds it (config/paths.py anchored
+    relative paths when it loaded)."""
     if path is None:
         return None
     if path.startswith(PKG_PREFIX):

@@ -15,9 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from smoldist.config import resolve_path
+from smoldist.config.paths import LOCAL_SUFFIXES, looks_local
 from smoldist.errors import DataError
-
-LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet")
 
 
 @dataclass
@@ -45,10 +44,6 @@ class ResolvedSource:
     kind: str  # "files" | "saved" | "hub"
     files: list[str]
     spec: Any  # the SourceConfig
-
-
-def looks_local(path: str) -> bool:
-    return path.startswith((".", "/", "~")) or path.endswith(LOCAL_SUFFIXES) or any(c in path for c in "*?[")
 
 
 def resolve_source(spec: Any, key: str) -> ResolvedSource:

@@ -26,20 +26,12 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from smoldist.config.batch import working_world_sizes
 from smoldist.distributed.checkpoints import saved_world
 from smoldist.errors import RecipeError
 
 UNIVERSAL_LATEST = "latest_universal"  # the file DeepSpeed reads for the tag when load_universal is on
 WAIT_REPORT_S = 30.0  # a waiting rank says so this often
-
-
-def working_world_sizes(global_batch_tokens: int, per_device_rows: int, seq_len: int) -> list[int]:
-    """World sizes whose gradient accumulation is a whole number for this global batch."""
-    row_tokens = per_device_rows * seq_len
-    if global_batch_tokens % row_tokens:
-        return []
-    micro = global_batch_tokens // row_tokens
-    return [w for w in range(1, micro + 1) if micro % w == 0]
 
 
 def check_resume_world(checkpoint: str, global_batch_tokens: int | None, per_device_rows: int, seq_len: int,

@@ -18,7 +18,7 @@ from smoldist.errors import RecipeError
 from smoldist.eval.gsm8k import eval_gsm8k
 from smoldist.eval.loss import eval_loss
 from smoldist.model.build import build_model
-from smoldist.model.lora import base_of, is_adapter_dir, load_model
+from smoldist.model.lora import base_of, check_model_path, is_adapter_dir, load_model
 
 SIGNIFICANCE = 0.05  # two-sided, on the questions the two models disagree about
 
@@ -35,6 +35,7 @@ def sign_test(wins: int, losses: int) -> float:
 def find_base(run_dir: str, base: str | None = None):
     """(a loader of the model the run started from, in fp32, its name): BASE if given, else from the run's adapter or
     recipe. Found before anything is scored, so a run without a known base fails at once."""
+    check_model_path(run_dir)
     if base is None and is_adapter_dir(run_dir):
         base = base_of(run_dir)
     if base is not None:
@@ -64,22 +65,22 @@ def _build(cfg, run_dir: str):
 
 
 def score_gsm8k(run_dir: str, base: str | None, data: str, n: int | None, batch_size: int, max_new_tokens: int,
-                compare: bool = True, should_stop=None, out: str | None = None) -> list[dict]:
+                compare: bool = True, should_stop=None, out: str | None = None, split: str = "test") -> list[dict]:
     """[the run's gsm8k result] and, with `compare` unless the run's was stopped, its base's on the same questions
     asked through the run's template. The base is found first: a run without a known base fails before any scoring."""
     base_loader = find_base(run_dir, base) if compare else None
-    scored = [eval_gsm8k(run_dir, data, n, batch_size, max_new_tokens, out, should_stop=should_stop)]
+    scored = [eval_gsm8k(run_dir, data, n, batch_size, max_new_tokens, out, should_stop=should_stop, split=split)]
     if base_loader is not None and not scored[0]["stopped"]:
         load_base, name = base_loader
         scored.append(dict(eval_gsm8k(run_dir, data, n, batch_size, max_new_tokens, should_stop=should_stop,
-                                      model=load_base()), model=name))
+                                      model=load_base(), split=split), model=name))
     return scored
 
 
 def compare_gsm8k(
-    run_dir: str, base: str | None, data: str, n: int | None, batch_size: int, max_new_tokens: int
+    run_dir: str, base: str | None, data: str, n: int | None, batch_size: int, max_new_tokens: int, split: str = "test"
 ) -> dict:
-    return paired(*score_gsm8k(run_dir, base, data, n, batch_size, max_new_tokens))
+    return paired(*score_gsm8k(run_dir, base, data, n, batch_size, max_new_tokens, split=split))
 
 
 def paired(tuned: dict, before: dict) -> dict:

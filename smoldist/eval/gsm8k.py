@@ -19,7 +19,7 @@ from smoldist.data.sources import Unreadable, iter_records, resolve_source
 from smoldist.errors import DataError, RecipeError
 from smoldist.eval.generate import generate
 from smoldist.eval.results import write_json
-from smoldist.model.lora import load_model
+from smoldist.model.lora import check_model_path, load_model, load_tokenizer_of
 
 HASH_ANSWER = re.compile(r"####\s*\$?\s*(-?[\d,]*\.?\d+)")
 NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
@@ -45,10 +45,10 @@ def extract_answer(text: str) -> tuple[str | None, str]:
     return None, "none"
 
 
-def read_gsm8k(path: str, n: int | None = None) -> tuple[list[dict], Counter]:
+def read_gsm8k(path: str, n: int | None = None, split: str = "test") -> tuple[list[dict], Counter]:
     """[{question, gold}] from a gsm8k file (jsonl/json/parquet), through the gsm8k converter; skipped records
-    counted."""
-    spec = SourceConfig(path=path, format="gsm8k")
+    counted. `split` picks the split of a hub or saved dataset (openai/gsm8k: train or test)."""
+    spec = SourceConfig(path=path, format="gsm8k", split=split)
     items, skipped = [], Counter()
     for where, record in iter_records(resolve_source(spec, "--data"), "--data"):
         if n is not None and len(items) >= n:
@@ -74,14 +74,15 @@ def read_gsm8k(path: str, n: int | None = None) -> tuple[list[dict], Counter]:
 
 
 def eval_gsm8k(model_path: str, data: str, n: int | None = None, batch_size: int = 8, max_new_tokens: int = 256,
-               out: str | None = None, progress: bool = True, should_stop=None, model=None) -> dict:
+               out: str | None = None, progress: bool = True, should_stop=None, model=None,
+               split: str = "test") -> dict:
     """gsm8k exact match of `model_path` (or of `model`'s weights asked through `model_path`'s tokenizer and
     template)."""
     import torch
-    from transformers import AutoTokenizer
 
-    items, skipped = read_gsm8k(data, n)
-    tok = AutoTokenizer.from_pretrained(model_path)
+    check_model_path(model_path)
+    items, skipped = read_gsm8k(data, n, split)
+    tok = load_tokenizer_of(model_path)
     if not tok.chat_template:
         raise RecipeError(f"{model_path}: its tokenizer has no chat template; eval asks questions as chat turns")
     model = (model if model is not None else load_model(model_path, torch.float32)).eval()

@@ -19,7 +19,7 @@ from pathlib import Path
 from smoldist.config import load_recipe
 from smoldist.errors import DataError, RecipeError
 from smoldist.eval.results import write_json
-from smoldist.model.lora import load_model
+from smoldist.model.lora import check_model_path, load_model, load_tokenizer_of
 from smoldist.model.precision import mixed_precision
 from smoldist.store.manifest import load_split, verify_store
 from smoldist.store.plan import plan_store
@@ -40,9 +40,9 @@ def eval_loss(run_dir: str, batch_size: int | None = None, out: str | None = Non
     """Mean loss per label token on the eval split of the store the run trained on, of the run's model or of
     `model` (the same rows, token for token). `batch_size` None: the run's own eval batch."""
     import torch
-    from transformers import AutoTokenizer
 
     recipe_path = Path(run_dir) / "recipe.yaml"
+    check_model_path(run_dir)
     if not recipe_path.is_file():
         raise RecipeError(f"{run_dir}: no recipe.yaml; --loss needs a run directory written by `smoldist train`")
     recipe = load_recipe(recipe_path)
@@ -55,7 +55,7 @@ def eval_loss(run_dir: str, batch_size: int | None = None, out: str | None = Non
     eval_ds = load_split(plan.path, "eval")
     if eval_ds is None:
         raise DataError(f"{plan.path}: no eval split (the run's data.eval_fraction is 0); nothing held out to score")
-    tok = AutoTokenizer.from_pretrained(run_dir)
+    tok = load_tokenizer_of(run_dir)
     model = model if model is not None else load_model(run_dir, torch.float32)
     use_attention(model, recipe.model.attn_implementation)
     on_gpu = torch.cuda.is_available()

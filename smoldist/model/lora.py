@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 from smoldist.config import LoraConfig
@@ -47,6 +48,32 @@ def base_of(adapter_dir: str | Path) -> str:
     return base
 
 
+HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")  # org/name: what from_pretrained looks up on the hub when no such folder
+
+
+def check_model_path(path: str | Path) -> None:
+    """A run or model directory that is not there: one line naming it, before transformers treats it as a hub id."""
+    text = str(path)
+    if os.path.exists(text):
+        return
+    local = not HUB_ID.match(text) or text.startswith(".") or os.path.isdir(text.split("/")[0])
+    if local:
+        raise RecipeError(f"{text}: no such directory; give a run directory of `smoldist train` (its "
+                          "train.output_dir) or a model directory")
+
+
+def load_tokenizer_of(path: str | Path):
+    """The tokenizer of a run or model directory (or hub id); a path that does not load is one line naming it."""
+    from transformers import AutoTokenizer
+
+    check_model_path(path)
+    try:
+        return AutoTokenizer.from_pretrained(str(path))
+    except OSError as e:
+        raise RecipeError(f"{path}: no such directory here, and not loadable as a hub model: "
+                          f"{str(e).splitlines()[0]}") from None
+
+
 def load_model(path: str | Path, dtype=None):
     """A full model directory, or a LoRA run (base + adapter, unmerged, as a peft.PeftModel)."""
     import torch
@@ -55,6 +82,7 @@ def load_model(path: str | Path, dtype=None):
 
     logging.disable_progress_bar()  # chat, eval, merge: a "Loading weights" bar per call is noise around their output
 
+    check_model_path(path)
     dtype = dtype or torch.float32
     if not is_adapter_dir(path):
         return AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)

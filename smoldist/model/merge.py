@@ -34,6 +34,8 @@ def merge(run_dir: str | Path, out_dir: str | Path | None = None, dtype: str | N
     from transformers import AutoTokenizer
 
     run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RecipeError(f"{run_dir}: no such directory; give the run directory of a LoRA run (its train.output_dir)")
     if not is_adapter_dir(run_dir):
         raise RecipeError(f"{run_dir}: no {ADAPTER_CONFIG}; not a LoRA run (a full fine-tune is already a whole model)")
     out = Path(out_dir) if out_dir else run_dir.with_name(run_dir.name + "-merged")

@@ -11,21 +11,7 @@ from __future__ import annotations
 import dataclasses
 
 from smoldist.config import Recipe
-from smoldist.errors import RecipeError
-
-
-def gradient_accumulation(global_batch_tokens: int | None, per_device_rows: int, seq_len: int, world_size: int) -> int:
-    """Accumulation steps that make one optimiser step see `global_batch_tokens` at this world size."""
-    if global_batch_tokens is None:
-        return 1
-    micro = per_device_rows * seq_len * world_size
-    if global_batch_tokens % micro:
-        raise RecipeError(
-            f"train.global_batch_tokens: {global_batch_tokens} is not a multiple of "
-            f"per_device_train_batch_size x seq_len x "
-            f"world size = {per_device_rows} x {seq_len} x {world_size} = {micro}; pick a multiple of {micro}"
-        )
-    return global_batch_tokens // micro
+from smoldist.config.batch import DEFAULT_DEVICE_ROWS, gradient_accumulation
 
 
 def output_dir_of(recipe: Recipe) -> str:
@@ -72,7 +58,7 @@ def sft_config(recipe: Recipe, world_size: int, report_to: list[str]):
     check_launch_precision_of(recipe)
     train = {**train_defaults(recipe), **recipe.train}
     gbt = train.pop("global_batch_tokens", None)
-    rows = train.setdefault("per_device_train_batch_size", 8)
+    rows = train.setdefault("per_device_train_batch_size", DEFAULT_DEVICE_ROWS)
     train.setdefault("per_device_eval_batch_size", eval_rows(recipe.model.attn_implementation, rows))
     on_gpu = torch.cuda.is_available() and not train["use_cpu"]
     for key, value in autocast_flags(recipe.model.dtype, recipe.model.master_weights, on_gpu).items():

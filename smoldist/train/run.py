@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 
 from smoldist.config import Recipe, save_recipe
+from smoldist.config.batch import device_rows
 from smoldist.distributed.elastic import ElasticResume, check_resume_world, prepare_resume
 from smoldist.distributed.fingerprint import write_rank_report
 from smoldist.distributed.preemption import PreemptionCallback, StopFlag, requeue_slurm_job
@@ -78,7 +79,7 @@ def _run(recipe: Recipe, stop: StopFlag) -> dict:
     resume = checkpoint_to_resume(recipe.train.get("resume_from_checkpoint"), output_dir, identity)
     # a checkpoint from another world size: refuse now, before anything loads, if this world cannot take the batch
     resumed_world = resume and check_resume_world(resume, recipe.train.get("global_batch_tokens"),
-                                                  recipe.train.get("per_device_train_batch_size", 8),
+                                                  device_rows(recipe.train),
                                                   recipe.data.seq_len, dist.world_size)
     # one process builds a missing store under a file lock; the others poll for it outside any collective,
     # so a build longer than ddp_timeout cannot time the job out (store/lock.py)

@@ -1,6 +1,7 @@
 """The W&B run of a job: one run across ranks, resumes and requeues; what it is told once; how it ends.
 
-`mode: auto` is online when credentials exist, else offline with a notice and the sync command.
+`mode: auto` is online when credentials exist (`wandb login`, or WANDB_API_KEY), else offline with a notice. The
+main process prints the run's URL, or offline its folder and the `wandb sync` command that uploads it.
 Only the main process logs (transformers' WandbCallback); the run id lives in
 `<output_dir>/wandb_run_id`, so a resumed or requeued job continues the same run. The run's config
 gets the recipe, the store's counts, library versions, the git commit, the engine and the Slurm job.
@@ -53,8 +54,8 @@ def configure_wandb(cfg: WandbConfig, run_group: str, output_dir: str, is_main: 
     if mode == "auto":
         mode = "online" if has_wandb_credentials() else "offline"
         if mode == "offline" and is_main:
-            print(f"smoldist: no W&B credentials found; logging offline under {output_dir}/wandb "
-                  f"(upload later with: wandb sync {output_dir}/wandb/offline-run-*)", flush=True)
+            print("smoldist: no W&B credentials found; logging offline (to log online: `wandb login`, or set "
+                  "WANDB_API_KEY)", flush=True)
     os.environ["WANDB_MODE"] = mode
     os.environ["WANDB_DIR"] = output_dir
     os.environ["WANDB_PROJECT"] = cfg.project
@@ -65,8 +66,16 @@ def configure_wandb(cfg: WandbConfig, run_group: str, output_dir: str, is_main: 
     for key, value in (("WANDB_ENTITY", cfg.entity), ("WANDB_NAME", cfg.name), ("WANDB_TAGS", ",".join(cfg.tags))):
         if value:
             os.environ[key] = value
-    os.environ.setdefault("WANDB_SILENT", "true")
+    os.environ.setdefault("WANDB_SILENT", "true")  # hides the banner and the run URL: announce_run prints it
     return ["wandb"]
+
+
+def announce_run(run) -> str:
+    """The line that says where the run is: its URL online; offline its folder and the command that uploads it."""
+    if run.offline:
+        folder = Path(run.dir).parent  # <output_dir>/wandb/offline-run-<time>-<id>/files -> the run's folder
+        return f"smoldist: W&B offline run: {folder}; upload it with: wandb sync {folder}"
+    return f"smoldist: W&B run: {run.url}"
 
 
 def git_commit() -> str | None:
@@ -116,6 +125,7 @@ class RunInfoCallback(TrainerCallback):
 
         if wandb.run is None:
             return
+        print(announce_run(wandb.run), flush=True)
         wandb.run.config.update(self.info, allow_val_change=True)
         if self.report_png and self.report_png.is_file():
             wandb.run.log({"data/store_report": wandb.Image(str(self.report_png))}, commit=False)

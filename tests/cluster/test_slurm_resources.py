@@ -28,7 +28,7 @@ def test_submit_passes_cpus_and_memory(tiny_recipe, tmp_path, monkeypatch, capsy
     args = ["--nodes", "2", "--cpus-per-task", "16", "--mem", "200G", "--dry-run"]
     assert main(["submit", str(tiny_recipe), *args]) == 0
     out = capsys.readouterr().out
-    lines = out.strip().splitlines()
+    lines = [line for line in out.strip().splitlines() if "sbatch" in line]  # after the `export` of the job env
     assert len(lines) == 2 and all("--cpus-per-task=16 --mem=200G" in line for line in lines), out
 
 

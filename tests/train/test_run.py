@@ -88,7 +88,9 @@ def test_cli_bad_input_prints_one_line_and_exits_2(tmp_path):
         "model: {init: {hidden_size: 8}, tokenizer: pkg:demo/tokenizer}\ndata: {sources: [{path: missing.jsonl}]}\n"
     )
     p = subprocess.run([sys.executable, "-m", "smoldist.train", str(bad)], capture_output=True, text=True)
-    assert p.returncode == 2 and p.stderr.strip().endswith("data.sources.0.path: no file matches 'missing.jsonl'")
+    # a relative path in a recipe is read from the recipe's folder, and the error names where it looked
+    want = f"data.sources.0.path: no file matches '{bad.parent / 'missing.jsonl'}'"
+    assert p.returncode == 2 and p.stderr.strip().endswith(want), p.stderr
 
 
 def test_train_defaults_have_one_source_and_hub_keys_pass_through(tiny_recipe):

@@ -122,3 +122,10 @@ def test_packed_formula_agrees_with_the_non_packed_one_for_one_document_per_row(
         "attention_mask": torch.tensor([[1] * seq, [1] * 10 + [0] * 54]),
     }
     assert batch_stats(padded)[0] == seq + 10  # padding is not throughput
+
+
+def test_offline_run_names_its_folder_and_the_sync_command(tiny_recipe, tmp_path):
+    p = train(tiny_recipe, tmp_path / "run", "tracking.wandb.mode=offline", "train.max_steps=1")
+    assert p.returncode == 0, p.stderr[-3000:]
+    (folder,) = (tmp_path / "run" / "wandb").glob("offline-run-*")  # the real run wandb wrote
+    assert f"W&B offline run: {folder}; upload it with: wandb sync {folder}" in p.stdout, p.stdout[-2000:]
