@@ -28,18 +28,18 @@ def slurm_env():
     if os.geteuid() != 0:
         pytest.fail("the slurm suite needs root (it starts slurmctld/slurmd); run it as root or deselect -m slurm")
     env = dict(os.environ, CLUSTER_DIR=CLUSTER_DIR)
-    p = subprocess.run(
-        ["bash", str(REPO / "slurm" / "local_cluster.sh"), "start"], capture_output=True, text=True, env=env
-    )
+    cluster = ["bash", str(REPO / "slurm" / "local_cluster.sh")]
+    p = subprocess.run([*cluster, "start"], capture_output=True, text=True, env=env, timeout=300)
     assert p.returncode == 0, p.stdout + p.stderr
     # the nodes have no GPUs: CPU on purpose (node.sh refuses a GPU config there)
     env.update(SLURM_CONF=f"{CLUSTER_DIR}/etc/slurm.conf", PYTHON=sys.executable, SMOLDIST_REPO=str(REPO),
                OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", ACCELERATE_CONFIG="cpu_ddp")
     yield env
-    subprocess.run(["bash", str(REPO / "slurm" / "local_cluster.sh"), "stop"], capture_output=True, env=env)
+    subprocess.run([*cluster, "stop"], capture_output=True, env=env, timeout=120)
 
 
 def run(cmd: list[str], env: dict, **kw) -> subprocess.CompletedProcess:
+    kw.setdefault("timeout", 600)
     return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=kw.pop("cwd", REPO), **kw)
 
 

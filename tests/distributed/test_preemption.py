@@ -18,7 +18,8 @@ from tests.helpers import REPO
 def train(recipe, out, env=None) -> subprocess.CompletedProcess:
     args = [sys.executable, "-m", "smoldist", "train", str(recipe), f"train.output_dir={out}", "train.max_steps=8",
             "train.save_steps=100", "train.per_device_train_batch_size=1", "train.global_batch_tokens=256"]
-    return subprocess.run(args, capture_output=True, text=True, cwd=REPO, env=dict(os.environ, **(env or {})))
+    return subprocess.run(args, capture_output=True, text=True, cwd=REPO, env=dict(os.environ, **(env or {})),
+                          timeout=300)
 
 
 def history(out) -> list[tuple[int, float, float]]:

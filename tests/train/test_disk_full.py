@@ -27,11 +27,12 @@ def small_disk(tmp_path):
         pytest.skip("mounting a tmpfs needs root (and mount); the free-space check is covered by test_faults.py")
     disk = tmp_path / "disk"
     disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=40m", "tmpfs", str(disk)], capture_output=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=40m", "tmpfs", str(disk)], capture_output=True,
+                             timeout=60)
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
     yield disk
-    subprocess.run(["umount", "-l", str(disk)], check=False)
+    subprocess.run(["umount", "-l", str(disk)], check=False, timeout=60)
 
 
 def train(recipe, out, max_steps, env=None) -> subprocess.CompletedProcess:

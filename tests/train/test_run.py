@@ -81,13 +81,15 @@ def test_cli_bad_input_prints_one_line_and_exits_2(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("model: {init: {hidden_size: 8}, tokenizer: pkg:demo/tokenizer}\n"
                    "data: {sources: [{path: missing.jsonl}], seq_len: oops}\n")
-    p = subprocess.run([sys.executable, "-m", "smoldist", "prepare", str(bad)], capture_output=True, text=True)
+    p = subprocess.run([sys.executable, "-m", "smoldist", "prepare", str(bad)], capture_output=True, text=True,
+                       timeout=120)
     assert p.returncode == 2
     assert p.stderr.strip() == "smoldist: error: data.seq_len: expected an integer, got 'oops'"
     bad.write_text(
         "model: {init: {hidden_size: 8}, tokenizer: pkg:demo/tokenizer}\ndata: {sources: [{path: missing.jsonl}]}\n"
     )
-    p = subprocess.run([sys.executable, "-m", "smoldist.train", str(bad)], capture_output=True, text=True)
+    p = subprocess.run([sys.executable, "-m", "smoldist.train", str(bad)], capture_output=True, text=True,
+                       timeout=120)
     # a relative path in a recipe is read from the recipe's folder, and the error names where it looked
     want = f"data.sources.0.path: no file matches '{bad.parent / 'missing.jsonl'}'"
     assert p.returncode == 2 and p.stderr.strip().endswith(want), p.stderr

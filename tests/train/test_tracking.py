@@ -26,7 +26,7 @@ def train(recipe, out, *overrides, env=None, home=None) -> subprocess.CompletedP
     full.update(HOME=str(home or Path(out).parent / "home"), **(env or {}))
     Path(full["HOME"]).mkdir(parents=True, exist_ok=True)
     return subprocess.run([sys.executable, "-m", "smoldist", "train", str(recipe), f"train.output_dir={out}",
-                           *overrides], capture_output=True, text=True, cwd=REPO, env=full)
+                           *overrides], capture_output=True, text=True, cwd=REPO, env=full, timeout=300)
 
 
 def run_files(out: Path) -> list[Path]:
