@@ -133,7 +133,7 @@ def run_command(ns: argparse.Namespace) -> int:
         return 0
     from smoldist.cluster.launcher import plan_from_args, spawn
 
-    plan = plan_from_args(ns, path, overrides)  # one plan: --dry-run prints it, the run below runs it
+    plan = plan_from_args(ns, path, overrides, recipe)  # one plan: --dry-run prints it, the run below runs it
     if ns.fresh:
         from smoldist.train.resume import start_fresh
 

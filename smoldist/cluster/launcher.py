@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from smoldist.cluster.shipped import known_configs
-from smoldist.config import load_recipe
+from smoldist.config import Recipe
 from smoldist.distributed.state import EXPECTED_WORLD_ENV, count_gpus, tell_deepspeed_no_gpu, under_launcher
 from smoldist.errors import RecipeError
 from smoldist.model.precision import mixed_precision
@@ -99,11 +99,10 @@ def default_config(world_size: int, num_machines: int, gpus_named: bool) -> str 
     return "multi_gpu" if gpus_named or count_gpus() else "cpu_ddp"
 
 
-def recipe_precision(recipe: str | None, overrides: list[str], config: Path) -> str:
+def recipe_precision(r: Recipe, config: Path) -> str:
     """The recipe's autocast for this accelerate config (fp16 needs GPUs: a `use_cpu` config gets 'no')."""
     import yaml
 
-    r = load_recipe(recipe, overrides)
     on_gpu = not (yaml.safe_load(config.read_text()) or {}).get("use_cpu", False)
     return mixed_precision(r.model.dtype, r.model.master_weights, r.train, on_gpu)
 
@@ -117,8 +116,9 @@ def main_process_ip(ns) -> str:
                       "that every machine can reach (under Slurm launch/node.sh passes it from MASTER_ADDR)")
 
 
-def plan_from_args(ns, recipe: str | None, overrides: list[str]) -> LaunchPlan:
-    """The one plan `smoldist train` both prints (--dry-run) and runs: what runs is what the dry run shows."""
+def plan_from_args(ns, recipe: str | None, overrides: list[str], loaded: Recipe) -> LaunchPlan:
+    """The one plan `smoldist train` both prints (--dry-run) and runs: what runs is what the dry run shows.
+    `loaded` is the recipe `recipe` + `overrides` already read (its precision goes into the launch)."""
     if not (ns.accelerate_config or ns.num_processes or ns.gpus_per_node or ns.num_machines):
         return LaunchPlan(config=None, recipe=recipe, overrides=overrides)  # plain `smoldist train`: this process
     per_node = ns.gpus_per_node or ns.num_processes or count_gpus() or 1
@@ -132,7 +132,7 @@ def plan_from_args(ns, recipe: str | None, overrides: list[str]) -> LaunchPlan:
     return LaunchPlan(config=config, recipe=recipe, overrides=overrides,
                       num_machines=ns.num_machines or 1, procs_per_machine=per_node,
                       main_ip=main_process_ip(ns), main_port=ns.main_process_port,
-                      mixed_precision=config and recipe_precision(recipe, overrides, config))
+                      mixed_precision=config and recipe_precision(loaded, config))
 
 
 FORWARDED = (signal.SIGTERM, signal.SIGHUP)
