@@ -20,8 +20,10 @@ ROWS_DIR = "nonfinite-step-{step}"  # in output_dir: each rank's micro-batches o
 
 
 class NonFiniteGuard:
-    def __init__(self, rank: int, world_size: int, output_dir: str, resumed_from: str | None):
+    def __init__(self, rank: int, world_size: int, output_dir: str, resumed_from: str | None,
+                 steps_in_backward: bool = False):
         self.rank, self.world_size, self.output_dir, self.resumed_from = rank, world_size, output_dir, resumed_from
+        self.steps_in_backward = steps_in_backward  # DeepSpeed: the update is in the weights before the check
         self.loss_bad = None  # bool tensor: a micro-batch of this step had a non-finite loss
         self.batches: list[dict] = []  # this step's micro-batches (in memory anyway): saved only when it fails
         self.fault_step = faults.count(faults.NAN_LOSS_AT_STEP) if rank == world_size - 1 else None
@@ -74,7 +76,9 @@ class NonFiniteGuard:
             what = f"the loss is non-finite on rank {loss_rank} (gradient norm {float(norm):g})"
         else:
             what = f"the gradient norm is {float(norm):g} (the loss was finite)"
-        return (f"step {step}: {what}; nothing of this step was applied or saved, the resume point is "
+        kept = ("the step was applied in backward (DeepSpeed) but nothing of it was saved" if self.steps_in_backward
+                else "nothing of this step was applied or saved")
+        return (f"step {step}: {what}; {kept}, the resume point is "
                 f"{resume or 'none (no complete checkpoint yet)'}. Try a lower train.learning_rate or more warmup, "
                 f"model.dtype float32 if bf16/fp16 overflowed, and look at the step's rows in {rows} "
                 f"(input_ids per rank)")

@@ -127,8 +127,9 @@ def _run(recipe: Recipe, stop: StopFlag) -> dict:
     trainer.meter = meter = ThroughputMeter(FlopModel.of(trainer.model, compact_head), peak, dist.world_size)
     trainer.add_callback(StepCounter(meter))
     trainer.ship_dtype = recipe.model.dtype  # fp32 masters trained; the final model ships in model.dtype
-    trainer.guard = NonFiniteGuard(dist.rank, dist.world_size, args.output_dir, resume)
     engine = engine_name(trainer.accelerator.state)
+    trainer.guard = NonFiniteGuard(dist.rank, dist.world_size, args.output_dir, resume,
+                                   steps_in_backward=engine.startswith("deepspeed"))
     info = run_info(recipe.to_dict(), store.manifest, dist.world_size, engine, trainer.accelerator.state)
     trainer.add_callback(RunInfoCallback(info, store.path / "report.png"))
     n_params, n_trainable = count_parameters(trainer.model)
