@@ -19,21 +19,13 @@ from pathlib import Path
 from smoldist.config import load_recipe
 from smoldist.errors import DataError, RecipeError
 from smoldist.eval.results import write_json
+from smoldist.model.attention import run_eval_rows
 from smoldist.model.lora import check_model_path, load_model, load_tokenizer_of
 from smoldist.model.precision import mixed_precision
 from smoldist.store.manifest import load_split, verify_store
 from smoldist.store.plan import plan_store
 
 CHUNK_ELEMENTS = 1 << 26  # logits held at once (256 MiB in fp32), whatever the vocabulary and the batch
-
-
-def run_eval_rows(recipe) -> int:
-    """Rows per eval batch as the run's trainer took them (train/arguments.py sets the same default)."""
-    from smoldist.model.attention import eval_rows
-
-    train = recipe.train
-    return train.get("per_device_eval_batch_size") or eval_rows(recipe.model.attn_implementation,
-                                                                train.get("per_device_train_batch_size", 8))
 
 
 def eval_loss(run_dir: str, batch_size: int | None = None, out: str | None = None, model=None) -> dict:
@@ -60,7 +52,8 @@ def eval_loss(run_dir: str, batch_size: int | None = None, out: str | None = Non
     use_attention(model, recipe.model.attn_implementation)
     on_gpu = torch.cuda.is_available()
     autocast = mixed_precision(recipe.model.dtype, recipe.model.master_weights, recipe.train, on_gpu)
-    loss, tokens = token_mean_loss(model, eval_ds, batch_size or run_eval_rows(recipe), tok.pad_token_id,
+    rows = batch_size or run_eval_rows(recipe.model.attn_implementation, recipe.train)
+    loss, tokens = token_mean_loss(model, eval_ds, rows, tok.pad_token_id,
                                    autocast if on_gpu else "no")
     result = {"eval_loss": loss, "tokens": tokens, "rows": len(eval_ds), "store": str(plan.path), "model": str(run_dir)}
     write_json(out, result)

@@ -23,6 +23,7 @@ import warnings
 
 import torch
 
+from smoldist.config.batch import device_rows
 from smoldist.config.recipe import AttnImplementation
 from smoldist.errors import RecipeError
 
@@ -35,6 +36,11 @@ _dense_warned = False
 def eval_rows(attn_implementation: str, train_rows: int) -> int:
     """Eval rows per device: one packed row with sdpa/eager (their mask is (rows x seq_len)^2), else as in training."""
     return 1 if attn_implementation in DENSE_MASK else train_rows
+
+
+def run_eval_rows(attn_implementation: str, train: dict) -> int:
+    """A run's eval rows per device (its `train` section): as given, else `eval_rows` of its training rows."""
+    return train.get("per_device_eval_batch_size") or eval_rows(attn_implementation, device_rows(train))
 
 
 def register() -> None:

@@ -52,14 +52,14 @@ def sft_config(recipe: Recipe, world_size: int, report_to: list[str]):
     import torch
     from trl import SFTConfig
 
-    from smoldist.model.attention import eval_rows
+    from smoldist.model.attention import run_eval_rows
     from smoldist.model.precision import autocast_flags
 
     check_launch_precision_of(recipe)
     train = {**train_defaults(recipe), **recipe.train}
     gbt = train.pop("global_batch_tokens", None)
     rows = train.setdefault("per_device_train_batch_size", DEFAULT_DEVICE_ROWS)
-    train.setdefault("per_device_eval_batch_size", eval_rows(recipe.model.attn_implementation, rows))
+    train["per_device_eval_batch_size"] = run_eval_rows(recipe.model.attn_implementation, train)
     on_gpu = torch.cuda.is_available() and not train["use_cpu"]
     for key, value in autocast_flags(recipe.model.dtype, recipe.model.master_weights, on_gpu).items():
         train.setdefault(key, value)  # autocast to model.dtype over fp32 weights (model/precision.py)
