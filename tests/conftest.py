@@ -68,3 +68,11 @@ def real_base() -> Path:
     from tests.real_model import real_smollm2_base
 
     return real_smollm2_base()
+
+
+@pytest.fixture(scope="session")
+def real_gemma() -> Path:
+    """The real Gemma 3 270M (base) as an HF directory, Gemma's chat template written in (tests/real_model.py)."""
+    from tests.real_model import real_gemma3_base
+
+    return real_gemma3_base()

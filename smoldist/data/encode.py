@@ -42,12 +42,14 @@ class EncodedBatch:
 class Encoder:
     """Documents -> flat token buffers. `render` maps conversations to (texts, loss spans)."""
 
-    def __init__(self, backend_tokenizer, render, loss_on: str, eos_id: int, derived: bool = False):
+    def __init__(self, backend_tokenizer, render, loss_on: str, eos_id: int, derived: bool = False,
+                 bos_id: int | None = None):
         self.tok = backend_tokenizer  # tokenizers.Tokenizer
         self.render = render
         self.loss_on = loss_on
         self.eos_id = eos_id
         self.derived = derived  # spans derived from prefix renderings: each document's token edges are checked
+        self.bos_id = bos_id  # plain text starts with it: the tokenizer puts it before every text
 
     @classmethod
     def for_template(cls, tok: PrepTokenizer, template: str, loss_on: str) -> Encoder:
@@ -56,8 +58,9 @@ class Encoder:
         if loss_on == "assistant" and not has_generation_markers(template):
             eot = check_end_of_turn(template, tok.backend, tok.special_tokens)
             render = lambda convs: derive_spans(template, tok.special_tokens, eot, convs)  # noqa: E731
-            return cls(tok.backend, render, loss_on, tok.eos_token_id, derived=True)
-        return cls(tok.backend, make_renderer(template, tok.special_tokens), loss_on, tok.eos_token_id)
+            return cls(tok.backend, render, loss_on, tok.eos_token_id, derived=True, bos_id=tok.bos_prefix)
+        return cls(tok.backend, make_renderer(template, tok.special_tokens), loss_on, tok.eos_token_id,
+                   bos_id=tok.bos_prefix)
 
     def encode(self, docs: list[Document]) -> EncodedBatch:
         chats = [d.messages for d in docs if d.messages is not None]
@@ -75,8 +78,9 @@ class Encoder:
                 if self.derived:
                     check_token_edges(enc, doc_spans, chats[ci - 1])
                 trained = span_mask(enc, doc_spans) if self.loss_on == "assistant" else np.ones(len(ids), dtype=bool)
-            else:  # plain text: every token trained, and the document ends with EOS
-                ids = np.append(np.asarray(plain_encs[pi].ids, dtype=np.int32), np.int32(self.eos_id))
+            else:  # plain text: every token trained, and the document ends with EOS (starts with BOS if the model's do)
+                bos = [] if self.bos_id is None else [self.bos_id]
+                ids = np.asarray(bos + plain_encs[pi].ids + [self.eos_id], dtype=np.int32)
                 pi += 1
                 trained = np.ones(len(ids), dtype=bool)
             labels = np.where(trained, ids, IGNORE).astype(np.int32)

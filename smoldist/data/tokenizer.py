@@ -62,6 +62,15 @@ class PrepTokenizer:
     def eos_token_id(self) -> int:
         return self.backend.token_to_id(self.special_tokens["eos_token"])
 
+    @property
+    def bos_prefix(self) -> int | None:
+        """The BOS id this tokenizer puts before every text (Gemma's post-processor does; SmolLM2's does not):
+        what the model saw first in pretraining, so bundled templates and plain-text documents start with it too."""
+        bos = self.special_tokens.get("bos_token")
+        bos_id = self.backend.token_to_id(bos) if bos else None
+        first = self.backend.encode("a", add_special_tokens=True).ids[:1]
+        return bos_id if bos_id is not None and first == [bos_id] else None
+
     def decode(self, ids: list[int]) -> str:
         return self.backend.decode(ids, skip_special_tokens=False)
 

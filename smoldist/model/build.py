@@ -27,15 +27,20 @@ def load_tokenizer(model: ModelConfig):
     return tok
 
 
-def init_added_rows(model, first_added: int) -> None:
-    """Rows from `first_added` on (tokens just added) start at the mean of the existing rows, in the input
-    embedding and, when untied, in the output head: the new tokens start where the model's average token is."""
+def init_added_rows(model, added: dict[str, int], eos_id: int | None) -> None:
+    """Rows of tokens just added, in the input embedding and (when untied) the output head. ChatML's `<|im_end|>`
+    starts as a copy of the model's own end-of-text row: the base model already predicts that where a text ends, so
+    the fine-tune can stop from its first steps (a mean row scores the average logit, about 1/V, and Adam moves it by
+    ~lr a step: thousands of steps before it can win). Others start at the mean of the existing rows."""
     import torch
 
+    first = min(added.values())
     with torch.no_grad():
         layers = [model.get_input_embeddings(), model.get_output_embeddings()]
         for w in {id(x.weight): x.weight for x in layers if x is not None}.values():
-            w[first_added:] = w[:first_added].mean(dim=0, keepdim=True)
+            w[first:] = w[:first].mean(dim=0, keepdim=True)
+            if "<|im_end|>" in added and eos_id is not None and eos_id < first:
+                w[added["<|im_end|>"]] = w[eos_id]
 
 
 def architecture_config(init: dict, tokenizer=None):
@@ -127,7 +132,7 @@ def build_model(cfg: ModelConfig, tokenizer, training: bool = True):
                               "under ZeRO-3 (partitioned embeddings); use ZeRO-2 or DDP")
         if len(tokenizer) > model.config.vocab_size:  # ties stay tied: transformers resizes both and re-ties
             model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
-        init_added_rows(model, min(added.values()))
+        init_added_rows(model, added, tokenizer.eos_token_id)
     if len(tokenizer) > model.config.vocab_size:
         raise RecipeError(
             f"model: tokenizer has {len(tokenizer)} tokens but the model's vocab_size is {model.config.vocab_size}"

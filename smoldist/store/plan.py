@@ -31,7 +31,8 @@ def source_identity(src: ResolvedSource, hashes: HashCache | None = None) -> dic
 
 
 def store_key_inputs(data: DataConfig, sources: list[ResolvedSource], tok_hash: str, template: str,
-                     hashes: HashCache | None = None, added_tokens: dict[str, int] | None = None) -> dict:
+                     hashes: HashCache | None = None, added_tokens: dict[str, int] | None = None,
+                     bos_prefix: int | None = None) -> dict:
     """Everything that changes the tokens, and nothing else (learning rate, shards, num_proc stay out)."""
     converter_keys = ("format", "messages_field", "role_field", "content_field", "prompt_field", "completion_field",
                       "text_field", "columns", "system_prompt", "prefix", "max_samples", "fraction")
@@ -51,6 +52,8 @@ def store_key_inputs(data: DataConfig, sources: list[ResolvedSource], tok_hash: 
     }
     if added_tokens:  # only then: the keys of stores built without added tokens stay what they were
         inputs["added_tokens"] = added_tokens
+    if bos_prefix is not None:  # documents start with it (PrepTokenizer.bos_prefix); other keys stay what they were
+        inputs["bos_prefix"] = bos_prefix
     return inputs
 
 
@@ -71,11 +74,11 @@ def plan_store(model: ModelConfig, data: DataConfig) -> StorePlan:
     """Resolve sources, tokenizer and template, and compute the key, without building anything."""
     sources = [resolve_source(s, f"data.sources.{i}") for i, s in enumerate(data.sources)]
     tok = load_prep_tokenizer(model)
-    template = recipe_template(model, data)
+    template = recipe_template(model, data, bos=tok.bos_prefix is not None)
     if any(s.format != "text" for s in data.sources):  # refused before any work: a turn end the model cannot stop on
         check_end_of_turn(template, tok.backend, tok.special_tokens)
     hashes = HashCache.for_store(data.store)
-    inputs = store_key_inputs(data, sources, tok.fingerprint, template, hashes, tok.added)
+    inputs = store_key_inputs(data, sources, tok.fingerprint, template, hashes, tok.added, tok.bos_prefix)
     hashes.save()
     key = compute_key(inputs)
     return StorePlan(sources, tok, template, inputs, key, store_dir(data.store, key), hashes)

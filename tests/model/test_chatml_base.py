@@ -1,6 +1,7 @@
 """ChatML on a base model whose vocabulary lacks its tokens: they are added as special tokens (one token each in the
-store, which says so), the embeddings grow with mean-initialised rows and stay tied, and the trained model stops on
-<|im_end|> under plain generate()."""
+store, which says so), the embeddings grow and stay tied, and the trained model stops on <|im_end|> under plain
+generate(). `<|im_end|>` starts as the base model's end-of-text row, so it can be predicted from the first steps (a
+mean row scores about 1/V); `<|im_start|>` at the mean of the rows."""
 
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ def test_chatml_tokens_are_added_once_and_are_single_tokens_in_the_store(base, t
         plan_store(load_recipe(write_recipe(tmp_path, raw)).model, recipe.data)
 
 
-def test_embeddings_grow_with_mean_rows_and_stay_tied(base):
+def test_embeddings_grow_im_end_from_the_end_of_text_row_im_start_from_the_mean_and_stay_tied(base):
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -56,7 +57,8 @@ def test_embeddings_grow_with_mean_rows_and_stay_tied(base):
     emb = model.get_input_embeddings().weight
     assert emb.shape[0] == len(tok) == old.shape[0] + 2 and model.config.vocab_size == len(tok)
     assert torch.equal(emb[:-2], old)
-    assert torch.allclose(emb[-2:], old.mean(dim=0, keepdim=True).expand(2, -1))
+    assert torch.allclose(emb[-2], old.mean(dim=0))  # <|im_start|>: where the average token is
+    assert torch.equal(emb[-1], old[tok.eos_token_id])  # <|im_end|>: where the base model already ends a text
     assert model.get_output_embeddings().weight.data_ptr() == emb.data_ptr()  # the tied head is the same tensor
 
 

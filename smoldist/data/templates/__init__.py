@@ -18,16 +18,19 @@ SMOLLM2_DEFAULT_SYSTEM_BLOCK = (
     "You are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}{% endif %}"
 )
 GENERATION_RE = re.compile(r"{%-?\s*generation\s*-?%}")
+BOS_PREFIX = "{{ bos_token }}"
 
 
-def load_template(spec: str, default_system_prompt: bool = True) -> str:
-    """The exact template string for `model.chat_template` (it is hashed into the store key)."""
+def load_template(spec: str, default_system_prompt: bool = True, bos: bool = False) -> str:
+    """The exact template string for `model.chat_template` (it is hashed into the store key). A bundled template
+    starts with the BOS token when `bos` (the tokenizer starts every text with one: Gemma, Llama 2; models trained
+    so break without it); a model's own template or a user's file is taken as written."""
     if spec in BUNDLED:
         text = BUNDLED[spec].read_text()
         if not default_system_prompt and spec == "smollm2":
             assert SMOLLM2_DEFAULT_SYSTEM_BLOCK in text, "bundled template lost its system block"
             text = text.replace(SMOLLM2_DEFAULT_SYSTEM_BLOCK, "")
-        return text
+        return BOS_PREFIX + text if bos else text
     path = Path(spec)
     if path.suffix != ".jinja" or not path.is_file():
         raise RecipeError(
@@ -62,10 +65,16 @@ def tokenizer_template(model: ModelConfig) -> str:
     return template
 
 
-def recipe_template(model: ModelConfig, data: DataConfig) -> str:
-    """The exact template the recipe trains with (hashed into the store key whatever its origin)."""
+def bundled_templates() -> set[str]:
+    """Every text a bundled template can have (with and without BOS, the smollm2 system prompt)."""
+    return {load_template(name, system, bos) for name in BUNDLED for system in (True, False) for bos in (True, False)}
+
+
+def recipe_template(model: ModelConfig, data: DataConfig, bos: bool = False) -> str:
+    """The exact template the recipe trains with (hashed into the store key whatever its origin); `bos`: the
+    tokenizer starts every text with its BOS token (PrepTokenizer.bos_prefix)."""
     if model.chat_template == FROM_TOKENIZER:
         if not model.default_system_prompt:
             raise RecipeError("model.default_system_prompt: false applies to the bundled smollm2 template only")
         return tokenizer_template(model)
-    return load_template(resolve_path(model.chat_template), model.default_system_prompt)
+    return load_template(resolve_path(model.chat_template), model.default_system_prompt, bos)

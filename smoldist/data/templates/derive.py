@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from smoldist.data.templates import load_template
+from smoldist.data.templates import bundled_templates
 from smoldist.data.templates.render import render_texts
 from smoldist.errors import DataError
 
@@ -32,8 +32,7 @@ def end_of_turn_text(template: str, special_tokens: list[str], kwargs: dict) -> 
 def check_end_of_turn(template: str, backend, kwargs: dict) -> str:
     """The end-of-turn token, refused unless it is one token of this vocabulary: a model must be able to stop on it."""
     specials = [t.content for t in backend.get_added_tokens_decoder().values()]
-    bundled = {load_template("smollm2", True), load_template("smollm2", False), load_template("chatml")}
-    if template in bundled:  # known without rendering: `prepare` with a bundled template never imports transformers
+    if template in bundled_templates():  # known without rendering: prepare with a bundled template skips transformers
         eot = "<|im_end|>" if "<|im_end|>" in specials else None
     else:
         eot = end_of_turn_text(template, specials, kwargs)
