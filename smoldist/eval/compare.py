@@ -17,7 +17,7 @@ from smoldist.config import load_recipe
 from smoldist.errors import RecipeError
 from smoldist.eval.gsm8k import eval_gsm8k
 from smoldist.eval.loss import eval_loss
-from smoldist.model.build import build_model
+from smoldist.model.build import build_model, load_tokenizer
 from smoldist.model.lora import base_of, check_model_path, is_adapter_dir, load_model
 
 SIGNIFICANCE = 0.05  # two-sided, on the questions the two models disagree about
@@ -45,7 +45,7 @@ def find_base(run_dir: str, base: str | None = None):
         raise RecipeError(f"--compare: {run_dir} has no recipe.yaml naming the model it started from; "
                           f"give it: --compare BASE_MODEL")
     cfg = load_recipe(recipe_path).model
-    return lambda: _build(cfg, run_dir), cfg.name_or_path or f"model.init (seed {cfg.seed})"
+    return lambda: _build(cfg), cfg.name_or_path or f"model.init (seed {cfg.seed})"
 
 
 def _load(base: str):
@@ -57,11 +57,10 @@ def _load(base: str):
         raise RecipeError(f"--compare: cannot load the base model '{base}': {e}") from None
 
 
-def _build(cfg, run_dir: str):
-    """The recipe's model as training built it (a `model.init` from its seed), sized to the run's tokenizer."""
-    from transformers import AutoTokenizer
-
-    return build_model(cfg, AutoTokenizer.from_pretrained(run_dir), training=False).float()
+def _build(cfg):
+    """The recipe's model as training built it: a `model.init` from its seed, or the pretrained weights with any
+    tokens training added (ChatML on a base vocabulary) added the same way, new rows initialised as at step 0."""
+    return build_model(cfg, load_tokenizer(cfg), training=False).float()
 
 
 def score_gsm8k(run_dir: str, base: str | None, data: str, n: int | None, batch_size: int, max_new_tokens: int,

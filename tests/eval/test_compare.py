@@ -44,6 +44,27 @@ def test_compare_loss_scores_the_seeded_base_as_the_trainer_did_at_step_0(tmp_pa
     assert f"better: eval loss {evals[6]:.4f} vs {evals[0]:.4f} before" in capsys.readouterr().out
 
 
+def test_compare_loss_of_a_chatml_run_on_a_base_vocabulary_scores_the_grown_base_as_at_step_0(tmp_path):
+    """ChatML added two tokens to the base's vocabulary: the base to compare against is the one training started
+    from (grown embeddings, new rows initialised as training did), so its loss equals the trainer's at step 0."""
+    from tests.helpers import CONVERSATIONS, save_base_without_chatml, write_jsonl
+
+    base = save_base_without_chatml(tmp_path / "base")
+    train = {"max_steps": 4, "eval_strategy": "steps", "eval_steps": 4, "eval_on_start": True,
+             "per_device_eval_batch_size": 64}
+    raw = recipe_dict(tmp_path, [{"path": str(write_jsonl(tmp_path / "c.jsonl", CONVERSATIONS * 5))}], train=train)
+    raw["model"] = {"name_or_path": str(base), "chat_template": "chatml", "dtype": "float32"}
+    raw["data"]["eval_fraction"] = 0.25
+    run(load_recipe(write_recipe(tmp_path, raw)))
+    history = json.loads((tmp_path / "run" / "trainer_state.json").read_text())["log_history"]
+    evals = {h["step"]: h["eval_loss"] for h in history if "eval_loss" in h}
+    out = tmp_path / "compare.json"
+    assert main(["eval", str(tmp_path / "run"), "--loss", "--compare", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["base"]["eval_loss"] == pytest.approx(evals[0], abs=1e-5)
+    assert res["run"]["eval_loss"] == pytest.approx(evals[4], abs=1e-5)
+
+
 def test_compare_gsm8k_asks_a_lora_runs_base_the_same_questions(tmp_path, conversations_file, capsys):
     """The base of a LoRA run is the adapter's base, asked through the run's template: its answers must be those
     `smoldist eval` gives for a directory holding the base's weights and the run's tokenizer files."""
