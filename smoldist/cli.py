@@ -9,6 +9,7 @@
     smoldist chat    RUN_DIR ["What is 2 plus 3?"]      # no prompt: one prompt a line from stdin
     smoldist eval    RUN_DIR --data FILE --format gsm8k [--split S] [-n N] [--batch-size B] [--max-new-tokens M]
                      [--out FILE]
+    smoldist eval    RUN_DIR --data openai/gsm8k [--data-config main|socratic] [--split test|train] ...
     smoldist eval    RUN_DIR --loss
     smoldist eval    RUN_DIR --compare [BASE] (--data FILE | --loss)   # better than the model it started from?
     smoldist merge   RUN_DIR [OUT]
@@ -72,6 +73,9 @@ def make_parser() -> argparse.ArgumentParser:
     e.add_argument("--data", help="questions with gold answers: a jsonl/json/parquet file, saved dataset or hub id")
     e.add_argument("--split", default="test",
                    help="split of a hub or saved dataset given to --data (default: %(default)s)")
+    e.add_argument("--data-config", metavar="NAME",
+                   help="config of a hub dataset given to --data, as a recipe source's `name` "
+                   "(default: main for openai/gsm8k, else none)")
     e.add_argument("--format", default="gsm8k", choices=["gsm8k"],
                    help="how to read questions and gold answers (default: %(default)s)")
     e.add_argument("-n", type=int, help="score only the first N questions (default: all)")
@@ -169,7 +173,8 @@ def run_model_command(ns: argparse.Namespace) -> int:
     from smoldist.eval.gsm8k import eval_gsm8k
     from smoldist.eval.results import print_gsm8k
 
-    res = eval_gsm8k(ns.run, ns.data, ns.n, ns.batch_size or GSM8K_BATCH, ns.max_new_tokens, ns.out, split=ns.split)
+    res = eval_gsm8k(ns.run, ns.data, ns.n, ns.batch_size or GSM8K_BATCH, ns.max_new_tokens, ns.out, split=ns.split,
+                     config=ns.data_config)
     print_gsm8k(res)
     if ns.out:
         print(f"smoldist eval: wrote {ns.out}")
@@ -186,7 +191,7 @@ def compare_command(ns: argparse.Namespace) -> int:
         res = compare.compare_loss(ns.run, base, ns.batch_size)
     elif ns.data:
         res = compare.compare_gsm8k(ns.run, base, ns.data, ns.n, ns.batch_size or GSM8K_BATCH, ns.max_new_tokens,
-                                    split=ns.split)
+                                    split=ns.split, config=ns.data_config)
     else:
         raise SmoldistError("eval --compare: give --data FILE (questions with gold answers) or --loss")
     print(f"smoldist eval: {ns.run}: {compare.summary(res)}")

@@ -64,22 +64,25 @@ def _build(cfg):
 
 
 def score_gsm8k(run_dir: str, base: str | None, data: str, n: int | None, batch_size: int, max_new_tokens: int,
-                compare: bool = True, should_stop=None, out: str | None = None, split: str = "test") -> list[dict]:
+                compare: bool = True, should_stop=None, out: str | None = None, split: str = "test",
+                config: str | None = None) -> list[dict]:
     """[the run's gsm8k result] and, with `compare` unless the run's was stopped, its base's on the same questions
     asked through the run's template. The base is found first: a run without a known base fails before any scoring."""
     base_loader = find_base(run_dir, base) if compare else None
-    scored = [eval_gsm8k(run_dir, data, n, batch_size, max_new_tokens, out, should_stop=should_stop, split=split)]
+    scored = [eval_gsm8k(run_dir, data, n, batch_size, max_new_tokens, out, should_stop=should_stop, split=split,
+                         config=config)]
     if base_loader is not None and not scored[0]["stopped"]:
         load_base, name = base_loader
         scored.append(dict(eval_gsm8k(run_dir, data, n, batch_size, max_new_tokens, should_stop=should_stop,
-                                      model=load_base(), split=split), model=name))
+                                      model=load_base(), split=split, config=config), model=name))
     return scored
 
 
 def compare_gsm8k(
-    run_dir: str, base: str | None, data: str, n: int | None, batch_size: int, max_new_tokens: int, split: str = "test"
+    run_dir: str, base: str | None, data: str, n: int | None, batch_size: int, max_new_tokens: int, split: str = "test",
+    config: str | None = None,
 ) -> dict:
-    return paired(*score_gsm8k(run_dir, base, data, n, batch_size, max_new_tokens, split=split))
+    return paired(*score_gsm8k(run_dir, base, data, n, batch_size, max_new_tokens, split=split, config=config))
 
 
 def paired(tuned: dict, before: dict) -> dict:

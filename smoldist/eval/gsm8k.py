@@ -1,6 +1,7 @@
 """gsm8k exact match: questions asked through the model's chat template, answers read from `#### N`.
 
     smoldist eval MODEL_OR_RUN --data gsm8k_test.jsonl --format gsm8k -n 100 --batch-size 16 --out eval.json
+    smoldist eval MODEL_OR_RUN --data openai/gsm8k [--data-config socratic]   # the hub's test split; config main
 
 Each question goes through the model's chat template as one user turn; greedy decoding in left-padded
 batches stops at the end of the assistant turn (eval/generate.py). The answer is the number after the
@@ -24,6 +25,8 @@ from smoldist.model.lora import check_model_path, load_model, load_tokenizer_of
 HASH_ANSWER = re.compile(r"####\s*\$?\s*(-?[\d,]*\.?\d+)")
 NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 FORMATS = ("gsm8k",)
+# openai/gsm8k has two configs (main, socratic) and no default: load_dataset needs one; main is what recipes train on
+HUB_CONFIGS = {"openai/gsm8k": "main", "gsm8k": "main"}
 
 
 def normalise(number: str) -> str:
@@ -45,12 +48,20 @@ def extract_answer(text: str) -> tuple[str | None, str]:
     return None, "none"
 
 
-def read_gsm8k(path: str, n: int | None = None, split: str = "test") -> tuple[list[dict], Counter]:
+def read_gsm8k(path: str, n: int | None = None, split: str = "test",
+               config: str | None = None) -> tuple[list[dict], Counter]:
     """[{question, gold}] from a gsm8k file (jsonl/json/parquet), through the gsm8k converter; skipped records
-    counted. `split` picks the split of a hub or saved dataset (openai/gsm8k: train or test)."""
-    spec = SourceConfig(path=path, format="gsm8k", split=split)
+    counted. `split` picks the split of a hub or saved dataset (openai/gsm8k: train or test), `config` the config
+    of a hub dataset (a recipe source's `name`; openai/gsm8k: main unless named)."""
+    source = resolve_source(SourceConfig(path=path, format="gsm8k", split=split), "--data")
+    if source.kind != "hub" and config is not None:
+        what = "a saved dataset" if source.kind == "saved" else "a local file"
+        raise DataError(f"--data-config {config}: a hub dataset's config; --data {path} is {what}")
+    spec = source.spec
+    if source.kind == "hub":
+        spec.name = config or HUB_CONFIGS.get(path)
     items, skipped = [], Counter()
-    for where, record in iter_records(resolve_source(spec, "--data"), "--data"):
+    for where, record in iter_records(source, "--data"):
         if n is not None and len(items) >= n:
             break
         if isinstance(record, Unreadable):
@@ -75,13 +86,13 @@ def read_gsm8k(path: str, n: int | None = None, split: str = "test") -> tuple[li
 
 def eval_gsm8k(model_path: str, data: str, n: int | None = None, batch_size: int = 8, max_new_tokens: int = 256,
                out: str | None = None, progress: bool = True, should_stop=None, model=None,
-               split: str = "test") -> dict:
+               split: str = "test", config: str | None = None) -> dict:
     """gsm8k exact match of `model_path` (or of `model`'s weights asked through `model_path`'s tokenizer and
     template)."""
     import torch
 
     check_model_path(model_path)
-    items, skipped = read_gsm8k(data, n, split)
+    items, skipped = read_gsm8k(data, n, split, config)
     tok = load_tokenizer_of(model_path)
     if not tok.chat_template:
         raise RecipeError(f"{model_path}: its tokenizer has no chat template; eval asks questions as chat turns")

@@ -68,6 +68,37 @@ def test_gsm8k_reader_counts_what_it_skips(tmp_path):
     assert dict(skipped) == {"bad_json": 1, "missing_field": 1, "no_gold_answer": 1}
 
 
+def record_hub_loads(monkeypatch) -> list:
+    """datasets.load_dataset (the hub boundary, no network here) replaced by one that records its call and fails."""
+    import datasets
+
+    calls = []
+
+    def load_dataset(*args, **kwargs):
+        calls.append((args, kwargs))
+        raise ConnectionError("offline test")
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    return calls
+
+
+@pytest.mark.parametrize("extra, config", [([], "main"), (["--data-config", "socratic"], "socratic")])
+def test_eval_on_hub_gsm8k_names_its_config(monkeypatch, tmp_path, capsys, extra, config):
+    calls = record_hub_loads(monkeypatch)
+    assert main(["eval", str(tmp_path), "--data", "openai/gsm8k", *extra]) == 2
+    assert calls == [(("openai/gsm8k", config), {"data_dir": None, "split": "test", "revision": None})]
+    assert "'openai/gsm8k' is not a local file and could not be loaded from the hub" in capsys.readouterr().err
+
+
+def test_eval_data_config_on_a_local_file_is_a_clear_error(monkeypatch, tmp_path, capsys):
+    calls = record_hub_loads(monkeypatch)
+    assert [i["gold"] for i in read_gsm8k(str(GSM8K_4), 2)[0]] == ["18", "3"]  # a local file: no hub call
+    assert main(["eval", str(tmp_path), "--data", str(GSM8K_4), "--data-config", "main"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert calls == [] and len(err) == 1
+    assert f"--data-config main: a hub dataset's config; --data {GSM8K_4} is a local file" in err[0]
+
+
 def test_eval_on_a_tiny_run_writes_the_json_and_left_padded_batches_match_one_by_one(tiny_recipe, tmp_path, capsys):
     run(load_recipe(tiny_recipe))
     model = str(tmp_path / "run")
