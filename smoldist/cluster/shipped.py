@@ -11,6 +11,8 @@ and plain copies in an installed wheel (setuptools follows the links). So a `pip
 
 from __future__ import annotations
 
+import shutil
+import textwrap
 from pathlib import Path
 
 from smoldist.errors import RecipeError
@@ -39,14 +41,31 @@ def known_configs() -> dict[str, Path]:
     return dict(sorted(found.items()))
 
 
-def describe_config(path: Path) -> str:
-    """The config's leading comment (each shipped config starts with one saying what it is for)."""
-    words = []
+def leading_comment(path: Path) -> list[str]:
+    """The file's leading comment lines without their '# ' (each shipped file starts with one saying what it is)."""
+    lines = []
     for line in path.read_text().splitlines():
         if not line.startswith("#"):
             break
-        words.append(line.lstrip("# ").strip())
-    return " ".join(words)
+        lines.append(line[1:].removeprefix(" ").rstrip())
+    return lines
+
+
+def describe_config(path: Path) -> str:
+    return " ".join(line.strip() for line in leading_comment(path))
+
+
+def wrap_comment(lines: list[str], width: int, indent: str) -> list[str]:
+    """Prose joined and wrapped at `width`; a line indented in the comment (a command to copy) kept as it is."""
+    out, prose = [], []
+    for line in [*lines, " "]:  # the final indented blank flushes the last paragraph
+        if line.startswith(" "):
+            out += textwrap.wrap(" ".join(prose), width, initial_indent=indent, subsequent_indent=indent)
+            out += [indent + line] if line.strip() else []
+            prose = []
+        else:
+            prose.append(line)
+    return out
 
 
 def list_configs() -> str:
@@ -61,9 +80,11 @@ def known_recipes() -> dict[str, Path]:
 
 
 def list_recipes() -> str:
-    recipes = known_recipes()
-    width = max(map(len, recipes), default=0) + 2
-    lines = [f"{name:<{width}}{path.read_text().splitlines()[0].lstrip('# ')}" for name, path in recipes.items()]
+    """Each recipe's name, then its whole leading comment, indented and wrapped to the terminal (at most 100)."""
+    width = min(shutil.get_terminal_size((100, 24)).columns, 100)
+    lines = []
+    for name, path in known_recipes().items():
+        lines += [name, *wrap_comment(leading_comment(path), width, "    ")]
     hint = "copy one to edit: smoldist recipes --copy NAME my-recipe.yaml; or use one as is: pkg:share/launch/NAME.yaml"
     return "\n".join(lines + [f"(from {share_root() / 'launch'}; {hint})"])
 
