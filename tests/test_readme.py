@@ -1,7 +1,7 @@
 """The README works as written: in "Your own data": one sample line per format converts through that
 format, the recipe template loads with its data read from the recipe's folder, and the default system prompt it
 states is the one the template inserts; how to log in to W&B; the install for a GPU machine and for `pip install`
-users, whose recipe names and `pkg:` paths exist in the package."""
+users, whose recipe names and `pkg:` paths exist in the package; docs/ names nothing a user does not have."""
 
 from __future__ import annotations
 
@@ -67,8 +67,11 @@ def test_install_covers_a_gpu_machine_and_pip_users():
 
 
 def test_docs_hold_no_internal_notes():
-    """Users read docs/: no issue numbers, no remarks about when something was run."""
+    """Users read docs/: no issue numbers, no remarks about when something was run, no files of the developers'
+    workspace beside the checkout (../shared, shared/DESIGN.md) that a user of the package does not have."""
     for page in sorted((REPO / "docs").glob("*.md")) + [REPO / "README.md"]:
         text = page.read_text()
         assert not re.search(r"\b[Ii]ssues? (\d|notes)", text), page
         assert not re.search(r"\b20\d\d-\d\d-\d\d\b", text), page
+        assert not re.search(r"\.\./shared\b|\bshared/(DESIGN|FACTS|STYLE)\.md", text), (page, re.findall(
+            r".*(?:\.\./shared|shared/\w+\.md).*", text))
