@@ -69,9 +69,44 @@ def use_attention(model, attn_implementation: str) -> None:
     model.set_attn_implementation(attn_implementation)
 
 
+def head_logits(model, hidden):
+    """The logits the model's own forward gives for these decoder hidden states: its LM head, then the transform its
+    forward applies to them, if any (Gemma 2's soft-capping, Cohere's `logit_scale`, Granite's `logits_scaling`; TRL's
+    add_fused_lm_head knows a few rarer ones, and `check_head` refuses a model whose logits these do not reproduce)."""
+    import torch
+
+    cfg = model.config.get_text_config()
+    logits = model.get_output_embeddings()(hidden).float()
+    if getattr(cfg, "logit_scale", None):
+        logits = logits * cfg.logit_scale
+    if getattr(cfg, "logits_scaling", None):
+        logits = logits / cfg.logits_scaling
+    if getattr(cfg, "final_logit_softcapping", None):
+        logits = torch.tanh(logits / cfg.final_logit_softcapping) * cfg.final_logit_softcapping
+    return logits
+
+
+def check_head(model, batch: dict, probe_tokens: int = 16) -> None:
+    """Refuse a model whose forward does to the logits what `head_logits` does not (a wrong figure otherwise):
+    its own logits and ours, on the batch's first tokens."""
+    import torch
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    probe = {k: batch[k][..., :probe_tokens] for k in ("input_ids", "position_ids") if k in batch}
+    theirs = model(**probe, use_cache=False).logits.float()
+    ours = head_logits(base, base.get_decoder()(**probe, use_cache=False).last_hidden_state)
+    scale = max(1.0, float(theirs.abs().max()))
+    if not torch.allclose(ours, theirs, rtol=2e-2, atol=2e-2 * scale):
+        raise RecipeError(
+            f"eval --loss: {type(base).__name__}'s forward changes its LM head's logits in a way smoldist does not "
+            f"reproduce (max difference {float((ours - theirs).abs().max()):.3g}); its loss is not scored, rather "
+            "than scored wrong"
+        )
+
+
 def chunked_loss_sum(model, batch: dict, chunk_tokens: int | None = None) -> tuple[float, int]:
     """(summed cross-entropy over the batch's label tokens, their number) without the full logits: the decoder's
-    hidden states, then the LM head + cross-entropy over `chunk_tokens` label tokens at a time."""
+    hidden states, then the LM head (`head_logits`) + cross-entropy over `chunk_tokens` label tokens at a time."""
     import torch.nn.functional as F
 
     base = model.get_base_model() if hasattr(model, "get_base_model") else model  # a LoRA run: peft.PeftModel
@@ -81,11 +116,10 @@ def chunked_loss_sum(model, batch: dict, chunk_tokens: int | None = None) -> tup
     hidden = hidden[..., :-1, :].reshape(labels.numel(), -1)
     keep = labels != -100
     hidden, labels = hidden[keep], labels[keep]
-    head = base.get_output_embeddings()
-    chunk = chunk_tokens or max(1, CHUNK_ELEMENTS // head.weight.shape[0])
+    chunk = chunk_tokens or max(1, CHUNK_ELEMENTS // base.get_output_embeddings().weight.shape[0])
     total = 0.0
     for i in range(0, labels.numel(), chunk):
-        logits = head(hidden[i:i + chunk]).float()
+        logits = head_logits(base, hidden[i:i + chunk])
         total += float(F.cross_entropy(logits, labels[i:i + chunk], reduction="sum"))
     return total, int(labels.numel())
 
@@ -109,6 +143,8 @@ def token_mean_loss(model, rows, batch_size: int, pad_token_id: int | None = Non
         batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
         with torch.no_grad(), torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             # no KV cache, as the trainer runs it: with the cache on, packed documents would attend to each other
+            if count == 0:
+                check_head(model, batch)
             loss_sum, n = chunked_loss_sum(model, batch)
         total, count = total + loss_sum, count + n
     return total / count, count
