@@ -302,8 +302,8 @@ def family_tokenizer(folder: Path, template: str | None, specials: list[str], bo
     return folder
 
 
-def save_base_without_chatml(folder: Path, embedding_std: float | None = None) -> Path:
-    """A tiny base model (tied embeddings) whose byte-level BPE vocabulary has no ChatML tokens and no template.
+def save_base_without_chatml(folder: Path, embedding_std: float | None = None, tied: bool = True) -> Path:
+    """A tiny base model (tied embeddings unless told) whose byte-level BPE vocabulary lacks ChatML and a template.
 
     `embedding_std` rescales its embedding table: at the 0.02 of a random init, a tied head's logits stay within
     about +-0.6, so a run that freezes the table (LoRA) cannot make any old token likely; a pretrained one can."""
@@ -320,7 +320,7 @@ def save_base_without_chatml(folder: Path, embedding_std: float | None = None) -
                                                          initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
     tok = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>", bos_token="<|endoftext|>")
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(architecture_config(dict(TINY_INIT, tie_word_embeddings=True), tok))
+    model = AutoModelForCausalLM.from_config(architecture_config(dict(TINY_INIT, tie_word_embeddings=tied), tok))
     if embedding_std is not None:
         with torch.no_grad():
             table = model.get_input_embeddings().weight

@@ -12,7 +12,7 @@ import pytest
 
 from smoldist.config import load_recipe
 from smoldist.train.run import run
-from tests.helpers import LORA, chatml_base_recipe, ranks, save_base_without_chatml
+from tests.helpers import LORA, chatml_base_recipe, losses, ranks, save_base_without_chatml
 
 
 @pytest.fixture
@@ -82,3 +82,57 @@ def test_lora_with_added_chatml_tokens_trains_their_rows_loads_chats_merges_and_
     assert merged.get_output_embeddings().weight.data_ptr() == merged.get_input_embeddings().weight.data_ptr()
     assert torch.allclose(probe_logits(merged, vocab), probe_logits(adapted, vocab), atol=1e-5)
     assert plain_reply(merged, AutoTokenizer.from_pretrained(tmp_path / "merged"), "Hello 3!") == "today<|im_end|>"
+
+    # resume: the checkpoint's adapter, rows included, loads into the grown model; training goes on where it was
+    # (rows back at their initial values would put the loss of <|im_end|> back near the start's)
+    assert run(load_recipe(recipe, ["train.max_steps=62"]))["resumed_from"].endswith("checkpoint-60")
+    seen = losses(out)
+    assert len(seen) == 62 and seen[60] < 2 * seen[59] < 0.1 < seen[0]
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_added_rows_train_through_trls_fused_head_tied_or_not(tmp_path, tied):
+    """The rows train through the input embedding and the head TRL's loss reads (`head.weight`, `head.bias`), in a
+    tied head (peft ties it to the embedding's rows) and an untied one (its own rows); nothing else of either table."""
+    import torch
+    from peft import get_peft_model
+    from trl.trainer.utils import add_fused_lm_head
+
+    from smoldist.config import LoraConfig, ModelConfig
+    from smoldist.model.build import build_model, load_tokenizer
+    from smoldist.model.lora import fit_trainable_tokens, peft_config, trainable_token_rows
+
+    cfg = ModelConfig(name_or_path=str(save_base_without_chatml(tmp_path / "b", tied=tied)), chat_template="chatml")
+    tok = load_tokenizer(cfg)
+    model = build_model(cfg, tok)
+    rows = trainable_token_rows(model, tok.smoldist_added)
+    vocab = len(tok)
+    assert rows == ({"model.embed_tokens": [vocab - 2, vocab - 1]} if tied else
+                    {"model.embed_tokens": [vocab - 2, vocab - 1], "lm_head": [vocab - 2, vocab - 1]})
+    model = get_peft_model(model, peft_config(LoraConfig(**LORA), rows))
+    fit_trainable_tokens(model)
+    add_fused_lm_head(model.get_base_model(), outputs=("log_probs",))
+    ids = torch.tensor([[1, vocab - 2, 5, 7, vocab - 1]])
+    out = model(input_ids=ids, labels=ids, fused_lm_head=True)
+    (-out.log_probs.sum()).backward()
+    deltas = {n: p for n, p in model.named_parameters() if "trainable_tokens_delta" in n}
+    assert len(deltas) == (1 if tied else 2) and all(p.grad is not None and p.grad.abs().sum() > 0
+                                                      for p in deltas.values())
+    assert [n for n, p in model.named_parameters() if p.requires_grad and "lora_" not in n] == list(deltas)
+
+
+@pytest.mark.slow
+def test_added_rows_train_as_one_ddp_job(base, tmp_path):
+    """2-process DDP: one job (same weights on both ranks, the trainable rows included), the frozen base identical on
+    both, and the run loads with its grown vocabulary."""
+    from smoldist.model.lora import load_model, load_tokenizer_of
+    from tests.helpers import CONFIGS, accelerate, assert_one_job
+
+    recipe = chatml_base_recipe(tmp_path, base, "today", lora=dict(LORA))
+    done = accelerate(["--config_file", str(CONFIGS / "cpu_ddp.yaml"), "-m", "smoldist.train", str(recipe),
+                       "train.max_steps=4", "train.per_device_train_batch_size=2"])
+    assert done.returncode == 0, done.stderr[-4000:]
+    out = tmp_path / "run"
+    assert_one_job(out, 2)
+    assert len({r["frozen_sha256"] for r in ranks(out)}) == 1
+    assert load_model(out).get_input_embeddings().weight.shape[0] == len(load_tokenizer_of(out))
