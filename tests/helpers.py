@@ -302,8 +302,11 @@ def family_tokenizer(folder: Path, template: str | None, specials: list[str], bo
     return folder
 
 
-def save_base_without_chatml(folder: Path) -> Path:
-    """A tiny base model (tied embeddings) whose byte-level BPE vocabulary has no ChatML tokens and no template."""
+def save_base_without_chatml(folder: Path, embedding_std: float | None = None, tied: bool = True) -> Path:
+    """A tiny base model (tied embeddings unless told) whose byte-level BPE vocabulary lacks ChatML and a template.
+
+    `embedding_std` rescales its embedding table: at the 0.02 of a random init, a tied head's logits stay within
+    about +-0.6, so a run that freezes the table (LoRA) cannot make any old token likely; a pretrained one can."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
@@ -317,7 +320,21 @@ def save_base_without_chatml(folder: Path) -> Path:
                                                          initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
     tok = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>", bos_token="<|endoftext|>")
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(architecture_config(dict(TINY_INIT, tie_word_embeddings=True), tok))
+    model = AutoModelForCausalLM.from_config(architecture_config(dict(TINY_INIT, tie_word_embeddings=tied), tok))
+    if embedding_std is not None:
+        with torch.no_grad():
+            table = model.get_input_embeddings().weight
+            table.mul_(embedding_std / table.std())
     model.save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder
+
+
+def chatml_base_recipe(tmp_path: Path, base: Path, reply: str = "ok", **model) -> Path:
+    """60 steps of one-line ChatML chats ("Hello i!" -> reply) on `base`: enough for a tiny model to learn to stop."""
+    convs = [{"messages": [{"role": "user", "content": f"Hello {i}!"}, {"role": "assistant", "content": reply}]}
+             for i in range(16)]
+    train = {"max_steps": 60, "learning_rate": 1e-2, "save_steps": 60, "per_device_train_batch_size": 4}
+    raw = recipe_dict(tmp_path, [{"path": str(write_jsonl(tmp_path / "c.jsonl", convs))}], train=train)
+    raw["model"] = {"name_or_path": str(base), "chat_template": "chatml", "dtype": "float32", **model}
+    return write_recipe(tmp_path, raw)

@@ -43,6 +43,21 @@ def init_added_rows(model, added: dict[str, int], eos_id: int | None) -> None:
                 w[added["<|im_end|>"]] = w[eos_id]
 
 
+def grow_vocabulary(model, n_tokens: int, added: dict[str, int], eos_id: int | None) -> None:
+    """Embeddings for a vocabulary with `added` tokens: grown to `n_tokens` rows when smaller (ties stay tied:
+    transformers resizes both and re-ties), the added rows initialised. Training and loading a LoRA run (lora.py)
+    both call it, so an adapter meets the base it was trained on."""
+    if n_tokens > model.config.vocab_size:
+        model.resize_token_embeddings(n_tokens, mean_resizing=False)
+    if added:
+        init_added_rows(model, added, eos_id)
+
+
+def added_rows(model, added: dict[str, int]) -> list[int]:
+    """The embedding rows `init_added_rows` writes: every row from the first added token's on."""
+    return list(range(min(added.values()), model.get_input_embeddings().weight.shape[0])) if added else []
+
+
 def architecture_config(init: dict, tokenizer=None):
     """A transformers config from `model.init` (LlamaConfig keys by default), sized to the tokenizer if given."""
     from transformers import CONFIG_MAPPING, AutoConfig
@@ -130,9 +145,7 @@ def build_model(cfg: ModelConfig, tokenizer, training: bool = True):
         if hasattr(model.get_input_embeddings().weight, "ds_id"):
             raise RecipeError("model.chat_template: chatml adds tokens to this vocabulary, which smoldist does not do "
                               "under ZeRO-3 (partitioned embeddings); use ZeRO-2 or DDP")
-        if len(tokenizer) > model.config.vocab_size:  # ties stay tied: transformers resizes both and re-ties
-            model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
-        init_added_rows(model, added, tokenizer.eos_token_id)
+        grow_vocabulary(model, len(tokenizer), added, tokenizer.eos_token_id)
     if len(tokenizer) > model.config.vocab_size:
         raise RecipeError(
             f"model: tokenizer has {len(tokenizer)} tokens but the model's vocab_size is {model.config.vocab_size}"

@@ -7,6 +7,7 @@ recorded as an absolute path, so the run loads from any directory). See docs/lor
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -15,19 +16,51 @@ from pathlib import Path
 from smoldist.config import LoraConfig
 from smoldist.distributed.fingerprint import full_parameters, hash_parameters
 from smoldist.errors import RecipeError
+from smoldist.model.build import added_rows, grow_vocabulary
+from smoldist.model.stop_tokens import set_stop_tokens
 
 ADAPTER_CONFIG = "adapter_config.json"
 
 
-def peft_config(cfg: LoraConfig):
-    """The peft.LoraConfig for `model.lora`; a comma-separated string of module names is a list."""
+def peft_config(cfg: LoraConfig, token_rows: dict[str, list[int]] | None = None):
+    """The peft.LoraConfig for `model.lora`; a comma-separated string of module names is a list. `token_rows`
+    (trainable_token_rows) makes the rows of tokens added to the vocabulary train and be saved with the adapter."""
     from peft import LoraConfig as PeftLoraConfig
 
     targets = cfg.target_modules
     if isinstance(targets, str) and targets != "all-linear":
         targets = [t.strip() for t in targets.split(",") if t.strip()]
     return PeftLoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=targets,
-                          task_type="CAUSAL_LM")
+                          task_type="CAUSAL_LM", trainable_token_indices=token_rows or None)
+
+
+def trainable_token_rows(model, added: dict[str, int]) -> dict[str, list[int]]:
+    """peft's `trainable_token_indices` for tokens added to the vocabulary (model/build.py grow_vocabulary): every
+    row it wrote, in the input embedding and in an untied head (a tied head follows the embedding's rows). Frozen,
+    they would stay at their initial values and the model could not learn to end a turn with `<|im_end|>`."""
+    rows = added_rows(model, added)
+    if not rows:
+        return {}
+    names = {id(m): n for n, m in model.named_modules()}
+    layers = [model.get_input_embeddings()]
+    head = model.get_output_embeddings()
+    if head is not None and head.weight is not layers[0].weight:
+        layers.append(head)
+    return {names[id(m)]: rows for m in layers}
+
+
+def fit_trainable_tokens(model) -> None:
+    """A peft model with trainable tokens (trainable_token_rows), made to train and save as smoldist needs:
+    - TRL's fused LM head reads `head.weight` and `head.bias`; peft's wrapper forwards only `weight` (the trained
+      rows written in): expose the head's bias, unregistered, so it is not a second parameter.
+    - save the adapter without the whole embedding tables: peft adds them (vocab x hidden, twice when tied) when the
+      vocabulary grew, but the trained rows are in the adapter and `load_model` grows the base the same way."""
+    from peft.utils.other import TrainableTokensWrapper
+
+    head = model.get_base_model().get_output_embeddings()
+    if isinstance(head, TrainableTokensWrapper):
+        object.__setattr__(head, "bias", head.token_adapter.base_layer.bias)
+    model.save_pretrained = functools.partial(model.save_pretrained, save_embedding_layers=False)
 
 
 def pin_base_path(model) -> None:
@@ -89,13 +122,30 @@ def load_model(path: str | Path, dtype=None):
     from peft import PeftModel
 
     base = AutoModelForCausalLM.from_pretrained(base_of(path), dtype=dtype)
+    tok = load_tokenizer_of(path)
+    grow_to_run(base, tok)
+    if tok.chat_template:  # the base's config names the base's eos: stop where the run's turns end
+        set_stop_tokens(tok, base, tok.chat_template)
     return PeftModel.from_pretrained(base, str(path))
 
 
+def grow_to_run(base, tok) -> None:
+    """The base's vocabulary grown to the run's tokenizer (tokens training added, e.g. ChatML's), by the rule
+    training used, so the adapter's trained rows (trainable tokens) have rows to load into."""
+    eos = base.config.eos_token_id
+    added = {t: i for t, i in tok.get_vocab().items() if i >= base.config.vocab_size}
+    grow_vocabulary(base, len(tok), added, eos[0] if isinstance(eos, list) else eos)
+
+
 def base_name(name: str) -> str:
-    """A peft parameter name as the base model names it:
-    `base_model.model.x.q_proj.base_layer.weight` -> `x.q_proj.weight`."""
-    return name.removeprefix("base_model.model.").replace(".base_layer.", ".")
+    """A peft parameter name as the base model names it: `base_model.model.x.q_proj.base_layer.weight` ->
+    `x.q_proj.weight`, `...embed_tokens.token_adapter.base_layer.weight` -> `...embed_tokens.weight`."""
+    return name.removeprefix("base_model.model.").replace(".token_adapter.", ".").replace(".base_layer.", ".")
+
+
+def trained_by_adapter(name: str) -> bool:
+    """A LoRA matrix, or the rows of tokens added to the vocabulary (peft trainable tokens)."""
+    return "lora_" in name or "trainable_tokens_delta" in name
 
 
 def frozen_checksum(model) -> str:
@@ -103,7 +153,7 @@ def frozen_checksum(model) -> str:
 
     For a plain model that is every parameter, so a LoRA run's value equals its base model's when the
     frozen weights are bit-identical."""
-    params = [(base_name(n), p) for n, p in model.named_parameters() if not (p.requires_grad and "lora_" in n)]
+    params = [(base_name(n), p) for n, p in model.named_parameters() if not (p.requires_grad and trained_by_adapter(n))]
     with full_parameters([p for _, p in params]):
         return hash_parameters(sorted(params, key=lambda x: x[0]))
 

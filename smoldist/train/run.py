@@ -23,7 +23,14 @@ from smoldist.distributed.state import EXPECTED_WORLD_ENV, check_world, dist_inf
 from smoldist.errors import RecipeError, SmoldistError
 from smoldist.eval.end_of_run import eval_at_end
 from smoldist.model.build import build_model, check_seq_len, load_tokenizer
-from smoldist.model.lora import count_parameters, frozen_checksum, peft_config, pin_base_path
+from smoldist.model.lora import (
+    count_parameters,
+    fit_trainable_tokens,
+    frozen_checksum,
+    peft_config,
+    pin_base_path,
+    trainable_token_rows,
+)
 from smoldist.model.precision import precision_report
 from smoldist.model.stop_tokens import set_stop_tokens
 from smoldist.store.build import prepare
@@ -116,10 +123,12 @@ def _run(recipe: Recipe, stop: StopFlag) -> dict:
     lora = None
     if recipe.model.lora is not None:  # TRL wraps the model in a peft.PeftModel (frozen base + adapter)
         pin_base_path(model)
-        lora = peft_config(recipe.model.lora)
+        lora = peft_config(recipe.model.lora, trainable_token_rows(model, tokenizer.smoldist_added))
     trainer = SmoldistTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
                               processing_class=tokenizer, peft_config=lora,
                               callbacks=[preemption, ElasticResume(resumed_world, dist.world_size)])
+    if lora is not None and lora.trainable_token_indices:
+        fit_trainable_tokens(trainer.model)
     quiet_console(trainer)  # one line per log on screen; the dicts stay in trainer_state.json and W&B
     peak = device_peak_tflops(recipe.tracking.peak_tflops)
     # counted after peft wrapped the model: which weights train decides the FLOPs

@@ -17,7 +17,7 @@ from smoldist.data.tokenizer import load_prep_tokenizer
 from smoldist.model.build import build_model, load_tokenizer
 from smoldist.store.plan import plan_store
 from smoldist.train.run import run
-from tests.helpers import recipe_dict, save_base_without_chatml, write_jsonl, write_recipe
+from tests.helpers import chatml_base_recipe, recipe_dict, save_base_without_chatml, write_jsonl, write_recipe
 
 
 @pytest.fixture
@@ -66,12 +66,7 @@ def test_trained_base_model_stops_on_im_end_under_plain_generate(base, tmp_path)
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    convs = [{"messages": [{"role": "user", "content": f"Hello {i}!"}, {"role": "assistant", "content": "ok"}]}
-             for i in range(16)]
-    train = {"max_steps": 60, "learning_rate": 1e-2, "save_steps": 60, "per_device_train_batch_size": 4}
-    raw = recipe_dict(tmp_path, [{"path": str(write_jsonl(tmp_path / "c.jsonl", convs))}], train=train)
-    raw["model"] = {"name_or_path": str(base), "chat_template": "chatml", "dtype": "float32"}
-    run(load_recipe(write_recipe(tmp_path, raw)))
+    run(load_recipe(chatml_base_recipe(tmp_path, base)))
     out = tmp_path / "run"
     assert json.loads((out / "tokenizer_config.json").read_text())["eos_token"] == "<|im_end|>"
     tok, model = AutoTokenizer.from_pretrained(out), AutoModelForCausalLM.from_pretrained(out)
