@@ -33,14 +33,15 @@ def sign_test(wins: int, losses: int) -> float:
 
 
 def find_base(run_dir: str, base: str | None = None):
-    """(a loader of the model the run started from, in fp32, its name): BASE if given, else from the run's adapter or
-    recipe. Found before anything is scored, so a run without a known base fails at once."""
+    """(a loader of the model the run started from, in fp32, its name): BASE if given, else the run's recipe rebuilt
+    (a LoRA run's too: its adapter is zero at step 0), else the adapter's base. Found before anything is scored, so a
+    run without a known base fails at once."""
     check_model_path(run_dir)
-    if base is None and is_adapter_dir(run_dir):
-        base = base_of(run_dir)
+    recipe_path = Path(run_dir) / "recipe.yaml"
+    if base is None and is_adapter_dir(run_dir) and not recipe_path.is_file():
+        base = base_of(run_dir)  # the recipe, when there, also rebuilds tokens training added (a LoRA run's too)
     if base is not None:
         return lambda: _load(base), base
-    recipe_path = Path(run_dir) / "recipe.yaml"
     if not recipe_path.is_file():
         raise RecipeError(f"--compare: {run_dir} has no recipe.yaml naming the model it started from; "
                           f"give it: --compare BASE_MODEL")

@@ -44,16 +44,19 @@ def test_compare_loss_scores_the_seeded_base_as_the_trainer_did_at_step_0(tmp_pa
     assert f"better: eval loss {evals[6]:.4f} vs {evals[0]:.4f} before" in capsys.readouterr().out
 
 
-def test_compare_loss_of_a_chatml_run_on_a_base_vocabulary_scores_the_grown_base_as_at_step_0(tmp_path):
+@pytest.mark.parametrize("lora", [False, True])
+def test_compare_loss_of_a_chatml_run_on_a_base_vocabulary_scores_the_grown_base_as_at_step_0(tmp_path, lora):
     """ChatML added two tokens to the base's vocabulary: the base to compare against is the one training started
-    from (grown embeddings, new rows initialised as training did), so its loss equals the trainer's at step 0."""
-    from tests.helpers import CONVERSATIONS, save_base_without_chatml, write_jsonl
+    from (grown embeddings, new rows initialised as training did; a LoRA run's adapter is zero at step 0), so its
+    loss equals the trainer's at step 0."""
+    from tests.helpers import CONVERSATIONS, LORA, save_base_without_chatml, write_jsonl
 
     base = save_base_without_chatml(tmp_path / "base")
     train = {"max_steps": 4, "eval_strategy": "steps", "eval_steps": 4, "eval_on_start": True,
              "per_device_eval_batch_size": 64}
     raw = recipe_dict(tmp_path, [{"path": str(write_jsonl(tmp_path / "c.jsonl", CONVERSATIONS * 5))}], train=train)
-    raw["model"] = {"name_or_path": str(base), "chat_template": "chatml", "dtype": "float32"}
+    raw["model"] = {"name_or_path": str(base), "chat_template": "chatml", "dtype": "float32",
+                    **({"lora": dict(LORA)} if lora else {})}
     raw["data"]["eval_fraction"] = 0.25
     run(load_recipe(write_recipe(tmp_path, raw)))
     history = json.loads((tmp_path / "run" / "trainer_state.json").read_text())["log_history"]
