@@ -1,6 +1,7 @@
 """The real Gemma 3 270M (base, 262k vocabulary, real weights; tests/real_model.py): a few steps of SFT with the
-family's own template (`model.chat_template: tokenizer`, masks derived) and with ChatML added to its vocabulary,
-and each saved model stops at its family's end-of-turn token under plain `generate()`, which the base does not.
+family's own template (`model.chat_template: tokenizer`, masks derived) and with ChatML added to its vocabulary
+(full and LoRA), and each saved model stops at its end-of-turn token under plain `generate()`, which the base does
+not.
 
 Marked `real`. Each fine-tune is 6 steps on one short conversation (~20 s on two cores): the point is the turn's
 end, which the model must learn to predict and the saved config must name, not what it learns to say.
@@ -22,14 +23,14 @@ HELD_OUT = "What is the capital of Italy?"
 MAX_NEW = 40
 
 
-def finetune(tmp, model_dir, chat_template: str):
+def finetune(tmp, model_dir, chat_template: str, lr: float = 1e-4, *overrides: str):
     from smoldist.train.run import run
 
     data = write_jsonl(tmp / "chat.jsonl", [{"messages": [{"role": "user", "content": QUESTION},
                                                           {"role": "assistant", "content": ANSWER}]}])
-    path = real_recipe(tmp, model_dir, max_steps=6, learning_rate=1e-4, lr_scheduler_type="constant", warmup_steps=0)
+    path = real_recipe(tmp, model_dir, max_steps=6, learning_rate=lr, lr_scheduler_type="constant", warmup_steps=0)
     recipe = load_recipe(path, [f"model.chat_template={chat_template}", f"data.sources.0.path={data}",
-                                "data.sources.0.format=messages"])
+                                "data.sources.0.format=messages", *overrides])
     run(recipe)
     return tmp / "run", tmp / "store"
 
@@ -44,13 +45,21 @@ def chatml(real_gemma, tmp_path_factory):
     return finetune(tmp_path_factory.mktemp("gemma-chatml"), real_gemma, "chatml")
 
 
+@pytest.fixture(scope="module")
+def chatml_lora(real_gemma, tmp_path_factory):
+    return finetune(tmp_path_factory.mktemp("gemma-chatml-lora"), real_gemma, "chatml", 1e-3, "model.lora.r=8")
+
+
 def reply(folder, question: str) -> tuple[list[int], object]:
-    """Greedy tokens after the generation prompt, with nothing but the saved files deciding where to stop."""
+    """Greedy tokens after the generation prompt, with nothing but the saved files deciding where to stop (a LoRA
+    run: its base, grown to the run's vocabulary, + the adapter, as `smoldist chat` loads it)."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
+
+    from smoldist.model.lora import load_model
 
     tok = AutoTokenizer.from_pretrained(folder)
-    model = AutoModelForCausalLM.from_pretrained(folder).eval()
+    model = load_model(folder).eval()
     inputs = tok.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True,
                                      return_tensors="pt", return_dict=True)
     assert inputs["input_ids"][0, 0] == tok.convert_tokens_to_ids("<bos>")  # Gemma reads <bos> first
@@ -113,3 +122,13 @@ def test_chatml_on_the_base_vocabulary_adds_single_tokens_and_the_saved_model_st
     for question in (QUESTION, HELD_OUT):
         new, tok = reply(out, question)
         assert new[-1] == added["<|im_end|>"] and len(new) < MAX_NEW, tok.decode(new)
+
+
+def test_chatml_lora_trains_the_added_rows_in_a_small_adapter_and_the_run_stops_on_im_end(chatml_lora):
+    out, _ = chatml_lora
+    adapter = (out / "adapter_model.safetensors").stat().st_size
+    assert adapter < 20 << 20, adapter  # LoRA + the 2 added rows, not the 262k x 640 tables (671 MB in fp32)
+    assert losses(out)[-1] < losses(out)[0], losses(out)
+    for question in (QUESTION, HELD_OUT):
+        new, tok = reply(out, question)
+        assert new[-1] == tok.convert_tokens_to_ids("<|im_end|>") and len(new) < MAX_NEW, tok.decode(new)
