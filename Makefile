@@ -54,7 +54,8 @@ test: lint
 test-slow: install
 	$(PYTEST) -q -m "slow and not slurm and not gpu and not real"
 
-# The real SmolLM2-135M: templates, tokens, stop tokens, precision, a few training steps (cached once per machine).
+# The real SmolLM2-135M and Gemma 3 270M: templates, tokens, stop tokens, precision, a few training steps (cached once
+# per machine), and the real Llama 3 and Gemma 3 tokenizers.
 test-real: install-real
 	$(PYTEST) -q -m "real and not slurm and not gpu"
 
