@@ -7,6 +7,7 @@ both give the same tokens for the same text.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -62,7 +63,7 @@ class PrepTokenizer:
     def eos_token_id(self) -> int:
         return self.backend.token_to_id(self.special_tokens["eos_token"])
 
-    @property
+    @functools.cached_property  # asked by the plan and each encoder: one probe encode per tokenizer
     def bos_prefix(self) -> int | None:
         """The BOS id this tokenizer puts before every text (Gemma's post-processor does; SmolLM2's does not):
         what the model saw first in pretraining, so bundled templates and plain-text documents start with it too."""

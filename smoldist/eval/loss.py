@@ -69,6 +69,11 @@ def use_attention(model, attn_implementation: str) -> None:
     model.set_attn_implementation(attn_implementation)
 
 
+def unwrapped(model):
+    """The transformers model under a LoRA run's peft.PeftModel (or the model itself)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def head_logits(model, hidden):
     """The logits the model's own forward gives for these decoder hidden states: its LM head, then the transform its
     forward applies to them, if any (Gemma 2's soft-capping, Cohere's `logit_scale`, Granite's `logits_scaling`; TRL's
@@ -91,7 +96,7 @@ def check_head(model, batch: dict, probe_tokens: int = 16) -> None:
     its own logits and ours, on the batch's first tokens."""
     import torch
 
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = unwrapped(model)
     probe = {k: batch[k][..., :probe_tokens] for k in ("input_ids", "position_ids") if k in batch}
     theirs = model(**probe, use_cache=False).logits.float()
     ours = head_logits(base, base.get_decoder()(**probe, use_cache=False).last_hidden_state)
@@ -109,7 +114,7 @@ def chunked_loss_sum(model, batch: dict, chunk_tokens: int | None = None) -> tup
     hidden states, then the LM head (`head_logits`) + cross-entropy over `chunk_tokens` label tokens at a time."""
     import torch.nn.functional as F
 
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # a LoRA run: peft.PeftModel
+    base = unwrapped(model)
     inputs = {k: v for k, v in batch.items() if k not in ("labels", "seq_lengths")}
     hidden = base.get_decoder()(**inputs, use_cache=False).last_hidden_state
     labels = batch["labels"][..., 1:].reshape(-1)  # the label of position i+1 scores the logits at i

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from pathlib import Path
@@ -65,9 +66,11 @@ def tokenizer_template(model: ModelConfig) -> str:
     return template
 
 
-def bundled_templates() -> set[str]:
+@functools.cache  # the bundled files do not change while a process runs
+def bundled_templates() -> frozenset[str]:
     """Every text a bundled template can have (with and without BOS, the smollm2 system prompt)."""
-    return {load_template(name, system, bos) for name in BUNDLED for system in (True, False) for bos in (True, False)}
+    return frozenset(load_template(name, system, bos) for name in BUNDLED for system in (True, False)
+                     for bos in (True, False))
 
 
 def recipe_template(model: ModelConfig, data: DataConfig, bos: bool = False) -> str:
