@@ -55,12 +55,17 @@ SHAPES = {
 DEMO_CORPUS = REPO / "smoldist" / "demo" / "conversations.jsonl"
 
 
-def bench_prepare_module():
-    """bench/prepare.py (corpus and tokenizer helpers), imported under a name that cannot clash."""
-    spec = importlib.util.spec_from_file_location("smoldist_bench_prepare", HERE / "prepare.py")
+def bench_module(name: str):
+    """bench/<name>.py, imported under a name that cannot clash (bench/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(f"smoldist_bench_{name}", HERE / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def bench_prepare_module():
+    """bench/prepare.py: corpus and tokenizer helpers."""
+    return bench_module("prepare")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -199,73 +204,9 @@ def run_one(spec: dict, work: Path, env: dict) -> dict:
     return result
 
 
-def fmt(v, spec: str, none: str = "-") -> str:
-    return none if v is None else format(v, spec)
-
-
-def print_table(configs: list[dict]) -> None:
-    head = (f"{'config':26s} {'path':11s} {'batch':>5s} {'tok/s':>11s} {'trained/s':>11s} {'MFU':>6s} {'TFLOP/s':>8s} "
-            f"{'step s':>7s} {'peak GB':>8s} {'tok/step':>9s} {'trn/step':>9s} {'pad':>6s}")
-    print("\n" + head + "\n" + "-" * len(head))
-    for c in configs:
-        for path, r in c["paths"].items():
-            label = f"{c['shape']}@{c['seq_len']}/{c['attn']}"
-            if "error" in r:
-                print(f"{label:26s} {path:11s} {'FAILED: ' + r['error']}")
-                continue
-            print(
-                f"{label:26s} {path:11s} {r['batch_size']:>5d} {r['tokens_per_s']:>11,.0f} "
-                f"{r['trained_tokens_per_s']:>11,.0f} {fmt(r['mfu'], '>6.1%'):>6s} {r['tflops']:>8.3g} "
-                f"{r['step_time_s']:>7.3f} {fmt(r['peak_memory_gib'], '>8.2f'):>8s} "
-                f"{r['tokens_per_step']:>9,.0f} {r['trained_tokens_per_step']:>9,.0f} {r['padding_fraction']:>6.1%}"
-            )
-    print()
-    for c in configs:
-        ratios = ", ".join(f"{k} {v:.2f}x" for k, v in c["ratios"].items())
-        print(f"{c['shape']}@{c['seq_len']}/{c['attn']}: tokens/s ratios: {ratios or 'n/a'}")
-        logged = c["paths"].get("smoldist", {}).get("logged")
-        if logged:
-            print(f"  smoldist's own perf/* logs over the same steps: {logged['tokens_per_s']:,.0f} tok/s, "
-                  f"trained {logged['trained_tokens_per_s']:,.0f} tok/s, MFU {fmt(logged.get('mfu'), '.1%')}, "
-                  f"data wait {logged['data_wait_fraction']:.1%}")
-
-
-def ratios(paths: dict) -> dict:
-    ok = {p: r for p, r in paths.items() if "error" not in r}
-    out = {}
-    if "smoldist" in ok:
-        for base in ("trl-nopack", "trl-bfd"):
-            if base in ok:
-                out[f"smoldist/{base}"] = ok["smoldist"]["tokens_per_s"] / ok[base]["tokens_per_s"]
-    return out
-
-
-def best_attention(configs: list[dict]) -> list[dict]:
-    """Per (shape, seq_len): each path under its fastest attention, and smoldist's ratios on those."""
-    out = {}
-    for c in configs:
-        entry = out.setdefault((c["shape"], c["seq_len"]), {"shape": c["shape"], "seq_len": c["seq_len"], "paths": {}})
-        for path, r in c["paths"].items():
-            if "error" not in r and r["tokens_per_s"] > entry["paths"].get(path, {}).get("tokens_per_s", 0):
-                entry["paths"][path] = {"attn": c["attn"], "tokens_per_s": r["tokens_per_s"], "mfu": r["mfu"]}
-    for entry in out.values():
-        entry["ratios"] = ratios(entry["paths"])
-    return list(out.values())
-
-
-def print_best(best: list[dict]) -> None:
-    print("\neach path under its fastest attention:")
-    for e in best:
-        paths = ", ".join(
-            f"{p} {r['tokens_per_s']:,.0f} tok/s ({r['attn']}{', MFU ' + format(r['mfu'], '.1%') if r['mfu'] else ''})"
-            for p, r in e["paths"].items()
-        )
-        ratios_ = ", ".join(f"{k} {v:.2f}x" for k, v in e["ratios"].items())
-        print(f"  {e['shape']}@{e['seq_len']}: {paths}; {ratios_ or 'n/a'}")
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
+    table = bench_module("throughput_table")
     work = args.work or Path(tempfile.mkdtemp(prefix="smoldist-train-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     work = work.resolve()
@@ -309,10 +250,10 @@ def main(argv=None) -> int:
                         "output_dir": str(work / "runs" / f"{shape}-{seq_len}-{attn}-{path}"), "store_split": split}
                 paths[path] = run_one(spec, work, env)
             configs.append({"shape": shape, "seq_len": seq_len, "attn": attn, "init": SHAPES[shape], "paths": paths,
-                            "ratios": ratios(paths)})
-    print_table(configs)
-    best = best_attention(configs)
-    print_best(best)
+                            "ratios": table.ratios(paths)})
+    table.print_table(configs)
+    best = table.best_attention(configs)
+    table.print_best(best)
     first = next((r for c in configs for r in c["paths"].values() if "error" not in r), {})
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     result = {"mode": "cpu-smoke" if args.cpu_smoke else "full", "device": first.get("device"),

@@ -1,13 +1,13 @@
 """Download, here, the wheels the GPU machine lacks (it has no network), into the git-ignored .whl/.
 
     python bench/gpu/fetch_wheels.py                          # download; prints wheels + tracked tree vs 64 MiB
-    python bench/gpu/fetch_wheels.py --check                  # only check .whl/ against this environment's metadata
+    python bench/gpu/fetch_wheels.py --check                  # only check .whl/ against requirements.lock
     python bench/gpu/fetch_wheels.py --without transformers    # use the GPU image's transformers (5.17) instead
 
-What: trl, datasets, deepspeed, wandb, transformers and peft at the versions installed in THIS environment (the stack
-the CPU suite passed on), plus every package they need that the GPU image does not hold (walked from this environment's
-metadata). The GPU image's packages (device KINDS.md, read 2026-11-17) are taken as they are there. Wheels are for
-CPython 3.12 on x86-64 manylinux; deepspeed has only an sdist, so its pure-Python wheel is built here.
+What: trl, datasets, deepspeed, wandb, transformers and peft at the versions requirements.lock pins (the set CI passed
+on), plus every package they need that the GPU image does not hold (walked from this environment's metadata, each at
+its locked version). The GPU image's packages (device KINDS.md, read 2026-11-17) are taken as they are there. Wheels
+are for CPython 3.12 on x86-64 manylinux; deepspeed has only an sdist, so its pure-Python wheel is built here.
 """
 
 from __future__ import annotations
@@ -20,6 +20,9 @@ from importlib import metadata
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+from tests.lock_drift import norm, read_lock  # noqa: E402  (the one reader of requirements.lock)
+
 DEST = REPO / ".whl"
 CARRY_LIMIT = 64 * 2**20  # what one device call carries: tracked tree + carried paths
 WANTED = ["trl", "datasets", "deepspeed", "wandb", "transformers", "peft"]  # peft: the image's version is unread
@@ -123,19 +126,17 @@ PLATFORMS = [f"manylinux_2_{n}_x86_64" for n in (17, 24, 27, 28, 31, 34, 35, 39)
 ]
 
 
-def norm(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
-def needed(wanted: list[str]) -> dict[str, str]:
-    """name -> version installed here, for `wanted` and their requirements missing on the GPU image."""
+def needed(wanted: list[str], lock: dict[str, str]) -> dict[str, str]:
+    """name -> locked version, for `wanted` and their requirements missing on the GPU image."""
     todo, out = list(wanted), {}
     while todo:
         name = norm(todo.pop())
         if name in out or (name in ON_GPU_IMAGE and name not in wanted):
             continue
+        if name not in lock:
+            sys.exit(f"{name} is needed on the GPU machine but requirements.lock does not pin it: run `make lock`")
         dist = metadata.distribution(name)
-        out[name] = dist.version
+        out[name] = lock[name]
         for req in dist.requires or []:
             if "extra ==" in req:
                 continue
@@ -164,7 +165,7 @@ def check(dest: Path, pins: dict[str, str]) -> list[str]:
     problems = [f"missing: {n}=={v}" for n, v in sorted(pins.items()) if n not in have]
     problems += [f"two versions of {n}: {', '.join(vs)} (pip install stops on both)" for n, vs in have.items()
                  if len(vs) > 1]
-    problems += [f"{n}: wheel {vs[0]}, installed here {pins[n]}" for n, vs in have.items()
+    problems += [f"{n}: wheel {vs[0]}, locked {pins[n]}" for n, vs in have.items()
                  if n in pins and len(vs) == 1 and vs[0] != pins[n]]
     problems += [f"not needed: {n}" for n in have if n not in pins]
     return problems
@@ -176,7 +177,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--without", action="append", default=[], metavar="NAME",
                     help=f"leave NAME out (the GPU image's own copy is used); repeatable; of {', '.join(WANTED)}")
     ap.add_argument("--check", action="store_true",
-                    help="download nothing: check the wheels already in --dest against this environment's metadata")
+                    help="download nothing: check the wheels already in --dest against requirements.lock")
     args = ap.parse_args(argv)
     for name in args.without:
         if norm(name) not in WANTED:
@@ -187,7 +188,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     dest = args.dest.resolve()
-    pins = needed([n for n in WANTED if n not in {norm(w) for w in args.without}])
+    pins = needed([n for n in WANTED if n not in {norm(w) for w in args.without}], read_lock())
     if not args.check:
         download(dest, pins)
     problems = check(dest, pins)

@@ -20,7 +20,8 @@ OUT = HERE.parent / "results" / "train_throughput.json"
 
 
 def bench_module():
-    spec = importlib.util.spec_from_file_location("smoldist_train_throughput", HERE.parent / "train_throughput.py")
+    """bench/throughput_table.py: ratios and the best-attention table, as bench/train_throughput.py computes them."""
+    spec = importlib.util.spec_from_file_location("smoldist_throughput_table", HERE.parent / "throughput_table.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -123,8 +123,10 @@ def sbatch_options(req: JobRequest) -> tuple[list[str], list[str]]:
     shared += [f"--cpus-per-task={req.cpus_per_task}"] if req.cpus_per_task else []
     shared += [f"--mem={req.mem}"] if req.mem else []
     shared += [f"--output={Path(req.logs).resolve()}/%x-%j.out"]
-    where = lambda partition, time: ([f"--partition={partition}"] if partition else []) + (  # noqa: E731
-        [f"--time={time}"] if time else [])
+
+    def where(partition: str | None, time: str | None) -> list[str]:
+        return ([f"--partition={partition}"] if partition else []) + ([f"--time={time}"] if time else [])
+
     train = [*where(req.partition, req.time), *shared, f"--nodes={req.nodes}"]
     train += [f"--gpus-per-node={req.gpus_per_node}"] if req.gpus_per_node else []
     return [*where(req.prepare_partition, req.prepare_time), *shared], train

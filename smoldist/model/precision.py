@@ -89,18 +89,23 @@ def check_launch_precision(recipe_precision: str, launch_precision: str | None, 
 
 
 def reduce_in_fp32(accelerator_state) -> None:
-    """Sum and reduce gradients in fp32 under FSDP2 and DeepSpeed, as DDP does with its fp32 parameters.
+    """Sum and reduce gradients in fp32 under FSDP2 and DeepSpeed, as DDP does with its fp32 parameters, and leave
+    FSDP2's outputs (the loss TRL computes inside the forward) in the dtype they were computed in.
 
     accelerate gives FSDP2 `reduce_dtype = param_dtype` (bf16), and FSDP2 accumulates unsynchronised micro-batch
-    gradients in `reduce_dtype`; DeepSpeed's `communication_data_type` and `data_types.grad_accum_dtype` default
-    to its engine's bf16. Values a user's DeepSpeed config sets are kept. Call before `accelerator.prepare`."""
+    gradients in `reduce_dtype`; accelerate 1.15 also sets `output_dtype` to bf16 (1.16 leaves it None), and FSDP2
+    casts the root module's outputs to it, so the loss, eval loss and metrics would be rounded to bf16 there and not
+    under DDP or DeepSpeed. DeepSpeed's `communication_data_type` and `data_types.grad_accum_dtype` default to its
+    engine's bf16. Values a user's DeepSpeed config sets are kept. Call before `accelerator.prepare`."""
     import dataclasses
 
     import torch
 
     fsdp = getattr(accelerator_state, "fsdp_plugin", None)
     if fsdp is not None and fsdp.mixed_precision_policy is not None:
-        fsdp.mixed_precision_policy = dataclasses.replace(fsdp.mixed_precision_policy, reduce_dtype=torch.float32)
+        fsdp.mixed_precision_policy = dataclasses.replace(
+            fsdp.mixed_precision_policy, reduce_dtype=torch.float32, output_dtype=None
+        )
     ds = getattr(accelerator_state, "deepspeed_plugin", None)
     if ds is not None:
         config = ds.deepspeed_config
@@ -120,5 +125,6 @@ def precision_report(accelerator, wrapped_model) -> dict:
     if sharded:  # FSDP2: the policy fully_shard received
         policy = sharded[0]._get_fsdp_state()._mp_policy
         report.update(param_dtype=str(policy.param_dtype), reduce_dtype=str(policy.reduce_dtype),
-                      grad_accum_dtype=str(policy.reduce_dtype))  # unsynchronised micro-batches sum in reduce_dtype
+                      grad_accum_dtype=str(policy.reduce_dtype),  # unsynchronised micro-batches sum in reduce_dtype
+                      output_dtype=str(policy.output_dtype))  # None: the loss keeps the dtype it was computed in
     return report

@@ -25,8 +25,40 @@ def test_fsdp2_policy_from_a_bf16_launch_reduces_in_fp32():
     assert plugin.mixed_precision_policy.reduce_dtype == torch.bfloat16  # accelerate's own choice
     reduce_in_fp32(SimpleNamespace(fsdp_plugin=plugin, deepspeed_plugin=None))
     policy = plugin.mixed_precision_policy  # what accelerate's fsdp2_prepare_model hands fully_shard as mp_policy
-    assert (policy.param_dtype, policy.reduce_dtype, policy.output_dtype) == (torch.bfloat16, torch.float32,
-                                                                               torch.bfloat16)
+    assert (policy.param_dtype, policy.reduce_dtype, policy.output_dtype) == (torch.bfloat16, torch.float32, None)
+
+
+@pytest.mark.parametrize("output_dtype", [torch.bfloat16, None], ids=["accelerate-1.15", "accelerate-1.16"])
+def test_fsdp2_outputs_keep_their_dtype_whatever_accelerate_chose(output_dtype):
+    """accelerate 1.15 built the policy with output_dtype = the mixed precision (FSDP2 then casts the root module's
+    outputs, and so TRL's loss, to bf16); 1.16 leaves it None. smoldist leaves None on either."""
+    from torch.distributed.fsdp import MixedPrecisionPolicy
+
+    policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.bfloat16, output_dtype=output_dtype)
+    plugin = SimpleNamespace(mixed_precision_policy=policy)
+    reduce_in_fp32(SimpleNamespace(fsdp_plugin=plugin, deepspeed_plugin=None))
+    got = plugin.mixed_precision_policy
+    assert (got.param_dtype, got.reduce_dtype, got.output_dtype) == (torch.bfloat16, torch.float32, None)
+
+
+@pytest.mark.slow
+def test_fsdp2_bf16_loss_as_trl_computes_it_is_float32():
+    """Two gloo ranks under torch's fully_shard with the policy smoldist leaves (accelerate's FSDP cannot run without a
+    GPU): TRL's fused-head loss comes back float32, and under accelerate 1.15's policy it came back bfloat16."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
+           str(Path(__file__).with_name("fsdp2_loss_dtype_worker.py"))]
+    path = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=path)
+    p = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300, env=env)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    seen = [json.loads(line.split(" ", 1)[1]) for line in p.stdout.splitlines() if line.startswith("RESULT ")]
+    assert sorted(s["rank"] for s in seen) == [0, 1] and {s["world_size"] for s in seen} == {2}
+    for s in seen:
+        assert s["sharded"], "the model was not sharded"  # every parameter a DTensor holding part of the whole
+        assert s["smoldist"]["policy"] == ["torch.bfloat16", "torch.float32", "None"]
+        assert s["smoldist"]["loss_dtype"] == s["smoldist"]["log_probs_dtype"] == "torch.float32"
+        assert s["accelerate-1.15"]["loss_dtype"] == "torch.bfloat16"  # the test can fail: the old policy rounds it
+        assert abs(s["smoldist"]["loss"] - s["unsharded_loss"]) < 0.05 * abs(s["unsharded_loss"])  # bf16 params
 
 
 def test_deepspeed_config_keeps_what_the_user_set():

@@ -92,6 +92,20 @@ def test_fetch_wheels_has_a_help_and_checks_a_wheel_set_by_name(tmp_path):
                         "not needed: hjson"]
 
 
+def test_fetch_wheels_carries_the_locked_versions():
+    """The GPU run uses the versions CI passed on: requirements.lock's, for the packages and what they pull in."""
+    sys.path.insert(0, str(GPU))
+    import fetch_wheels
+
+    from tests.lock_drift import read_lock
+
+    lock = read_lock()
+    pins = fetch_wheels.needed(fetch_wheels.WANTED, lock)
+    assert set(fetch_wheels.WANTED) <= set(pins)
+    assert all(lock[name] == version for name, version in pins.items())
+    assert {"accelerate", "torch"}.isdisjoint(pins)  # the GPU image's own: its CUDA torch, its accelerate
+
+
 FSDP2_PROBE = """
 import json, os, sys
 sys.path.insert(0, sys.argv[2])
