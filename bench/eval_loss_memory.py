@@ -33,9 +33,18 @@ def measure(path: str, rows: int) -> float:
     from smoldist.eval.loss import chunked_loss_sum, use_attention
 
     torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=SEQ,
-                                         tie_word_embeddings=True)).eval()
+    model = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=VOCAB,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=SEQ,
+            tie_word_embeddings=True,
+        )
+    ).eval()
     use_attention(model, "sdpa" if path == "before" else "varlen")
     ids = torch.randint(0, VOCAB, (1, rows * SEQ))
     pos = torch.arange(SEQ // DOCS).repeat(rows * DOCS).unsqueeze(0)
@@ -60,8 +69,12 @@ def main() -> None:
         return
     print(f"seq_len {SEQ}, vocab {VOCAB}: peak MiB above the process's baseline during one eval batch")
     for path, rows in CASES:
-        out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--one", path, str(rows)],
-                             capture_output=True, text=True, timeout=600)
+        out = subprocess.run(
+            [sys.executable, str(Path(__file__).resolve()), "--one", path, str(rows)],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         figure = out.stdout.strip().splitlines()[-1] if out.returncode == 0 else f"failed: {out.stderr[-200:]}"
         print(f"{path:6s} {rows} row(s) x {SEQ} tokens: {figure} MiB", flush=True)
 

@@ -32,9 +32,17 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_GSM8K = next((p for p in (REPO.parent / "shared" / "data" / "gsm8k" / "train.jsonl",
-                                  REPO.parents[1] / "shared" / "data" / "gsm8k" / "train.jsonl") if p.is_file()),
-                    REPO.parent / "shared" / "data" / "gsm8k" / "train.jsonl")
+SHARED_GSM8K = next(
+    (
+        p
+        for p in (
+            REPO.parent / "shared" / "data" / "gsm8k" / "train.jsonl",
+            REPO.parents[1] / "shared" / "data" / "gsm8k" / "train.jsonl",
+        )
+        if p.is_file()
+    ),
+    REPO.parent / "shared" / "data" / "gsm8k" / "train.jsonl",
+)
 NUMBER = re.compile(r"\d+")
 
 
@@ -166,11 +174,22 @@ def bench_corpus(kind: str, args, pool, env: dict) -> dict:
     train_tokenizer(corpus, tok_dir)
     env = dict(env, HF_DATASETS_CACHE=str(work / "hf-cache"))
     recipe = work / "recipe.yaml"
-    recipe.write_text(json.dumps({  # JSON is YAML
-        "model": {"init": {"hidden_size": 16}, "tokenizer": str(tok_dir), "chat_template": "smollm2"},
-        "data": {"sources": [{"path": str(corpus), "format": "messages"}], "seq_len": args.seq_len, "packing": "bfd",
-                 "overflow": "truncate", "loss_on": "assistant", "num_proc": args.procs, "store": str(work / "store")},
-    }))
+    recipe.write_text(
+        json.dumps(
+            {  # JSON is YAML
+                "model": {"init": {"hidden_size": 16}, "tokenizer": str(tok_dir), "chat_template": "smollm2"},
+                "data": {
+                    "sources": [{"path": str(corpus), "format": "messages"}],
+                    "seq_len": args.seq_len,
+                    "packing": "bfd",
+                    "overflow": "truncate",
+                    "loss_on": "assistant",
+                    "num_proc": args.procs,
+                    "store": str(work / "store"),
+                },
+            }
+        )
+    )
     smol = [sys.executable, "-m", "smoldist", "prepare", str(recipe), "--force"]
     script = work / "trl_prepare.py"
     script.write_text(TRL_SCRIPT)
@@ -240,8 +259,10 @@ def bench_corpus(kind: str, args, pool, env: dict) -> dict:
 
 
 def print_table(results: list[dict]) -> None:
-    head = (f"{'corpus':9s} {'path':9s} {'median s':>8s} {'tokens':>10s} {'tokens/s':>10s} {'vs TRL':>7s} "
-            f"{'fill':>7s} {'rows':>6s} {'bound':>6s} {'over':>6s} {'pack s':>6s}")
+    head = (
+        f"{'corpus':9s} {'path':9s} {'median s':>8s} {'tokens':>10s} {'tokens/s':>10s} {'vs TRL':>7s} "
+        f"{'fill':>7s} {'rows':>6s} {'bound':>6s} {'over':>6s} {'pack s':>6s}"
+    )
     print("\n" + head)
     for r in results:
         for name in ("smoldist", "trl"):
@@ -262,11 +283,15 @@ def print_table(results: list[dict]) -> None:
             if f
             else ""
         )
-        print(f"{r['corpus']}: TRL/smoldist per pair {', '.join(f'{x:.2f}x' for x in r['pair_ratios'])}, "
-              f"median {r['ratio_median_of_pairs']:.2f}x")
-        print(f"{r['corpus']}: smoldist runs {', '.join(f'{t:.2f}' for t in s['seconds'])} s; TRL runs "
-              f"{', '.join(f'{t:.2f}' for t in r['trl']['seconds'])} s; smoldist in-process {s['in_process']}; "
-              f"unchanged re-run {s['reuse_s']:.2f} s{extra}")
+        print(
+            f"{r['corpus']}: TRL/smoldist per pair {', '.join(f'{x:.2f}x' for x in r['pair_ratios'])}, "
+            f"median {r['ratio_median_of_pairs']:.2f}x"
+        )
+        print(
+            f"{r['corpus']}: smoldist runs {', '.join(f'{t:.2f}' for t in s['seconds'])} s; TRL runs "
+            f"{', '.join(f'{t:.2f}' for t in r['trl']['seconds'])} s; smoldist in-process {s['in_process']}; "
+            f"unchanged re-run {s['reuse_s']:.2f} s{extra}"
+        )
 
 
 def bench_derived_masks(pool: list[tuple[str, str]], n: int) -> None:
@@ -288,14 +313,19 @@ def bench_derived_masks(pool: list[tuple[str, str]], n: int) -> None:
     tok = load_prep_tokenizer(ModelConfig(tokenizer="pkg:demo/tokenizer", init={"x": 1}))
     marked = load_template("smollm2")
     unmarked = marked.replace("{% generation %}", "").replace("{% endgeneration %}", "")
-    for name, template in (("smollm2 direct", marked), ("chatml jinja markers", load_template("chatml")),
-                           ("derived (no markers)", unmarked)):
+    for name, template in (
+        ("smollm2 direct", marked),
+        ("chatml jinja markers", load_template("chatml")),
+        ("derived (no markers)", unmarked),
+    ):
         enc = Encoder.for_template(tok, template, "assistant")
         t0 = time.perf_counter()
         batch = enc.encode(docs)
         dt = time.perf_counter() - t0
-        print(f"{name:22s} {n:,} conversations {int(batch.lengths.sum()):,} tokens in {dt:.2f} s: "
-              f"{batch.lengths.sum() / dt / 1e3:,.0f} k tokens/s")
+        print(
+            f"{name:22s} {n:,} conversations {int(batch.lengths.sum()):,} tokens in {dt:.2f} s: "
+            f"{batch.lengths.sum() / dt / 1e3:,.0f} k tokens/s"
+        )
 
 
 def main() -> None:
@@ -312,8 +342,12 @@ def main() -> None:
     )
     ap.add_argument("--work", type=Path, default=None, help="working directory (default: a temporary one)")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "prepare.json")
-    ap.add_argument("--mode", choices=["prepare", "derived-masks"], default="prepare",
-                    help="derived-masks: what deriving masks from a template without markers costs (in-process)")
+    ap.add_argument(
+        "--mode",
+        choices=["prepare", "derived-masks"],
+        default="prepare",
+        help="derived-masks: what deriving masks from a template without markers costs (in-process)",
+    )
     args = ap.parse_args()
     if args.mode == "derived-masks":
         return bench_derived_masks(qa_pool(args.gsm8k, 8000, seed=0), args.conversations)

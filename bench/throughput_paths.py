@@ -73,8 +73,10 @@ class Measured:
     def summary(self, peak_tflops: float | None) -> dict:
         t = self.timer
         if t.t0 is None or t.t1 is None:
-            raise RuntimeError(f"training stopped at step {self.state.global_step} before warm-up + timed steps "
-                               f"({t.warmup} + {t.steps}) finished")
+            raise RuntimeError(
+                f"training stopped at step {self.state.global_step} before warm-up + timed steps "
+                f"({t.warmup} + {t.steps}) finished"
+            )
         real = trained = sum_sq = padded = 0
         per_step: dict[int, list[int]] = {}
         for step, batch in self.window:
@@ -85,15 +87,25 @@ class Measured:
         secs = t.t1 - t.t0
         flops = self.flop_model.flops(real, sum_sq)
         return {
-            "timed_steps": t.steps, "warmup_steps": t.warmup, "seconds": secs,
-            "tokens_per_s": real / secs, "trained_tokens_per_s": trained / secs,
-            "tflops": flops / secs / 1e12, "mfu": flops / secs / (peak_tflops * 1e12) if peak_tflops else None,
-            "step_time_s": secs / t.steps, "peak_memory_gib": t.peak_gb,
-            "tokens_per_step": real / t.steps, "trained_tokens_per_step": trained / t.steps,
-            "padded_tokens_per_step": padded / t.steps, "padding_fraction": 1 - real / padded if padded else 0.0,
-            "micro_batches": len(self.window), "n_matmul_params": self.flop_model.n_matmul_params,
-            "per_step": {"real_tokens": [c[0] for _, c in sorted(per_step.items())],
-                         "trained_tokens": [c[1] for _, c in sorted(per_step.items())]},
+            "timed_steps": t.steps,
+            "warmup_steps": t.warmup,
+            "seconds": secs,
+            "tokens_per_s": real / secs,
+            "trained_tokens_per_s": trained / secs,
+            "tflops": flops / secs / 1e12,
+            "mfu": flops / secs / (peak_tflops * 1e12) if peak_tflops else None,
+            "step_time_s": secs / t.steps,
+            "peak_memory_gib": t.peak_gb,
+            "tokens_per_step": real / t.steps,
+            "trained_tokens_per_step": trained / t.steps,
+            "padded_tokens_per_step": padded / t.steps,
+            "padding_fraction": 1 - real / padded if padded else 0.0,
+            "micro_batches": len(self.window),
+            "n_matmul_params": self.flop_model.n_matmul_params,
+            "per_step": {
+                "real_tokens": [c[0] for _, c in sorted(per_step.items())],
+                "trained_tokens": [c[1] for _, c in sorted(per_step.items())],
+            },
         }
 
 

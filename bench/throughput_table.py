@@ -9,8 +9,10 @@ def fmt(v, spec: str, none: str = "-") -> str:
 
 
 def print_table(configs: list[dict]) -> None:
-    head = (f"{'config':26s} {'path':11s} {'batch':>5s} {'tok/s':>11s} {'trained/s':>11s} {'MFU':>6s} {'TFLOP/s':>8s} "
-            f"{'step s':>7s} {'peak GB':>8s} {'tok/step':>9s} {'trn/step':>9s} {'pad':>6s}")
+    head = (
+        f"{'config':26s} {'path':11s} {'batch':>5s} {'tok/s':>11s} {'trained/s':>11s} {'MFU':>6s} {'TFLOP/s':>8s} "
+        f"{'step s':>7s} {'peak GB':>8s} {'tok/step':>9s} {'trn/step':>9s} {'pad':>6s}"
+    )
     print("\n" + head + "\n" + "-" * len(head))
     for c in configs:
         for path, r in c["paths"].items():
@@ -30,9 +32,11 @@ def print_table(configs: list[dict]) -> None:
         print(f"{c['shape']}@{c['seq_len']}/{c['attn']}: tokens/s ratios: {ratios or 'n/a'}")
         logged = c["paths"].get("smoldist", {}).get("logged")
         if logged:
-            print(f"  smoldist's own perf/* logs over the same steps: {logged['tokens_per_s']:,.0f} tok/s, "
-                  f"trained {logged['trained_tokens_per_s']:,.0f} tok/s, MFU {fmt(logged.get('mfu'), '.1%')}, "
-                  f"data wait {logged['data_wait_fraction']:.1%}")
+            print(
+                f"  smoldist's own perf/* logs over the same steps: {logged['tokens_per_s']:,.0f} tok/s, "
+                f"trained {logged['trained_tokens_per_s']:,.0f} tok/s, MFU {fmt(logged.get('mfu'), '.1%')}, "
+                f"data wait {logged['data_wait_fraction']:.1%}"
+            )
 
 
 def ratios(paths: dict) -> dict:

@@ -105,16 +105,26 @@ def main() -> None:
             m for m in manifests if m["inputs"]["sources"][0]["identity"]["files"][0]["path"] == str(corpus)
         )
         store_mb = sum(f.stat().st_size for f in (work / "store" / manifest["key"]).rglob("*.arrow")) / 2**20
-        rows.append({"store": name, "conversations": n, "tokens": manifest["counts"]["tokens"],
-                     "rows": manifest["splits"]["train"]["rows"], "store_mb": store_mb,
-                     "peak_anon_gb": anon, "peak_file_backed_gb": file})
+        rows.append(
+            {
+                "store": name,
+                "conversations": n,
+                "tokens": manifest["counts"]["tokens"],
+                "rows": manifest["splits"]["train"]["rows"],
+                "store_mb": store_mb,
+                "peak_anon_gb": anon,
+                "peak_file_backed_gb": file,
+            }
+        )
     print(
         f"\n{'store':6s} {'conversations':>13s} {'tokens':>12s} {'rows':>7s} {'store MB':>9s} "
         f"{'peak anon GB':>13s} {'peak file GB':>13s}"
     )
     for r in rows:
-        print(f"{r['store']:6s} {r['conversations']:>13,} {r['tokens']:>12,} {r['rows']:>7,} {r['store_mb']:>9.1f} "
-              f"{r['peak_anon_gb']:>13.3f} {r['peak_file_backed_gb']:>13.3f}")
+        print(
+            f"{r['store']:6s} {r['conversations']:>13,} {r['tokens']:>12,} {r['rows']:>7,} {r['store_mb']:>9.1f} "
+            f"{r['peak_anon_gb']:>13.3f} {r['peak_file_backed_gb']:>13.3f}"
+        )
     grow = rows[1]["peak_anon_gb"] - rows[0]["peak_anon_gb"]
     print(
         f"\nstore {rows[1]['store_mb'] / rows[0]['store_mb']:.1f}x larger; peak anonymous memory {grow * 1024:+.0f} MB"

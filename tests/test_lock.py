@@ -45,8 +45,11 @@ def test_every_library_smoldist_leans_on_has_an_upper_bound():
 
 def test_the_lock_takes_the_torch_that_constraints_txt_pins():
     """constraints.txt (the CPU wheel's version) is the input of `make lock` and `make test-latest`."""
-    pinned = [Requirement(line) for line in (REPO / "constraints.txt").read_text().splitlines()
-              if line.strip() and not line.startswith("#")]
+    pinned = [
+        Requirement(line)
+        for line in (REPO / "constraints.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     assert [norm(r.name) for r in pinned] == ["torch"]
     assert pinned[0].specifier.contains(Version(read_lock()["torch"]))
 

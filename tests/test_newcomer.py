@@ -20,8 +20,9 @@ pytestmark = pytest.mark.slow
 
 def smoldist(cwd, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", WANDB_MODE="disabled")
-    return subprocess.run([sys.executable, "-m", "smoldist", *args], capture_output=True, text=True, cwd=cwd,
-                          env=env, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "smoldist", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout
+    )
 
 
 def one_line_error(p: subprocess.CompletedProcess) -> str:
@@ -37,8 +38,11 @@ def test_own_data_to_two_processes_eval_and_chat(tmp_path):
     data.mkdir(), work.mkdir()
     mine = write_jsonl(data / "chats.jsonl", CONVERSATIONS * 5)
     other = write_jsonl(data / "other.jsonl", list(reversed(CONVERSATIONS)) * 5)
-    raw = recipe_dict(tmp_path, [{"path": str(mine), "format": "messages"}],
-                      train={"output_dir": str(tmp_path / "run"), "save_steps": 2})
+    raw = recipe_dict(
+        tmp_path,
+        [{"path": str(mine), "format": "messages"}],
+        train={"output_dir": str(tmp_path / "run"), "save_steps": 2},
+    )
     recipe = str(write_recipe(tmp_path, raw))
     run = tmp_path / "run"
 
@@ -67,13 +71,17 @@ def test_own_data_to_two_processes_eval_and_chat(tmp_path):
     assert_one_job(tmp_path / "run2", 2)
 
     # a Slurm job whose processes cannot split the global batch (2 rows x 128 tokens x 2): refused before the queue
-    line = one_line_error(smoldist(work, "submit", recipe, "train.global_batch_tokens=512", "--nodes", "3",
-                                   "--gpus-per-node", "1", "--dry-run"))
+    line = one_line_error(
+        smoldist(
+            work, "submit", recipe, "train.global_batch_tokens=512", "--nodes", "3", "--gpus-per-node", "1", "--dry-run"
+        )
+    )
     assert "3 processes (3 nodes x 1 GPUs) cannot split the global batch" in line
     assert "process counts that work: 1, 2" in line
 
-    p = smoldist(work, "eval", str(run), "--data", str(GSM8K_4), "-n", "2", "--batch-size", "2",
-                 "--max-new-tokens", "4")
+    p = smoldist(
+        work, "eval", str(run), "--data", str(GSM8K_4), "-n", "2", "--batch-size", "2", "--max-new-tokens", "4"
+    )
     assert p.returncode == 0 and "/2)" in p.stdout, p.stderr[-3000:]  # "accuracy 0.0% (0/2)": 2 questions scored
     p = smoldist(work, "chat", str(run), "What is 2 plus 3?", "--max-new-tokens", "4")
     assert p.returncode == 0, p.stderr[-3000:]  # a 3-step model may end its turn at once: the reply can be empty

@@ -21,7 +21,7 @@ README = (REPO / "README.md").read_text()
 def section(title: str) -> str:
     start = README.index(f"## {title}\n")
     end = README.find("\n## ", start + 1)
-    return README[start:end if end > 0 else None]
+    return README[start : end if end > 0 else None]
 
 
 def test_each_format_has_a_sample_line_that_converts():
@@ -73,5 +73,7 @@ def test_docs_hold_no_internal_notes():
         text = page.read_text()
         assert not re.search(r"\b[Ii]ssues? (\d|notes)", text), page
         assert not re.search(r"\b20\d\d-\d\d-\d\d\b", text), page
-        assert not re.search(r"\.\./shared\b|\bshared/(DESIGN|FACTS|STYLE)\.md", text), (page, re.findall(
-            r".*(?:\.\./shared|shared/\w+\.md).*", text))
+        assert not re.search(r"\.\./shared\b|\bshared/(DESIGN|FACTS|STYLE)\.md", text), (
+            page,
+            re.findall(r".*(?:\.\./shared|shared/\w+\.md).*", text),
+        )

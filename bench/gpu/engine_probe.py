@@ -19,8 +19,16 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
-DS_KEYS = ("bf16", "fp16", "communication_data_type", "data_types", "gradient_accumulation_steps",
-           "zero_optimization", "gradient_clipping", "train_micro_batch_size_per_gpu")
+DS_KEYS = (
+    "bf16",
+    "fp16",
+    "communication_data_type",
+    "data_types",
+    "gradient_accumulation_steps",
+    "zero_optimization",
+    "gradient_clipping",
+    "train_micro_batch_size_per_gpu",
+)
 
 
 def dtype_name(d) -> str | None:
@@ -35,8 +43,12 @@ def fsdp2_policies(model) -> list[dict]:
         if get_state is None:
             continue
         mp = get_state()._mp_policy
-        policy = {"param_dtype": dtype_name(mp.param_dtype), "reduce_dtype": dtype_name(mp.reduce_dtype),
-                  "output_dtype": dtype_name(mp.output_dtype), "cast_forward_inputs": mp.cast_forward_inputs}
+        policy = {
+            "param_dtype": dtype_name(mp.param_dtype),
+            "reduce_dtype": dtype_name(mp.reduce_dtype),
+            "output_dtype": dtype_name(mp.output_dtype),
+            "cast_forward_inputs": mp.cast_forward_inputs,
+        }
         if policy not in seen:
             seen.append(policy)
     return seen
@@ -45,7 +57,8 @@ def fsdp2_policies(model) -> list[dict]:
 def fsdp2_reduces_in_fp32(policies: list[dict], master_dtype: str) -> bool:
     """reduce_dtype None means: reduce in param_dtype, or in the master dtype when that is None too."""
     return bool(policies) and all(
-        (p["reduce_dtype"] or p["param_dtype"] or master_dtype) == "float32" for p in policies)
+        (p["reduce_dtype"] or p["param_dtype"] or master_dtype) == "float32" for p in policies
+    )
 
 
 def deepspeed_master_dtype(engine) -> str | None:
@@ -62,20 +75,28 @@ def deepspeed_master_dtype(engine) -> str | None:
 def deepspeed_precision(engine) -> dict:
     model_dtype, accum_dtype = engine.get_data_types()
     raw = getattr(engine._config, "_param_dict", {}) or {}
-    return {"optimizer_master_dtype": deepspeed_master_dtype(engine),
-            "communication_data_type": dtype_name(engine.communication_data_type),
-            "model_dtype": dtype_name(model_dtype), "grad_accum_dtype": dtype_name(accum_dtype),
-            "zero_stage": engine.zero_optimization_stage(), "bf16_enabled": engine.bfloat16_enabled(),
-            "config": {k: raw[k] for k in DS_KEYS if k in raw}}
+    return {
+        "optimizer_master_dtype": deepspeed_master_dtype(engine),
+        "communication_data_type": dtype_name(engine.communication_data_type),
+        "model_dtype": dtype_name(model_dtype),
+        "grad_accum_dtype": dtype_name(accum_dtype),
+        "zero_stage": engine.zero_optimization_stage(),
+        "bf16_enabled": engine.bfloat16_enabled(),
+        "config": {k: raw[k] for k in DS_KEYS if k in raw},
+    }
 
 
 def probe(trainer) -> dict:
     model = trainer.model_wrapped
     trainable = [p for p in trainer.model.parameters() if p.requires_grad]
     masters = sorted({dtype_name(p.dtype) for p in trainable})
-    out = {"engine_class": type(model).__name__, "mixed_precision": trainer.accelerator.mixed_precision,
-           "master_dtypes": masters, "compute_dtype": getattr(trainer, "seen_compute_dtype", None),
-           "cuda": torch.cuda.is_available()}
+    out = {
+        "engine_class": type(model).__name__,
+        "mixed_precision": trainer.accelerator.mixed_precision,
+        "master_dtypes": masters,
+        "compute_dtype": getattr(trainer, "seen_compute_dtype", None),
+        "cuda": torch.cuda.is_available(),
+    }
     engine = getattr(trainer, "deepspeed", None) or (model if hasattr(model, "get_data_types") else None)
     policies = fsdp2_policies(trainer.model)
     if engine is not None:

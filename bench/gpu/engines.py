@@ -25,11 +25,26 @@ REPO = HERE.parents[1]
 sys.path.insert(0, str(HERE))
 from results import SKIPPED_NO_CUDA, record, results_path, smoke  # noqa: E402  (bench/gpu/results.py)
 
-SHAPE_135M = {"hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30, "num_attention_heads": 9,
-              "num_key_value_heads": 3, "vocab_size": 49152, "tie_word_embeddings": True, "rms_norm_eps": 1e-5,
-              "max_position_embeddings": 4096}
-SHAPE_TINY = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
-              "num_key_value_heads": 2, "max_position_embeddings": 512, "tie_word_embeddings": True}
+SHAPE_135M = {
+    "hidden_size": 576,
+    "intermediate_size": 1536,
+    "num_hidden_layers": 30,
+    "num_attention_heads": 9,
+    "num_key_value_heads": 3,
+    "vocab_size": 49152,
+    "tie_word_embeddings": True,
+    "rms_norm_eps": 1e-5,
+    "max_position_embeddings": 4096,
+}
+SHAPE_TINY = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 512,
+    "tie_word_embeddings": True,
+}
 # case -> (accelerate config on GPU, on CPU (None: cannot run there), engine names that may run, LoRA)
 CASES = {
     "single_gpu": ("single_gpu", "single_gpu", {"single"}, False),
@@ -46,20 +61,42 @@ def recipe(case: str, work: Path) -> dict:
     lora = CASES[case][3]
     seq_len = 256 if smoke() else (4096 if case == EVAL_RUN else 2048)
     raw = {
-        "model": {"init": dict(SHAPE_TINY if smoke() else SHAPE_135M), "tokenizer": "pkg:demo/tokenizer",
-                  "chat_template": "smollm2", "dtype": "float32" if smoke() else "bfloat16",
-                  "attn_implementation": "sdpa" if smoke() else "varlen"},
-        "data": {"sources": [{"path": "pkg:demo/conversations.jsonl", "format": "messages"}], "seq_len": seq_len,
-                 "eval_fraction": 0.1 if case == EVAL_RUN else 0.0, "store": str(work / "store"), "num_proc": 1},
-        "train": {"output_dir": str(work / case), "max_steps": 3, "per_device_train_batch_size": 2,
-                  "learning_rate": 1e-4, "logging_steps": 1, "save_strategy": "no", "eval_strategy": "no",
-                  "activation_checkpointing": False, "seed": 0, "dataloader_num_workers": 0},
+        "model": {
+            "init": dict(SHAPE_TINY if smoke() else SHAPE_135M),
+            "tokenizer": "pkg:demo/tokenizer",
+            "chat_template": "smollm2",
+            "dtype": "float32" if smoke() else "bfloat16",
+            "attn_implementation": "sdpa" if smoke() else "varlen",
+        },
+        "data": {
+            "sources": [{"path": "pkg:demo/conversations.jsonl", "format": "messages"}],
+            "seq_len": seq_len,
+            "eval_fraction": 0.1 if case == EVAL_RUN else 0.0,
+            "store": str(work / "store"),
+            "num_proc": 1,
+        },
+        "train": {
+            "output_dir": str(work / case),
+            "max_steps": 3,
+            "per_device_train_batch_size": 2,
+            "learning_rate": 1e-4,
+            "logging_steps": 1,
+            "save_strategy": "no",
+            "eval_strategy": "no",
+            "activation_checkpointing": False,
+            "seed": 0,
+            "dataloader_num_workers": 0,
+        },
         "tracking": {"wandb": {"mode": "disabled"}},
     }
     if lora:  # an adapter needs a saved base to reload over: the same random init, saved once
-        raw["model"] = {"name_or_path": str(random_base(raw["model"], work / f"base-{seq_len}")),
-                        "chat_template": "smollm2", "dtype": raw["model"]["dtype"],
-                        "attn_implementation": raw["model"]["attn_implementation"], "lora": {"r": 8, "alpha": 16}}
+        raw["model"] = {
+            "name_or_path": str(random_base(raw["model"], work / f"base-{seq_len}")),
+            "chat_template": "smollm2",
+            "dtype": raw["model"]["dtype"],
+            "attn_implementation": raw["model"]["attn_implementation"],
+            "lora": {"r": 8, "alpha": 16},
+        }
     return raw
 
 
@@ -108,8 +145,17 @@ def main(case: str) -> int:
     recipe_path, probe_path, run_dir = work / f"{case}.yaml", work / f"{case}.probe.json", work / case
     recipe_path.write_text(yaml.safe_dump(recipe(case, work), sort_keys=False))
     probe_path.unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-           str(REPO / "accelerate_configs" / f"{config}.yaml"), "--num_processes", "1", "--main_process_port", "29517"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(REPO / "accelerate_configs" / f"{config}.yaml"),
+        "--num_processes",
+        "1",
+        "--main_process_port",
+        "29517",
+    ]
     if smoke() and case == "single_gpu":
         cmd += ["--cpu", "--mixed_precision", "no"]
     cmd += [str(HERE / "engine_probe.py"), str(recipe_path), str(probe_path)]
@@ -127,17 +173,22 @@ def main(case: str) -> int:
     entry["reload_max_rel_diff"] = close(reload_logits(run_dir, lora), rank["probe_logits"])
     precision = entry.get("precision", {})
     masters = precision.get("master_dtypes", [])
-    failed = [why for why, bad in (
-        (f"engine {rank['engine']}, not {'/'.join(sorted(engines))}", rank["engine"] not in engines),
-        (f"world size {rank['world_size']}", rank["world_size"] != 1),
-        (f"reloaded logits differ by {entry['reload_max_rel_diff']:.3g}", entry["reload_max_rel_diff"] >= 2e-2),
-        ("gradients reduced or accumulated below fp32 (issue 21)", precision.get("fp32_reduce") is False),
-        (f"master weights {masters}, not fp32", "float32" not in masters),
-        (f"computed in {precision.get('compute_dtype')}, not bf16", not smoke() and precision.get("compute_dtype")
-         != "bfloat16"),  # the recipes' bfloat16: fp32 masters, bf16 autocast
-    ) if bad]
-    entry.update(ok=not failed, error="; ".join(failed) or None,
-                 figures=["engine", "reload_max_rel_diff"])
+    failed = [
+        why
+        for why, bad in (
+            (f"engine {rank['engine']}, not {'/'.join(sorted(engines))}", rank["engine"] not in engines),
+            (f"world size {rank['world_size']}", rank["world_size"] != 1),
+            (f"reloaded logits differ by {entry['reload_max_rel_diff']:.3g}", entry["reload_max_rel_diff"] >= 2e-2),
+            ("gradients reduced or accumulated below fp32 (issue 21)", precision.get("fp32_reduce") is False),
+            (f"master weights {masters}, not fp32", "float32" not in masters),
+            (
+                f"computed in {precision.get('compute_dtype')}, not bf16",
+                not smoke() and precision.get("compute_dtype") != "bfloat16",
+            ),  # the recipes' bfloat16: fp32 masters, bf16 autocast
+        )
+        if bad
+    ]
+    entry.update(ok=not failed, error="; ".join(failed) or None, figures=["engine", "reload_max_rel_diff"])
     record(results_path(), name, entry)
     print(f"{name}: {json.dumps(entry)}")
     return 0 if entry["ok"] else 1

@@ -163,10 +163,14 @@ def check(dest: Path, pins: dict[str, str]) -> list[str]:
         n, v = wheel_name(w)
         have.setdefault(n, []).append(v)
     problems = [f"missing: {n}=={v}" for n, v in sorted(pins.items()) if n not in have]
-    problems += [f"two versions of {n}: {', '.join(vs)} (pip install stops on both)" for n, vs in have.items()
-                 if len(vs) > 1]
-    problems += [f"{n}: wheel {vs[0]}, locked {pins[n]}" for n, vs in have.items()
-                 if n in pins and len(vs) == 1 and vs[0] != pins[n]]
+    problems += [
+        f"two versions of {n}: {', '.join(vs)} (pip install stops on both)" for n, vs in have.items() if len(vs) > 1
+    ]
+    problems += [
+        f"{n}: wheel {vs[0]}, locked {pins[n]}"
+        for n, vs in have.items()
+        if n in pins and len(vs) == 1 and vs[0] != pins[n]
+    ]
     problems += [f"not needed: {n}" for n in have if n not in pins]
     return problems
 
@@ -174,10 +178,18 @@ def check(dest: Path, pins: dict[str, str]) -> list[str]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dest", type=Path, default=DEST, help="folder for the wheels (default: %(default)s)")
-    ap.add_argument("--without", action="append", default=[], metavar="NAME",
-                    help=f"leave NAME out (the GPU image's own copy is used); repeatable; of {', '.join(WANTED)}")
-    ap.add_argument("--check", action="store_true",
-                    help="download nothing: check the wheels already in --dest against requirements.lock")
+    ap.add_argument(
+        "--without",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help=f"leave NAME out (the GPU image's own copy is used); repeatable; of {', '.join(WANTED)}",
+    )
+    ap.add_argument(
+        "--check",
+        action="store_true",
+        help="download nothing: check the wheels already in --dest against requirements.lock",
+    )
     args = ap.parse_args(argv)
     for name in args.without:
         if norm(name) not in WANTED:
@@ -193,9 +205,11 @@ def main(argv: list[str] | None = None) -> int:
         download(dest, pins)
     problems = check(dest, pins)
     size, tree = sum(p.stat().st_size for p in dest.glob("*.whl")), tracked_bytes()
-    print(f"{len(list(dest.glob('*.whl')))} wheels, {size / 2**20:.1f} MiB in {dest}; tracked tree "
-          f"{tree / 2**20:.1f} MiB; together {(size + tree) / 2**20:.1f} MiB of the {CARRY_LIMIT // 2**20} MiB a call "
-          "carries")
+    print(
+        f"{len(list(dest.glob('*.whl')))} wheels, {size / 2**20:.1f} MiB in {dest}; tracked tree "
+        f"{tree / 2**20:.1f} MiB; together {(size + tree) / 2**20:.1f} MiB of the {CARRY_LIMIT // 2**20} MiB a call "
+        "carries"
+    )
     for line in problems:
         print("  " + line)
     return 0 if not problems and size + tree < CARRY_LIMIT else 1
@@ -209,12 +223,28 @@ def download(dest: Path, pins: dict[str, str]) -> None:
     pip = [sys.executable, "-m", "pip"]
     binary = [n for n in pins if n != "deepspeed"]
     plat = [a for p in PLATFORMS for a in ("--platform", p)]
-    subprocess.run([*pip, "download", "-q", "--no-deps", "--only-binary=:all:", "--python-version", "3.12",
-                    "--implementation", "cp", *plat, "-d", str(dest), *(f"{n}=={pins[n]}" for n in binary)],
-                   check=True)
+    subprocess.run(
+        [
+            *pip,
+            "download",
+            "-q",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--python-version",
+            "3.12",
+            "--implementation",
+            "cp",
+            *plat,
+            "-d",
+            str(dest),
+            *(f"{n}=={pins[n]}" for n in binary),
+        ],
+        check=True,
+    )
     if "deepspeed" in pins:  # sdist only; its wheel is pure Python (ops are JIT-built on the machine that runs them)
-        subprocess.run([*pip, "wheel", "-q", "--no-deps", "-w", str(dest), f"deepspeed=={pins['deepspeed']}"],
-                       check=True)
+        subprocess.run(
+            [*pip, "wheel", "-q", "--no-deps", "-w", str(dest), f"deepspeed=={pins['deepspeed']}"], check=True
+        )
 
 
 if __name__ == "__main__":

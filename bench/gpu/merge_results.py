@@ -38,17 +38,23 @@ def merge(files: list[Path]) -> dict:
             configs.append(c)
     first = runs[0][1]
     modes = {r["mode"] for _, r in runs}
-    return {"mode": modes.pop() if len(modes) == 1 else "mixed", "device": first["device"],
-            "peak_tflops": first["peak_tflops"], "versions": first["versions"], "corpus": first["corpus"],
-            "stages": {f.stem: r["settings"] for f, r in runs}, "configs": configs,
-            "best": bench_module().best_attention(configs)}
+    return {
+        "mode": modes.pop() if len(modes) == 1 else "mixed",
+        "device": first["device"],
+        "peak_tflops": first["peak_tflops"],
+        "versions": first["versions"],
+        "corpus": first["corpus"],
+        "stages": {f.stem: r["settings"] for f, r in runs},
+        "configs": configs,
+        "best": bench_module().best_attention(configs),
+    }
 
 
 def main(argv: list[str]) -> int:
     out = OUT
     if "--out" in argv:
         i = argv.index("--out")
-        out, argv = Path(argv[i + 1]), argv[:i] + argv[i + 2:]
+        out, argv = Path(argv[i + 1]), argv[:i] + argv[i + 2 :]
     files = [Path(a) for a in argv if Path(a).name != out.name]
     if not files:
         print(__doc__)

@@ -52,11 +52,17 @@ def env() -> int:
     except ImportError as e:
         signature = f"missing: {e}"
     needed = [lib for lib in LIBS if lib != "triton" or cuda]  # triton: only where CUDA is
-    entry = {"ok": all(not versions[lib].startswith("missing") for lib in needed), "python": sys.version.split()[0],
-             "imported_from": where, "unmet_requirements": unmet_requirements(),
-             "varlen_attn_signature": signature, "figures": ["device"],
-             "device": device, "cuda_capability": list(torch.cuda.get_device_capability()) if cuda else None,
-             "device_memory_gib": torch.cuda.get_device_properties(0).total_memory / 2**30 if cuda else None}
+    entry = {
+        "ok": all(not versions[lib].startswith("missing") for lib in needed),
+        "python": sys.version.split()[0],
+        "imported_from": where,
+        "unmet_requirements": unmet_requirements(),
+        "varlen_attn_signature": signature,
+        "figures": ["device"],
+        "device": device,
+        "cuda_capability": list(torch.cuda.get_device_capability()) if cuda else None,
+        "device_memory_gib": torch.cuda.get_device_properties(0).total_memory / 2**30 if cuda else None,
+    }
     record(results_path(), "env", entry, top={"device": device, "versions": versions})
     print(f"device {device}; " + ", ".join(f"{k} {v}" for k, v in versions.items()) + f"\nvarlen_attn{signature}")
     return 0 if entry["ok"] else 1
@@ -69,19 +75,37 @@ def kernels(name: str = "kernels", select: str = "not engine and not train_the_1
 
     xml = WORK / f"{name}.xml"
     xml.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "tests/model/test_gpu.py", "-k", select,
-           "-p", "no:cacheprovider", f"--junitxml={xml}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-m",
+        "gpu",
+        "tests/model/test_gpu.py",
+        "-k",
+        select,
+        "-p",
+        "no:cacheprovider",
+        f"--junitxml={xml}",
+    ]
     rc = subprocess.run(cmd, cwd=REPO).returncode
     tests = {}
     for case in ET.parse(xml).getroot().iter("testcase") if xml.is_file() else ():
         failed = case.find("failure") if case.find("failure") is not None else case.find("error")
         skipped = case.find("skipped")
-        tests[case.get("name")] = {"ok": None if skipped is not None else failed is None,
-                                   "seconds": round(float(case.get("time", 0)), 2),
-                                   **({"error": failed.get("message", "")[:500]} if failed is not None else {})}
+        tests[case.get("name")] = {
+            "ok": None if skipped is not None else failed is None,
+            "seconds": round(float(case.get("time", 0)), 2),
+            **({"error": failed.get("message", "")[:500]} if failed is not None else {}),
+        }
     ran = [t for t in tests.values() if t["ok"] is not None]
-    entry = {"tests": tests, "ok": bool(ran) and all(t["ok"] for t in ran) and rc == 0, "figures": ["passed"],
-             "passed": f"{sum(bool(t['ok']) for t in ran)}/{len(tests)}"}
+    entry = {
+        "tests": tests,
+        "ok": bool(ran) and all(t["ok"] for t in ran) and rc == 0,
+        "figures": ["passed"],
+        "passed": f"{sum(bool(t['ok']) for t in ran)}/{len(tests)}",
+    }
     if not torch.cuda.is_available():
         entry.update(ok=None, skipped=SKIPPED_NO_CUDA)
     record(results_path(), name, entry)
@@ -111,23 +135,45 @@ def flops() -> int:
             counter = FlopCounterMode(display=False, custom_mapping={torch.ops.aten.addmm_: matmul_flop})
             with counter:
                 loss = super().training_step(model, inputs, num_items_in_batch)
-            seen.update(counts=counter.get_flop_counts().get("Global", {}), total=counter.get_total_flops(),
-                        stats=batch_stats(inputs), flop_model=self.meter.flop_model if self.meter else
-                        FlopModel.of(self.model), cfg=self.model.config)
+            seen.update(
+                counts=counter.get_flop_counts().get("Global", {}),
+                total=counter.get_total_flops(),
+                stats=batch_stats(inputs),
+                flop_model=self.meter.flop_model if self.meter else FlopModel.of(self.model),
+                cfg=self.model.config,
+            )
             return loss
 
     smoldist_run.SmoldistTrainer = CountedTrainer
     cuda = torch.cuda.is_available()
     seq_len = 4096 if cuda else 256
-    raw = {"model": {"init": dict(SHAPE_135M if cuda else SHAPE_TINY), "tokenizer": "pkg:demo/tokenizer",
-                     "chat_template": "smollm2", "dtype": "bfloat16" if cuda else "float32",
-                     "attn_implementation": "varlen"},
-           "data": {"sources": [{"path": "pkg:demo/conversations.jsonl", "format": "messages"}], "seq_len": seq_len,
-                    "eval_fraction": 0.0, "store": str(WORK / "store"), "num_proc": 1},
-           "train": {"output_dir": str(WORK / "flops"), "max_steps": 1, "per_device_train_batch_size": 1,
-                     "save_strategy": "no", "logging_steps": 1, "activation_checkpointing": False,
-                     "dataloader_num_workers": 0, "use_cpu": not cuda},
-           "tracking": {"wandb": {"mode": "disabled"}}}
+    raw = {
+        "model": {
+            "init": dict(SHAPE_135M if cuda else SHAPE_TINY),
+            "tokenizer": "pkg:demo/tokenizer",
+            "chat_template": "smollm2",
+            "dtype": "bfloat16" if cuda else "float32",
+            "attn_implementation": "varlen",
+        },
+        "data": {
+            "sources": [{"path": "pkg:demo/conversations.jsonl", "format": "messages"}],
+            "seq_len": seq_len,
+            "eval_fraction": 0.0,
+            "store": str(WORK / "store"),
+            "num_proc": 1,
+        },
+        "train": {
+            "output_dir": str(WORK / "flops"),
+            "max_steps": 1,
+            "per_device_train_batch_size": 1,
+            "save_strategy": "no",
+            "logging_steps": 1,
+            "activation_checkpointing": False,
+            "dataloader_num_workers": 0,
+            "use_cpu": not cuda,
+        },
+        "tracking": {"wandb": {"mode": "disabled"}},
+    }
     t = time.perf_counter()
     smoldist_run.run(build_recipe(raw, name="flops"))
     real, trained, sum_sq = seen["stats"]
@@ -150,17 +196,31 @@ def flops() -> int:
         fused_triton = _use_triton(torch.device("cuda" if cuda else "cpu"))
     except ImportError:
         fused_triton = None
-    entry = {"seq_len": seq_len, "real_tokens": real, "trained_tokens": trained, "sum_sq_lengths": sum_sq,
-             "counted_total": seen["total"], "counted_by_op": by_op, "counted_attention": attn_counted,
-             "flop_model_total": fm.flops(real, sum_sq, trained), "flop_model_linear": linear_model,
-             "flop_model_attention": attn_model, "flop_model_head_on_trained_tokens": fm.head_on_trained_tokens,
-             "counted_linear": linear_counted, "flop_model_linear_over_counted": overstated,
-             "lm_head_flops_per_token_6vd": head_per_token, "trl_fused_lm_head_triton": fused_triton,
-             "step_s": round(time.perf_counter() - t, 1),
-             "flop_model_with_head_recompute_over_counted": with_recompute,
-             "figures": ["flop_model_linear_over_counted", "flop_model_with_head_recompute_over_counted",
-                         "trl_fused_lm_head_triton"],
-             "ok": overstated <= 1.0 and abs(with_recompute - 1.0) <= 0.02}
+    entry = {
+        "seq_len": seq_len,
+        "real_tokens": real,
+        "trained_tokens": trained,
+        "sum_sq_lengths": sum_sq,
+        "counted_total": seen["total"],
+        "counted_by_op": by_op,
+        "counted_attention": attn_counted,
+        "flop_model_total": fm.flops(real, sum_sq, trained),
+        "flop_model_linear": linear_model,
+        "flop_model_attention": attn_model,
+        "flop_model_head_on_trained_tokens": fm.head_on_trained_tokens,
+        "counted_linear": linear_counted,
+        "flop_model_linear_over_counted": overstated,
+        "lm_head_flops_per_token_6vd": head_per_token,
+        "trl_fused_lm_head_triton": fused_triton,
+        "step_s": round(time.perf_counter() - t, 1),
+        "flop_model_with_head_recompute_over_counted": with_recompute,
+        "figures": [
+            "flop_model_linear_over_counted",
+            "flop_model_with_head_recompute_over_counted",
+            "trl_fused_lm_head_triton",
+        ],
+        "ok": overstated <= 1.0 and abs(with_recompute - 1.0) <= 0.02,
+    }
     record(results_path(), "flops", entry)
     print({k: v for k, v in entry.items() if k != "counted_by_op"})
     return 0 if entry["ok"] else 1
@@ -182,17 +242,29 @@ def eval_memory() -> int:
     t = time.perf_counter()
     rc = smoldist_main(["eval", str(run_dir), "--loss", "--out", str(out)])
     res = json.loads(out.read_text()) if out.is_file() else {}
-    entry = {"exit": rc, "eval_loss": res.get("eval_loss"), "rows": res.get("rows"), "tokens": res.get("tokens"),
-             "peak_memory_gib": peak_memory_gib(), "peak_is": "cuda allocated" if torch.cuda.is_available()
-             else "process RSS", "eval_s": round(time.perf_counter() - t, 1), "ok": rc == 0 and bool(res),
-             "figures": ["peak_memory_gib", "eval_loss"]}
+    entry = {
+        "exit": rc,
+        "eval_loss": res.get("eval_loss"),
+        "rows": res.get("rows"),
+        "tokens": res.get("tokens"),
+        "peak_memory_gib": peak_memory_gib(),
+        "peak_is": "cuda allocated" if torch.cuda.is_available() else "process RSS",
+        "eval_s": round(time.perf_counter() - t, 1),
+        "ok": rc == 0 and bool(res),
+        "figures": ["peak_memory_gib", "eval_loss"],
+    }
     record(results_path(), "eval-memory", entry)
     print(entry)
     return 0 if entry["ok"] else 1
 
 
-CHECKS = {"env": env, "kernels": kernels, "train-alike": lambda: kernels("train-alike", "train_the_135m_shape_alike"),
-          "flops": flops, "eval-memory": eval_memory}
+CHECKS = {
+    "env": env,
+    "kernels": kernels,
+    "train-alike": lambda: kernels("train-alike", "train_the_135m_shape_alike"),
+    "flops": flops,
+    "eval-memory": eval_memory,
+}
 
 if __name__ == "__main__":
     if len(sys.argv) != 2 or sys.argv[1] not in CHECKS:

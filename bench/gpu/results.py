@@ -119,8 +119,15 @@ def summary(path: Path) -> str:
 def main(argv: list[str]) -> int:
     cmd, path = argv[0], Path(argv[1])
     if cmd == "init":
-        save(path, {"script": argv[2], "mode": argv[3], "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                    "checks": {}})
+        save(
+            path,
+            {
+                "script": argv[2],
+                "mode": argv[3],
+                "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "checks": {},
+            },
+        )
     elif cmd == "step":
         step(path, argv[2], int(argv[3]), float(argv[4]), int(argv[5]))
     elif cmd == "requirements":  # printed into the log after the wheel install; never fails the script

@@ -38,8 +38,11 @@ def main(argv: list[str]) -> int:
     if name == "data":
         parsed = bench.parse_args(common)
         data = bench.build_data(parsed, (WORK / "bench").resolve())
-        record(results_path(), "data", {"ok": True, "corpus": data, "build_s": round(time.perf_counter() - t, 1),
-                                        "figures": ["build_s"]})
+        record(
+            results_path(),
+            "data",
+            {"ok": True, "corpus": data, "build_s": round(time.perf_counter() - t, 1), "figures": ["build_s"]},
+        )
         return 0
     if smoke() and "--compile" in args:
         record(results_path(), name, {"ok": None, "skipped": SKIPPED_NO_CUDA})

@@ -39,8 +39,10 @@ def find_accelerate_config(name: str) -> Path:
     known = known_configs()
     if name in known:
         return known[name]
-    raise RecipeError(f"--accelerate-config: '{name}' is neither a file nor one of: {', '.join(known)} "
-                      "(`smoldist configs` describes them)")
+    raise RecipeError(
+        f"--accelerate-config: '{name}' is neither a file nor one of: {', '.join(known)} "
+        "(`smoldist configs` describes them)"
+    )
 
 
 @dataclass
@@ -64,8 +66,14 @@ class LaunchPlan:
         cmd = [sys.executable, "-m", "accelerate.commands.launch"]
         if self.mixed_precision:
             cmd += ["--mixed_precision", self.mixed_precision]
-        cmd += ["--config_file", str(self.config),
-               "--num_processes", str(self.world_size), "--num_machines", str(self.num_machines)]
+        cmd += [
+            "--config_file",
+            str(self.config),
+            "--num_processes",
+            str(self.world_size),
+            "--num_machines",
+            str(self.num_machines),
+        ]
         if self.num_machines > 1:
             cmd += ["--machine_rank", str(machine_rank), "--main_process_ip", self.main_ip]
         cmd += ["--main_process_port", str(self.main_port), "-m", "smoldist.train"]
@@ -77,13 +85,18 @@ class LaunchPlan:
     def describe(self, only_rank: int | None = None) -> str:
         """What --dry-run prints: one line per node (or just `only_rank`'s), ready to paste."""
         if self.config is None:
-            head = ("# 1 process, world size 1: runs in this process, no launcher "
-                    "(--num-processes N or --accelerate-config NAME starts one)")
+            head = (
+                "# 1 process, world size 1: runs in this process, no launcher "
+                "(--num-processes N or --accelerate-config NAME starts one)"
+            )
         else:
-            head = (f"# {self.num_machines} node(s) x {self.procs_per_machine} process(es) = world size "
-                    f"{self.world_size}, config {self.config}")
-        return "\n".join([head] + [self.node_line(rank) for rank in
-                                   (range(self.num_machines) if only_rank is None else [only_rank])])
+            head = (
+                f"# {self.num_machines} node(s) x {self.procs_per_machine} process(es) = world size "
+                f"{self.world_size}, config {self.config}"
+            )
+        return "\n".join(
+            [head] + [self.node_line(rank) for rank in (range(self.num_machines) if only_rank is None else [only_rank])]
+        )
 
     def node_line(self, machine_rank: int) -> str:
         """One node's command with its environment, as --dry-run prints it and `spawn` runs it."""
@@ -112,8 +125,10 @@ def main_process_ip(ns) -> str:
     ip = ns.main_process_ip or os.environ.get("MASTER_ADDR")
     if ip or (ns.num_machines or 1) == 1:
         return ip or "127.0.0.1"
-    raise RecipeError(f"--num-machines {ns.num_machines}: give --main-process-ip ADDRESS, the address of machine 0 "
-                      "that every machine can reach (under Slurm launch/node.sh passes it from MASTER_ADDR)")
+    raise RecipeError(
+        f"--num-machines {ns.num_machines}: give --main-process-ip ADDRESS, the address of machine 0 "
+        "that every machine can reach (under Slurm launch/node.sh passes it from MASTER_ADDR)"
+    )
 
 
 def plan_from_args(ns, recipe: str | None, overrides: list[str], loaded: Recipe) -> LaunchPlan:
@@ -126,13 +141,20 @@ def plan_from_args(ns, recipe: str | None, overrides: list[str], loaded: Recipe)
         raise RecipeError(f"--num-processes {ns.num_processes} is not divisible by --num-machines {ns.num_machines}")
     if ns.num_processes and ns.num_machines:
         per_node = ns.num_processes // ns.num_machines
-    name = ns.accelerate_config or default_config(per_node * (ns.num_machines or 1), ns.num_machines or 1,
-                                                  ns.gpus_per_node is not None)
+    name = ns.accelerate_config or default_config(
+        per_node * (ns.num_machines or 1), ns.num_machines or 1, ns.gpus_per_node is not None
+    )
     config = name and find_accelerate_config(name)
-    return LaunchPlan(config=config, recipe=recipe, overrides=overrides,
-                      num_machines=ns.num_machines or 1, procs_per_machine=per_node,
-                      main_ip=main_process_ip(ns), main_port=ns.main_process_port,
-                      mixed_precision=config and recipe_precision(loaded, config))
+    return LaunchPlan(
+        config=config,
+        recipe=recipe,
+        overrides=overrides,
+        num_machines=ns.num_machines or 1,
+        procs_per_machine=per_node,
+        main_ip=main_process_ip(ns),
+        main_port=ns.main_process_port,
+        mixed_precision=config and recipe_precision(loaded, config),
+    )
 
 
 FORWARDED = (signal.SIGTERM, signal.SIGHUP)
@@ -175,17 +197,27 @@ def add_launch_arguments(parser) -> None:
     g.add_argument(
         "--machine-rank", type=int, default=None, help="this machine's rank (evaluate it on the node); default 0"
     )
-    g.add_argument("--main-process-ip",
-                   help="address of machine 0; required with --num-machines > 1 (default: $MASTER_ADDR)")
-    g.add_argument("--main-process-port", type=int, default=29500,
-                   help="port on machine 0 where the processes meet (default: %(default)s)")
+    g.add_argument(
+        "--main-process-ip", help="address of machine 0; required with --num-machines > 1 (default: $MASTER_ADDR)"
+    )
+    g.add_argument(
+        "--main-process-port",
+        type=int,
+        default=29500,
+        help="port on machine 0 where the processes meet (default: %(default)s)",
+    )
     g.add_argument("--dry-run", action="store_true", help="print the command for every node and exit")
 
 
 # accelerate launch's own flags, as a user who knows accelerate types them, and what smoldist calls them
-ACCELERATE_SPELLINGS = {"--config_file": "--accelerate-config", "--num_processes": "--num-processes",
-                        "--num_machines": "--num-machines", "--machine_rank": "--machine-rank",
-                        "--main_process_ip": "--main-process-ip", "--main_process_port": "--main-process-port"}
+ACCELERATE_SPELLINGS = {
+    "--config_file": "--accelerate-config",
+    "--num_processes": "--num-processes",
+    "--num_machines": "--num-machines",
+    "--machine_rank": "--machine-rank",
+    "--main_process_ip": "--main-process-ip",
+    "--main_process_port": "--main-process-port",
+}
 
 
 def accelerate_spelling_hint(flag: str, command: str) -> str | None:

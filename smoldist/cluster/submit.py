@@ -64,21 +64,33 @@ class JobRequest:
 
 
 def add_submit_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--nodes", type=node_count, default="1",
-                   help="N, or MIN-MAX: take what Slurm gives on each start (elastic resume); default %(default)s")
-    p.add_argument("--gpus-per-node", type=int,
-                   help="GPUs per node to ask for, checked against the global batch (default: the partition's)")
+    p.add_argument(
+        "--nodes",
+        type=node_count,
+        default="1",
+        help="N, or MIN-MAX: take what Slurm gives on each start (elastic resume); default %(default)s",
+    )
+    p.add_argument(
+        "--gpus-per-node",
+        type=int,
+        help="GPUs per node to ask for, checked against the global batch (default: the partition's)",
+    )
     p.add_argument("--partition", help="partition of the train job (default: the cluster's default partition)")
     p.add_argument("--time", help="time limit of the train job, e.g. 24:00:00 (default: the partition's)")
     p.add_argument("--account", help="Slurm account charged for both jobs (default: your default account)")
-    p.add_argument("--prepare-partition",
-                   help="partition of the CPU prepare job (default: the cluster's default partition, not --partition)")
+    p.add_argument(
+        "--prepare-partition",
+        help="partition of the CPU prepare job (default: the cluster's default partition, not --partition)",
+    )
     p.add_argument("--prepare-time", help="time limit of the prepare job, e.g. 2:00:00 (default: the partition's)")
-    p.add_argument("--cpus-per-task", type=int,
-                   help="CPUs per task (one task per node); default: whole nodes (--exclusive)")
+    p.add_argument(
+        "--cpus-per-task", type=int, help="CPUs per task (one task per node); default: whole nodes (--exclusive)"
+    )
     p.add_argument("--mem", help="memory per node, e.g. 200G; default: all of it (--mem=0)")
-    p.add_argument("--accelerate-config",
-                   help="accelerate config of the train job: a name (`smoldist configs`) or path (default: multi_gpu)")
+    p.add_argument(
+        "--accelerate-config",
+        help="accelerate config of the train job: a name (`smoldist configs`) or path (default: multi_gpu)",
+    )
     p.add_argument("--logs", default="logs", help="directory for the jobs' logs (default: %(default)s)")
     p.add_argument("--dry-run", action="store_true", help="print the commands (with the environment they need) only")
     p.add_argument("--wait", action="store_true", help="wait until the train job ends; exit with its status")
@@ -93,8 +105,9 @@ def job_env(req: JobRequest) -> dict[str, str]:
 
 
 def sbatch(args: list[str], req: JobRequest) -> subprocess.CompletedProcess:
-    return subprocess.run(["sbatch", "--parsable", *args], capture_output=True, text=True,
-                          env=dict(os.environ, **job_env(req)))
+    return subprocess.run(
+        ["sbatch", "--parsable", *args], capture_output=True, text=True, env=dict(os.environ, **job_env(req))
+    )
 
 
 def job_id(p: subprocess.CompletedProcess) -> str:
@@ -135,8 +148,10 @@ def sbatch_options(req: JobRequest) -> tuple[list[str], list[str]]:
 def dry_run_text(prepare: list[str] | None, train: list[str], env: dict[str, str], logs: str) -> str:
     """Lines that paste into bash and submit the same jobs: the environment and the log folder (sbatch does not
     create it) first, the prepare job's id captured."""
-    lines = ["export " + " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()),
-             f"mkdir -p {shlex.quote(str(Path(logs).resolve()))}"]
+    lines = [
+        "export " + " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()),
+        f"mkdir -p {shlex.quote(str(Path(logs).resolve()))}",
+    ]
     if prepare is None:
         return "\n".join([*lines, "sbatch --parsable " + shlex.join(train)])
     lines.append(f"PREPARE_JOB_ID=$(sbatch --parsable {shlex.join(prepare)} | cut -d';' -f1)")
@@ -148,8 +163,9 @@ def submit(recipe_path: str | None, overrides: list[str], req: JobRequest) -> di
     recipe = load_recipe(recipe_path, overrides)  # a bad recipe fails here, not in the queue
     check_batch_split(recipe, req)
     if not req.dry_run and shutil.which("sbatch") is None:
-        raise SmoldistError("submit: no `sbatch` on PATH; run it on a Slurm login node, or add --dry-run to print "
-                            "the commands")
+        raise SmoldistError(
+            "submit: no `sbatch` on PATH; run it on a Slurm login node, or add --dry-run to print the commands"
+        )
     plan = plan_store(recipe.model, recipe.data)
     recipe_args = ([str(Path(recipe_path).resolve())] if recipe_path else []) + list(overrides)
     prep_opts, train_opts = sbatch_options(req)
@@ -165,8 +181,10 @@ def submit(recipe_path: str | None, overrides: list[str], req: JobRequest) -> di
     if need_prepare:
         result["prepare_job"] = job_id(sbatch(prep_cmd, req))
         train_cmd = [f"--dependency=afterok:{result['prepare_job']}", KILL_ON_FAILED_PREPARE, *train_cmd]
-        print(f"smoldist submit: prepare job {result['prepare_job']} -> {plan.path}; "
-              f"log {req.logs}/smoldist-prepare-{result['prepare_job']}.out")
+        print(
+            f"smoldist submit: prepare job {result['prepare_job']} -> {plan.path}; "
+            f"log {req.logs}/smoldist-prepare-{result['prepare_job']}.out"
+        )
     else:
         print(f"smoldist submit: store {plan.path} exists; no prepare job")
     if req.wait:  # block until the train job ends (scripts, tests); its exit status becomes ours
@@ -174,6 +192,8 @@ def submit(recipe_path: str | None, overrides: list[str], req: JobRequest) -> di
         result["train_job"], result["returncode"] = p.stdout.strip().split(";")[0], p.returncode
     else:
         result["train_job"] = job_id(sbatch(train_cmd, req))
-    print(f"smoldist submit: train job {result['train_job']} on {req.nodes} node(s); "
-          f"log {req.logs}/smoldist-train-{result['train_job']}.out")
+    print(
+        f"smoldist submit: train job {result['train_job']} on {req.nodes} node(s); "
+        f"log {req.logs}/smoldist-train-{result['train_job']}.out"
+    )
     return result

@@ -23,5 +23,17 @@ from smoldist.config.recipe import (
     resolve_path,
 )
 
-__all__ = ["DataConfig", "EndEvalConfig", "LoraConfig", "ModelConfig", "Recipe", "SourceConfig", "TrackingConfig",
-           "WandbConfig", "closest", "load_recipe", "resolve_path", "save_recipe"]
+__all__ = [
+    "DataConfig",
+    "EndEvalConfig",
+    "LoraConfig",
+    "ModelConfig",
+    "Recipe",
+    "SourceConfig",
+    "TrackingConfig",
+    "WandbConfig",
+    "closest",
+    "load_recipe",
+    "resolve_path",
+    "save_recipe",
+]

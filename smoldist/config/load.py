@@ -137,8 +137,14 @@ def build_dataclass(cls: type, raw: Any, path: str) -> Any:
         if key not in names:
             raise RecipeError(f"unknown key '{path}.{key}'{closest(str(key), names)}")
         kwargs[key] = coerce(value, hints[key], f"{path}.{key}")
-    missing = [f.name for f in dataclasses.fields(cls) if f.init and f.name not in kwargs
-               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    missing = [
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.init
+        and f.name not in kwargs
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    ]
     if missing:
         raise RecipeError(
             f"{path}: missing required key '{missing[0]}' "
@@ -227,8 +233,10 @@ def validate(recipe: Recipe) -> None:
     if not m.name_or_path and not m.init:
         raise RecipeError("model: set model.name_or_path (hub id or directory) or model.init (architecture dict)")
     if m.lora is not None and m.init:
-        raise RecipeError("model.lora: needs a pretrained base (model.name_or_path), not model.init: "
-                          "an adapter over random weights could not be reloaded")
+        raise RecipeError(
+            "model.lora: needs a pretrained base (model.name_or_path), not model.init: "
+            "an adapter over random weights could not be reloaded"
+        )
     if m.lora is not None and (m.lora.r <= 0 or m.lora.alpha <= 0 or not 0.0 <= m.lora.dropout < 1.0):
         raise RecipeError(
             f"model.lora: r ({m.lora.r}) and alpha ({m.lora.alpha}) must be positive, "
@@ -252,15 +260,19 @@ def validate(recipe: Recipe) -> None:
         raise RecipeError(f"data.eval_fraction: {d.eval_fraction} must be in [0, 1)")
     evaluates = recipe.train.get("eval_strategy", "no")
     if evaluates != "no" and d.eval_fraction == 0:
-        raise RecipeError(f"train.eval_strategy: '{evaluates}' needs an eval split; set data.eval_fraction > 0 "
-                          "(e.g. 0.05) or train.eval_strategy=no")
+        raise RecipeError(
+            f"train.eval_strategy: '{evaluates}' needs an eval split; set data.eval_fraction > 0 "
+            "(e.g. 0.05) or train.eval_strategy=no"
+        )
     gbt = recipe.train.get("global_batch_tokens")
     if gbt is not None and gbt <= 0:
         raise RecipeError(f"train.global_batch_tokens: {gbt} must be positive")
     max_steps, epochs = recipe.train.get("max_steps", -1), recipe.train.get("num_train_epochs", 3.0)
     if max_steps <= 0 and epochs <= 0:  # SFTConfig's defaults; max_steps > 0 wins over epochs
-        raise RecipeError(f"train.num_train_epochs: {epochs} with train.max_steps {max_steps} trains 0 steps; "
-                          "set train.max_steps > 0 or train.num_train_epochs > 0")
+        raise RecipeError(
+            f"train.num_train_epochs: {epochs} with train.max_steps {max_steps} trains 0 steps; "
+            "set train.max_steps > 0 or train.num_train_epochs > 0"
+        )
 
 
 DEMO_RECIPE = PACKAGE_DIR / "demo" / "demo.yaml"

@@ -20,8 +20,11 @@ TEMPLATE_SUFFIX = ".jinja"
 
 def looks_local(path: str) -> bool:
     """A path that can only be a local file (not a hub id): './x', '/x', '~/x', 'x.jsonl', a glob."""
-    return path.startswith((".", "/", "~")) or path.endswith((*LOCAL_SUFFIXES, TEMPLATE_SUFFIX)) or any(
-        c in path for c in "*?[")
+    return (
+        path.startswith((".", "/", "~"))
+        or path.endswith((*LOCAL_SUFFIXES, TEMPLATE_SUFFIX))
+        or any(c in path for c in "*?[")
+    )
 
 
 def anchor(path: Any, base: Path) -> Any:

@@ -66,7 +66,8 @@ class ModelConfig:
 class SourceConfig:
     path: str = help_field(help="hub id, local .jsonl/.json/.parquet file or glob, or a saved dataset directory")
     format: Literal["messages", "sharegpt", "gsm8k", "prompt_completion", "columns", "text"] = help_field(
-        "messages", "how records become conversations (text: plain documents, loss on all tokens)")
+        "messages", "how records become conversations (text: plain documents, loss on all tokens)"
+    )
     name: str | None = help_field(None, "hub dataset config name (e.g. smoltalk's 'all')")
     data_dir: str | None = help_field(None, "hub dataset sub-directory (the-stack-smol: data/python)")
     split: str = help_field("train", "split to read")
@@ -188,5 +189,5 @@ def resolve_path(path: str | None) -> str | None:
     if path is None:
         return None
     if path.startswith(PKG_PREFIX):
-        return str(PACKAGE_DIR / path[len(PKG_PREFIX):])
+        return str(PACKAGE_DIR / path[len(PKG_PREFIX) :])
     return path

@@ -171,8 +171,13 @@ def required_fields(spec: Any) -> list[str]:
 
 
 # The fields each format reads under its defaults: what a record's own fields suggest it is
-DEFAULT_FIELDS = (("messages", {"messages"}), ("sharegpt", {"conversations"}), ("gsm8k", {"question", "answer"}),
-                  ("prompt_completion", {"prompt", "completion"}), ("text", {"text"}))
+DEFAULT_FIELDS = (
+    ("messages", {"messages"}),
+    ("sharegpt", {"conversations"}),
+    ("gsm8k", {"question", "answer"}),
+    ("prompt_completion", {"prompt", "completion"}),
+    ("text", {"text"}),
+)
 
 
 def format_mismatch(spec: Any, fields: list[str], where: str) -> str | None:
@@ -183,5 +188,7 @@ def format_mismatch(spec: Any, fields: list[str], where: str) -> str | None:
         return None
     fits = next((fmt for fmt, names in DEFAULT_FIELDS if names <= set(fields) and fmt != spec.format), None)
     hint = f" (format '{fits}' reads them: {where}.format={fits})" if fits else ""
-    return (f"{where}: format '{spec.format}' needs fields {', '.join(needs)}; the records have fields: "
-            f"{', '.join(map(str, fields)) or 'none'}{hint}")
+    return (
+        f"{where}: format '{spec.format}' needs fields {', '.join(needs)}; the records have fields: "
+        f"{', '.join(map(str, fields)) or 'none'}{hint}"
+    )

@@ -42,8 +42,9 @@ class EncodedBatch:
 class Encoder:
     """Documents -> flat token buffers. `render` maps conversations to (texts, loss spans)."""
 
-    def __init__(self, backend_tokenizer, render, loss_on: str, eos_id: int, derived: bool = False,
-                 bos_id: int | None = None):
+    def __init__(
+        self, backend_tokenizer, render, loss_on: str, eos_id: int, derived: bool = False, bos_id: int | None = None
+    ):
         self.tok = backend_tokenizer  # tokenizers.Tokenizer
         self.render = render
         self.loss_on = loss_on
@@ -59,8 +60,9 @@ class Encoder:
             eot = check_end_of_turn(template, tok.backend, tok.special_tokens)
             render = lambda convs: derive_spans(template, tok.special_tokens, eot, convs)  # noqa: E731
             return cls(tok.backend, render, loss_on, tok.eos_token_id, derived=True, bos_id=tok.bos_prefix)
-        return cls(tok.backend, make_renderer(template, tok.special_tokens), loss_on, tok.eos_token_id,
-                   bos_id=tok.bos_prefix)
+        return cls(
+            tok.backend, make_renderer(template, tok.special_tokens), loss_on, tok.eos_token_id, bos_id=tok.bos_prefix
+        )
 
     def encode(self, docs: list[Document]) -> EncodedBatch:
         chats = [d.messages for d in docs if d.messages is not None]
@@ -103,7 +105,7 @@ def span_mask(enc, spans: list[tuple[int, int]]) -> np.ndarray:
             return mask | tokens_in_spans(starts, spans)
         if enc.token_to_chars(first)[0] < start:  # the token straddles the span start: it begins outside
             first += 1
-        mask[first:last + 1] = True
+        mask[first : last + 1] = True
     return mask
 
 

@@ -128,7 +128,7 @@ def tighten_once(rows: list[list[int]], seg_lengths: np.ndarray, seq_len: int) -
     if excess <= 0:
         return rows
     order = sorted(range(len(rows)), key=used.__getitem__)
-    drop = set(order[:excess]) | set(order[excess::max(1, (len(rows) - excess) // (POOL_SPREAD * excess))])
+    drop = set(order[:excess]) | set(order[excess :: max(1, (len(rows) - excess) // (POOL_SPREAD * excess))])
     pool = _Pool(seq_len)
     for r in drop:
         for seg in rows[r]:
@@ -180,7 +180,7 @@ class _Pool:
 
     def longest_within(self, lo: int, hi: int) -> int:
         """The greatest length in [lo, hi] held by some segment, or 0."""
-        window = self.has[lo:hi + 1]
+        window = self.has[lo : hi + 1]
         return lo + len(window) - 1 - int(window[::-1].argmax()) if window.any() else 0
 
     def segments(self) -> list[int]:

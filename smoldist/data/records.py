@@ -37,8 +37,13 @@ class SourceCounts:
     fields_seen: list | None = None  # the fields of the first record that lacked one its format reads
 
     def as_dict(self) -> dict:
-        return {"read": self.read, "valid": self.valid, "not_selected": self.skipped_by_selection,
-                "invalid": dict(self.invalid), "first_invalid": self.first_invalid}
+        return {
+            "read": self.read,
+            "valid": self.valid,
+            "not_selected": self.skipped_by_selection,
+            "invalid": dict(self.invalid),
+            "first_invalid": self.first_invalid,
+        }
 
 
 @dataclass
@@ -167,8 +172,10 @@ class Tally:
                 c.fields_seen = list(record) if isinstance(record, dict) else []
             if self.on_invalid == "error":
                 hint = "; ".join(self.format_mismatches())
-                raise DataError(f"{where}: invalid record ({reason}): {detail}  "
-                                f"[data.sources.{batch.source}, data.on_invalid: error]{'; ' + hint if hint else ''}")
+                raise DataError(
+                    f"{where}: invalid record ({reason}): {detail}  "
+                    f"[data.sources.{batch.source}, data.on_invalid: error]{'; ' + hint if hint else ''}"
+                )
             c.invalid[reason] += 1
             if len(c.first_invalid) < SHOW_INVALID:
                 c.first_invalid.append(f"{where}: {reason}: {detail}")
@@ -178,11 +185,13 @@ class Tally:
         c.skipped_by_selection += int((outcomes == NOT_SELECTED).sum())
         return kept
 
-
     def format_mismatches(self) -> list[str]:
         """A line per source whose records lack the fields its format reads (see converters.format_mismatch)."""
-        found = (format_mismatch(spec, c.fields_seen, f"data.sources.{i}")
-                 for i, (spec, c) in enumerate(zip(self.specs, self.counts)) if c.fields_seen is not None)
+        found = (
+            format_mismatch(spec, c.fields_seen, f"data.sources.{i}")
+            for i, (spec, c) in enumerate(zip(self.specs, self.counts))
+            if c.fields_seen is not None
+        )
         return [line for line in found if line]
 
 
@@ -193,5 +202,5 @@ def iter_documents(
     convert = BatchConverter(sources, seed, loss_on)
     for batch in read_batches(sources, tally.counts):
         conv = convert(batch)
-        for doc in conv.docs[:tally.take(batch, conv)]:
+        for doc in conv.docs[: tally.take(batch, conv)]:
             yield batch.source, doc

@@ -37,8 +37,11 @@ def tokenizer_dir(model: ModelConfig) -> Path:
     from huggingface_hub import snapshot_download
 
     try:
-        path = snapshot_download(name, revision=None if model.tokenizer else model.revision,
-                                 allow_patterns=list(TOKENIZER_FILES) + ["chat_template.jinja"])
+        path = snapshot_download(
+            name,
+            revision=None if model.tokenizer else model.revision,
+            allow_patterns=list(TOKENIZER_FILES) + ["chat_template.jinja"],
+        )
     except Exception as e:  # noqa: BLE001 - offline, missing repo, no access: the user's to fix
         raise DataError(f"model.tokenizer: cannot load tokenizer '{name}': {type(e).__name__}: {e}") from None
     if not (Path(path) / "tokenizer.json").is_file():

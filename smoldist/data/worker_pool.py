@@ -82,8 +82,10 @@ def _submit(pool: ProcessPoolExecutor, item: Any):
 
 
 def _died() -> DataError:
-    return DataError("a tokenizer worker process died (killed, or out of memory?); nothing was written. "
-                     "Retry with fewer workers (data.num_proc) or more memory")
+    return DataError(
+        "a tokenizer worker process died (killed, or out of memory?); nothing was written. "
+        "Retry with fewer workers (data.num_proc) or more memory"
+    )
 
 
 def _result(item: Any, future) -> tuple[Any, Any]:

@@ -134,8 +134,12 @@ def train_tokenizer(texts: list[str], out_dir: Path, vocab_size: int = 1024) -> 
     )
     tok.train_from_iterator(texts, trainer=trainer)
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<|im_start|>", eos_token="<|im_end|>", pad_token="<|endoftext|>",
-        unk_token="<|endoftext|>", model_max_length=8192,
+        tokenizer_object=tok,
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        unk_token="<|endoftext|>",
+        model_max_length=8192,
     )
     fast.save_pretrained(out_dir)
 

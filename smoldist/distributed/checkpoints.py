@@ -32,8 +32,10 @@ def checkpoints(output_dir: str | Path) -> list[tuple[int, Path]]:
     root = Path(output_dir)
     if not root.is_dir():
         return []
-    return sorted(((int(m.group(1)), p) for p in root.iterdir() if (m := _CHECKPOINT_RE.match(p.name)) and p.is_dir()),
-                  reverse=True)
+    return sorted(
+        ((int(m.group(1)), p) for p in root.iterdir() if (m := _CHECKPOINT_RE.match(p.name)) and p.is_dir()),
+        reverse=True,
+    )
 
 
 def checkpoint_step(checkpoint: str | Path) -> int:
@@ -82,8 +84,11 @@ def free_bytes(path: str | Path, measured: bool = False) -> int:
 
 def out_of_space(error: Exception, path: str | Path, needed: int) -> bool:
     """Whether a failed write ran out of space: torch reports ENOSPC as an iostream error without an errno."""
-    return getattr(error, "errno", None) == errno.ENOSPC or "No space left" in str(error) or \
-        free_bytes(path, measured=True) < needed
+    return (
+        getattr(error, "errno", None) == errno.ENOSPC
+        or "No space left" in str(error)
+        or free_bytes(path, measured=True) < needed
+    )
 
 
 def check_room(output_dir: str | Path, step: int, needed: int) -> str | None:
@@ -92,9 +97,11 @@ def check_room(output_dir: str | Path, step: int, needed: int) -> str | None:
     if needed <= free:
         return None
     resume = last_complete_checkpoint(str(output_dir))
-    return (f"disk full: checkpoint-{step} needs about {needed:,} bytes in {output_dir} but its filesystem has "
-            f"{free:,} bytes free; free space (or set train.save_total_limit, or move train.output_dir) and run "
-            f"again to resume from {resume or 'the start (no complete checkpoint yet)'}")
+    return (
+        f"disk full: checkpoint-{step} needs about {needed:,} bytes in {output_dir} but its filesystem has "
+        f"{free:,} bytes free; free space (or set train.save_total_limit, or move train.output_dir) and run "
+        f"again to resume from {resume or 'the start (no complete checkpoint yet)'}"
+    )
 
 
 def saved_world(checkpoint: str | Path) -> int | None:

@@ -34,8 +34,9 @@ UNIVERSAL_LATEST = "latest_universal"  # the file DeepSpeed reads for the tag wh
 WAIT_REPORT_S = 30.0  # a waiting rank says so this often
 
 
-def check_resume_world(checkpoint: str, global_batch_tokens: int | None, per_device_rows: int, seq_len: int,
-                       world_size: int) -> int | None:
+def check_resume_world(
+    checkpoint: str, global_batch_tokens: int | None, per_device_rows: int, seq_len: int, world_size: int
+) -> int | None:
     """Refuse, before loading, a resume onto a world that cannot take the same global batch. Returns W0."""
     before = saved_world(checkpoint)
     if global_batch_tokens is None or before is None or before == world_size:
@@ -44,9 +45,12 @@ def check_resume_world(checkpoint: str, global_batch_tokens: int | None, per_dev
     if global_batch_tokens % (row_tokens * world_size) == 0:
         return before
     sizes = working_world_sizes(global_batch_tokens, per_device_rows, seq_len)
-    works = (f"world sizes that work: {', '.join(map(str, sizes))}" if sizes else
-             f"no world size works with per_device_train_batch_size={per_device_rows}; "
-             f"global_batch_tokens must be a multiple of {row_tokens}")
+    works = (
+        f"world sizes that work: {', '.join(map(str, sizes))}"
+        if sizes
+        else f"no world size works with per_device_train_batch_size={per_device_rows}; "
+        f"global_batch_tokens must be a multiple of {row_tokens}"
+    )
     raise RecipeError(
         f"cannot resume {checkpoint} (saved on {before} processes) on {world_size} processes: "
         f"train.global_batch_tokens "
@@ -79,8 +83,17 @@ def convert_to_universal(checkpoint: str | Path) -> Path:
     tmp = checkpoint / f"{tag}_universal.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     # 1 worker each: no process pool inside a rank that holds a process group
-    ds_to_universal.main(Namespace(input_folder=str(checkpoint / tag), output_folder=str(tmp), num_extract_workers=1,
-                                   num_merge_workers=1, keep_temp_folder=False, strict=True, inject_missing_state=True))
+    ds_to_universal.main(
+        Namespace(
+            input_folder=str(checkpoint / tag),
+            output_folder=str(tmp),
+            num_extract_workers=1,
+            num_merge_workers=1,
+            keep_temp_folder=False,
+            strict=True,
+            inject_missing_state=True,
+        )
+    )
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)
     marker = checkpoint / f"{UNIVERSAL_LATEST}.tmp"
@@ -101,8 +114,11 @@ def wait_for_universal(checkpoint: Path, poll_s: float = 1.0) -> None:
     while not universal_ready(checkpoint):
         if time.monotonic() >= next_report + WAIT_REPORT_S:
             next_report = time.monotonic()
-            print(f"smoldist train: waiting for the main rank to convert {checkpoint} to a universal checkpoint "
-                  f"({next_report - t0:.0f} s so far; no collective is pending)", flush=True)
+            print(
+                f"smoldist train: waiting for the main rank to convert {checkpoint} to a universal checkpoint "
+                f"({next_report - t0:.0f} s so far; no collective is pending)",
+                flush=True,
+            )
         time.sleep(poll_s)
 
 
@@ -122,8 +138,10 @@ def prepare_resume(trainer, checkpoint: str | None, before: int | None, world_si
         lines.append(f"converted {checkpoint} to a DeepSpeed universal checkpoint ({before} -> {world_size} processes)")
     if world_size > before:
         new = ", ".join(map(str, range(before, world_size)))
-        lines.append(f"RNG state not restored for rank(s) {new} (not in the checkpoint): they start from the seed's "
-                     f"state; exact for dropout-free training, not for dropout")
+        lines.append(
+            f"RNG state not restored for rank(s) {new} (not in the checkpoint): they start from the seed's "
+            f"state; exact for dropout-free training, not for dropout"
+        )
     else:
         gone = ", ".join(map(str, range(world_size, before)))
         lines.append(f"RNG state of former rank(s) {gone} not used (those ranks are gone)")

@@ -67,9 +67,18 @@ def final_fingerprint(model) -> tuple[str, list[float]]:
 def write_rank_report(output_dir: str, info: DistInfo, model, engine: str, extra: dict | None = None) -> dict:
     """Each rank writes what it saw, so that a run can be shown to have been one distributed job."""
     checksum, probe = final_fingerprint(model)
-    report = {"rank": info.rank, "local_rank": info.local_rank, "world_size": info.world_size, "backend": info.backend,
-              "engine": engine, "pg_timeout_s": process_group_timeout(), "host": socket.gethostname(),
-              "param_sha256": checksum, "probe_logits": probe, **(extra or {})}
+    report = {
+        "rank": info.rank,
+        "local_rank": info.local_rank,
+        "world_size": info.world_size,
+        "backend": info.backend,
+        "engine": engine,
+        "pg_timeout_s": process_group_timeout(),
+        "host": socket.gethostname(),
+        "param_sha256": checksum,
+        "probe_logits": probe,
+        **(extra or {}),
+    }
     path = Path(output_dir) / "ranks"
     path.mkdir(parents=True, exist_ok=True)
     (path / f"rank-{info.rank}.json").write_text(json.dumps(report))

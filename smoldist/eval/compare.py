@@ -28,7 +28,7 @@ def sign_test(wins: int, losses: int) -> float:
     n = wins + losses
     if n == 0:
         return 1.0
-    tail = sum(math.comb(n, k) for k in range(min(wins, losses) + 1)) / 2 ** n
+    tail = sum(math.comb(n, k) for k in range(min(wins, losses) + 1)) / 2**n
     return min(1.0, 2 * tail)
 
 
@@ -43,8 +43,9 @@ def find_base(run_dir: str, base: str | None = None):
     if base is not None:
         return lambda: _load(base), base
     if not recipe_path.is_file():
-        raise RecipeError(f"--compare: {run_dir} has no recipe.yaml naming the model it started from; "
-                          f"give it: --compare BASE_MODEL")
+        raise RecipeError(
+            f"--compare: {run_dir} has no recipe.yaml naming the model it started from; give it: --compare BASE_MODEL"
+        )
     cfg = load_recipe(recipe_path).model
     return lambda: _build(cfg), cfg.name_or_path or f"model.init (seed {cfg.seed})"
 
@@ -64,23 +65,56 @@ def _build(cfg):
     return build_model(cfg, load_tokenizer(cfg), training=False).float()
 
 
-def score_gsm8k(run_dir: str, base: str | None, data: str, n: int | None, batch_size: int, max_new_tokens: int,
-                compare: bool = True, should_stop=None, out: str | None = None, split: str = "test",
-                config: str | None = None) -> list[dict]:
+def score_gsm8k(
+    run_dir: str,
+    base: str | None,
+    data: str,
+    n: int | None,
+    batch_size: int,
+    max_new_tokens: int,
+    compare: bool = True,
+    should_stop=None,
+    out: str | None = None,
+    split: str = "test",
+    config: str | None = None,
+) -> list[dict]:
     """[the run's gsm8k result] and, with `compare` unless the run's was stopped, its base's on the same questions
     asked through the run's template. The base is found first: a run without a known base fails before any scoring."""
     base_loader = find_base(run_dir, base) if compare else None
-    scored = [eval_gsm8k(run_dir, data, n, batch_size, max_new_tokens, out, should_stop=should_stop, split=split,
-                         config=config)]
+    scored = [
+        eval_gsm8k(
+            run_dir, data, n, batch_size, max_new_tokens, out, should_stop=should_stop, split=split, config=config
+        )
+    ]
     if base_loader is not None and not scored[0]["stopped"]:
         load_base, name = base_loader
-        scored.append(dict(eval_gsm8k(run_dir, data, n, batch_size, max_new_tokens, should_stop=should_stop,
-                                      model=load_base(), split=split, config=config), model=name))
+        scored.append(
+            dict(
+                eval_gsm8k(
+                    run_dir,
+                    data,
+                    n,
+                    batch_size,
+                    max_new_tokens,
+                    should_stop=should_stop,
+                    model=load_base(),
+                    split=split,
+                    config=config,
+                ),
+                model=name,
+            )
+        )
     return scored
 
 
 def compare_gsm8k(
-    run_dir: str, base: str | None, data: str, n: int | None, batch_size: int, max_new_tokens: int, split: str = "test",
+    run_dir: str,
+    base: str | None,
+    data: str,
+    n: int | None,
+    batch_size: int,
+    max_new_tokens: int,
+    split: str = "test",
     config: str | None = None,
 ) -> dict:
     return paired(*score_gsm8k(run_dir, base, data, n, batch_size, max_new_tokens, split=split, config=config))
@@ -93,8 +127,17 @@ def paired(tuned: dict, before: dict) -> dict:
     p = sign_test(wins, losses)
     delta = tuned["accuracy"] - before["accuracy"]
     verdict = ("better" if delta > 0 else "worse") if p < SIGNIFICANCE else "no clear difference"
-    return {"verdict": verdict, "metric": "gsm8k accuracy", "delta": delta, "wins": wins, "losses": losses,
-            "p_value": p, "n": tuned["n"], "run": tuned, "base": before}
+    return {
+        "verdict": verdict,
+        "metric": "gsm8k accuracy",
+        "delta": delta,
+        "wins": wins,
+        "losses": losses,
+        "p_value": p,
+        "n": tuned["n"],
+        "run": tuned,
+        "base": before,
+    }
 
 
 def compare_loss(run_dir: str, base: str | None, batch_size: int | None = None) -> dict:
@@ -116,6 +159,8 @@ def summary(result: dict) -> str:
             f"vs {math.exp(base['eval_loss']):,.2f}) "
             f"over {run['rows']} held-out rows; base {base['model']}"
         )
-    return (f"{result['verdict']}: gsm8k accuracy {run['accuracy']:.1%} vs {base['accuracy']:.1%} before "
-            f"({100 * result['delta']:+.1f} points) on {result['n']} questions; right only after {result['wins']}, "
-            f"only before {result['losses']}, sign test p = {result['p_value']:.3g}; base {base['model']}")
+    return (
+        f"{result['verdict']}: gsm8k accuracy {run['accuracy']:.1%} vs {base['accuracy']:.1%} before "
+        f"({100 * result['delta']:+.1f} points) on {result['n']} questions; right only after {result['wins']}, "
+        f"only before {result['losses']}, sign test p = {result['p_value']:.3g}; base {base['model']}"
+    )

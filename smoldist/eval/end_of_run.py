@@ -22,8 +22,17 @@ def eval_at_end(cfg: EndEvalConfig, output_dir: str, stop=None) -> dict:
     """`tracking.eval`: score the saved model (main process), write eval_gsm8k.json, log accuracy + samples to W&B;
     with `compare`, the model the run started from too (eval_compare.json), and the verdict.
     A stop signal (`stop`, a distributed.preemption.StopFlag) ends it at the next batch: the model is already saved."""
-    scored = score_gsm8k(output_dir, None, cfg.data, cfg.n, cfg.batch_size, cfg.max_new_tokens, compare=cfg.compare,
-                         should_stop=_stop_check(stop), out=str(Path(output_dir) / "eval_gsm8k.json"))
+    scored = score_gsm8k(
+        output_dir,
+        None,
+        cfg.data,
+        cfg.n,
+        cfg.batch_size,
+        cfg.max_new_tokens,
+        compare=cfg.compare,
+        should_stop=_stop_check(stop),
+        out=str(Path(output_dir) / "eval_gsm8k.json"),
+    )
     result = scored[0]
     stopped = next((r for r in scored if r["stopped"]), None)
     if stopped is not None:
@@ -40,17 +49,24 @@ def eval_at_end(cfg: EndEvalConfig, output_dir: str, stop=None) -> dict:
     if compared is not None:
         write_json(str(Path(output_dir) / "eval_compare.json"), compared)
     by = result["extracted_by"]
-    print(f"smoldist | eval gsm8k | accuracy {result['accuracy']:.1%} ({result['correct']}/{result['n']}) | "
-          f"'####' {by.get('####', 0)}, last number {by.get('last number', 0)}, none {by.get('none', 0)}", flush=True)
+    print(
+        f"smoldist | eval gsm8k | accuracy {result['accuracy']:.1%} ({result['correct']}/{result['n']}) | "
+        f"'####' {by.get('####', 0)}, last number {by.get('last number', 0)}, none {by.get('none', 0)}",
+        flush=True,
+    )
     if compared is not None:
         print(f"smoldist | eval gsm8k | {summary(compared)}", flush=True)
     import wandb  # here, not at import: a run without tracking.eval does not pay for it
 
     if wandb.run is not None:
         cols = ["question", "completion", "extracted", "gold", "correct"]
-        table = wandb.Table(columns=cols, data=[[r[c] for c in cols] for r in result["records"][:cfg.samples]])
-        logged = {"eval/gsm8k_accuracy": result["accuracy"], "eval/gsm8k_n": result["n"],
-                  "eval/gsm8k_fallback": by.get("last number", 0), "eval/gsm8k_samples": table}
+        table = wandb.Table(columns=cols, data=[[r[c] for c in cols] for r in result["records"][: cfg.samples]])
+        logged = {
+            "eval/gsm8k_accuracy": result["accuracy"],
+            "eval/gsm8k_n": result["n"],
+            "eval/gsm8k_fallback": by.get("last number", 0),
+            "eval/gsm8k_samples": table,
+        }
         if compared is not None:
             logged.update(
                 {

@@ -13,8 +13,9 @@ from smoldist.model.lora import load_model, load_tokenizer_of
 from smoldist.model.stop_tokens import stop_token_ids
 
 
-def generate(model, tok, questions: list[str], batch_size: int, max_new_tokens: int, progress: bool = True,
-             should_stop=None) -> list[str]:
+def generate(
+    model, tok, questions: list[str], batch_size: int, max_new_tokens: int, progress: bool = True, should_stop=None
+) -> list[str]:
     """Greedy completions, batched with left padding, each stopping at the end of its turn; fewer than asked
     when `should_stop()` (asked before each batch) says so."""
     import torch
@@ -30,16 +31,21 @@ def generate(model, tok, questions: list[str], batch_size: int, max_new_tokens: 
         for i in range(0, len(questions), batch_size):
             if should_stop is not None and should_stop():
                 break
-            chunk = questions[i:i + batch_size]
+            chunk = questions[i : i + batch_size]
             texts = [
                 tok.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True, tokenize=False)
                 for q in chunk
             ]
             enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
             with torch.no_grad():
-                ids = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stops,
-                                     pad_token_id=tok.pad_token_id)
-            new = ids[:, enc["input_ids"].shape[1]:]
+                ids = model.generate(
+                    **enc,
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    eos_token_id=stops,
+                    pad_token_id=tok.pad_token_id,
+                )
+            new = ids[:, enc["input_ids"].shape[1] :]
             out += [t.strip() for t in tok.batch_decode(new, skip_special_tokens=True)]
             bar.update(len(chunk))
     return out
@@ -70,9 +76,14 @@ def chat_lines(model_dir: str, prompts, max_new_tokens: int | None = None, syste
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
         inputs = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
         with torch.no_grad():
-            out = model.generate(**inputs, max_new_tokens=budget, do_sample=False,
-                                 eos_token_id=stop_token_ids(tok), pad_token_id=tok.pad_token_id)
-        yield tok.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+            out = model.generate(
+                **inputs,
+                max_new_tokens=budget,
+                do_sample=False,
+                eos_token_id=stop_token_ids(tok),
+                pad_token_id=tok.pad_token_id,
+            )
+        yield tok.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
 
 
 def chat(model_dir: str, prompt: str, max_new_tokens: int | None = None, system: str | None = None) -> str:

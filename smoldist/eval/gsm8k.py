@@ -48,8 +48,9 @@ def extract_answer(text: str) -> tuple[str | None, str]:
     return None, "none"
 
 
-def read_gsm8k(path: str, n: int | None = None, split: str = "test",
-               config: str | None = None) -> tuple[list[dict], Counter]:
+def read_gsm8k(
+    path: str, n: int | None = None, split: str = "test", config: str | None = None
+) -> tuple[list[dict], Counter]:
     """[{question, gold}] from a gsm8k file (jsonl/json/parquet), through the gsm8k converter; skipped records
     counted. `split` picks the split of a hub or saved dataset (openai/gsm8k: train or test), `config` the config
     of a hub dataset (a recipe source's `name`; openai/gsm8k: main unless named)."""
@@ -84,9 +85,19 @@ def read_gsm8k(path: str, n: int | None = None, split: str = "test",
     return items, skipped
 
 
-def eval_gsm8k(model_path: str, data: str, n: int | None = None, batch_size: int = 8, max_new_tokens: int = 256,
-               out: str | None = None, progress: bool = True, should_stop=None, model=None,
-               split: str = "test", config: str | None = None) -> dict:
+def eval_gsm8k(
+    model_path: str,
+    data: str,
+    n: int | None = None,
+    batch_size: int = 8,
+    max_new_tokens: int = 256,
+    out: str | None = None,
+    progress: bool = True,
+    should_stop=None,
+    model=None,
+    split: str = "test",
+    config: str | None = None,
+) -> dict:
     """gsm8k exact match of `model_path` (or of `model`'s weights asked through `model_path`'s tokenizer and
     template)."""
     import torch
@@ -102,7 +113,7 @@ def eval_gsm8k(model_path: str, data: str, n: int | None = None, batch_size: int
     completions = generate(
         model, tok, [it["question"] for it in items], batch_size, max_new_tokens, progress, should_stop
     )
-    asked, items = len(items), items[:len(completions)]
+    asked, items = len(items), items[: len(completions)]
     records, how_counts = [], Counter()
     for it, completion in zip(items, completions):
         extracted, how = extract_answer(completion)
@@ -118,9 +129,19 @@ def eval_gsm8k(model_path: str, data: str, n: int | None = None, batch_size: int
             }
         )
     correct = sum(r["correct"] for r in records)
-    result = {"accuracy": correct / len(records) if records else None, "n": len(records), "correct": correct,
-              "stopped": len(records) < asked, "asked": asked, "model": str(model_path),
-              "data": str(data), "format": "gsm8k", "max_new_tokens": max_new_tokens, "extracted_by": dict(how_counts),
-              "skipped": dict(skipped), "records": records}
+    result = {
+        "accuracy": correct / len(records) if records else None,
+        "n": len(records),
+        "correct": correct,
+        "stopped": len(records) < asked,
+        "asked": asked,
+        "model": str(model_path),
+        "data": str(data),
+        "format": "gsm8k",
+        "max_new_tokens": max_new_tokens,
+        "extracted_by": dict(how_counts),
+        "skipped": dict(skipped),
+        "records": records,
+    }
     write_json(out, result)
     return result

@@ -53,8 +53,7 @@ def eval_loss(run_dir: str, batch_size: int | None = None, out: str | None = Non
     on_gpu = torch.cuda.is_available()
     autocast = mixed_precision(recipe.model.dtype, recipe.model.master_weights, recipe.train, on_gpu)
     rows = batch_size or run_eval_rows(recipe.model.attn_implementation, recipe.train)
-    loss, tokens = token_mean_loss(model, eval_ds, rows, tok.pad_token_id,
-                                   autocast if on_gpu else "no")
+    loss, tokens = token_mean_loss(model, eval_ds, rows, tok.pad_token_id, autocast if on_gpu else "no")
     result = {"eval_loss": loss, "tokens": tokens, "rows": len(eval_ds), "store": str(plan.path), "model": str(run_dir)}
     write_json(out, result)
     return result
@@ -124,13 +123,14 @@ def chunked_loss_sum(model, batch: dict, chunk_tokens: int | None = None) -> tup
     chunk = chunk_tokens or max(1, CHUNK_ELEMENTS // base.get_output_embeddings().weight.shape[0])
     total = 0.0
     for i in range(0, labels.numel(), chunk):
-        logits = head_logits(base, hidden[i:i + chunk])
-        total += float(F.cross_entropy(logits, labels[i:i + chunk], reduction="sum"))
+        logits = head_logits(base, hidden[i : i + chunk])
+        total += float(F.cross_entropy(logits, labels[i : i + chunk], reduction="sum"))
     return total, int(labels.numel())
 
 
-def token_mean_loss(model, rows, batch_size: int, pad_token_id: int | None = None,
-                    autocast: str = "no") -> tuple[float, int]:
+def token_mean_loss(
+    model, rows, batch_size: int, pad_token_id: int | None = None, autocast: str = "no"
+) -> tuple[float, int]:
     """(summed cross-entropy over every label token of `rows` / their number, that number), in row order;
     `autocast` 'bf16'/'fp16' runs the forward under that autocast, as the trainer does."""
     import torch

@@ -32,6 +32,8 @@ def print_gsm8k(result: dict, show: int = 10, file=None) -> None:
         )
     console.print(table)
     by = result["extracted_by"]
-    console.print(f"accuracy {result['accuracy']:.1%} ({result['correct']}/{result['n']}); answers read from '####': "
-                  f"{by.get('####', 0)}, last number (fallback): {by.get('last number', 0)}, none: {by.get('none', 0)}"
-                  + (f"; skipped records: {result['skipped']}" if result["skipped"] else ""))
+    console.print(
+        f"accuracy {result['accuracy']:.1%} ({result['correct']}/{result['n']}); answers read from '####': "
+        f"{by.get('####', 0)}, last number (fallback): {by.get('last number', 0)}, none: {by.get('none', 0)}"
+        + (f"; skipped records: {result['skipped']}" if result["skipped"] else "")
+    )

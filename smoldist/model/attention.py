@@ -57,8 +57,10 @@ def check_attn_implementation(name: str, training: bool = True) -> None:
     if name not in CHOICES:
         raise RecipeError(f"model.attn_implementation: '{name}' is not one of {', '.join(CHOICES)}")
     if name == "flex_attention" and training and not torch.cuda.is_available():
-        raise RecipeError("model.attn_implementation: flex_attention has no backward pass on CPU (torch "
-                          f"{torch.__version__}); train with varlen or sdpa on a machine without a GPU")
+        raise RecipeError(
+            "model.attn_implementation: flex_attention has no backward pass on CPU (torch "
+            f"{torch.__version__}); train with varlen or sdpa on a machine without a GPU"
+        )
     if name.startswith("flash_attention_"):
         import importlib.util
 
@@ -84,13 +86,16 @@ def warn_dense_packed(attn_implementation: str, inputs: dict) -> None:
         return
     _dense_warned = True
     t = inputs["input_ids"].shape[-1]
-    warnings.warn(f"attn_implementation '{attn_implementation}' on packed rows: transformers builds a dense {t} x {t} "
-                  f"mask ({t * t / 2**20:,.1f} MiB as bool) and computes all {t}^2 scores for {docs} documents; "
-                  f"set model.attn_implementation=varlen (or flex_attention on a GPU) to attend within documents only",
-                  stacklevel=2)
+    warnings.warn(
+        f"attn_implementation '{attn_implementation}' on packed rows: transformers builds a dense {t} x {t} "
+        f"mask ({t * t / 2**20:,.1f} MiB as bool) and computes all {t}^2 scores for {docs} documents; "
+        f"set model.attn_implementation=varlen (or flex_attention on a GPU) to attend within documents only",
+        stacklevel=2,
+    )
 
 
 # ---- segments: which tokens form one document, as cu_seqlens over the flattened (unpadded) tokens
+
 
 def segments_from_positions(
     position_ids: torch.Tensor | None, attention_mask: torch.Tensor | None, batch: int, length: int, device
@@ -131,8 +136,11 @@ def segments(
         or refs[1] is not attention_mask
         or _cache["shape"] != (batch, length)
     ):
-        _cache.update(refs=(position_ids, attention_mask), shape=(batch, length),
-                      value=segments_from_positions(position_ids, attention_mask, batch, length, device))
+        _cache.update(
+            refs=(position_ids, attention_mask),
+            shape=(batch, length),
+            value=segments_from_positions(position_ids, attention_mask, batch, length, device),
+        )
     return _cache["value"]
 
 
@@ -180,7 +188,8 @@ def _reference_attention(q, k, v, cu, scale):
     for s, e in zip(bounds[:-1], bounds[1:]):
         qs, ks, vs = (x[s:e].transpose(0, 1) for x in (q, k, v))
         out[s:e] = torch.nn.functional.scaled_dot_product_attention(
-            qs, ks, vs, is_causal=True, scale=scale, enable_gqa=qs.shape[0] != ks.shape[0]).transpose(0, 1)
+            qs, ks, vs, is_causal=True, scale=scale, enable_gqa=qs.shape[0] != ks.shape[0]
+        ).transpose(0, 1)
     return out
 
 

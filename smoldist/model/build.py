@@ -136,15 +136,18 @@ def build_model(cfg: ModelConfig, tokenizer, training: bool = True):
     else:
         name = resolve_path(cfg.name_or_path)
         try:
-            model = AutoModelForCausalLM.from_pretrained(name, revision=cfg.revision, dtype=dtype,
-                                                         attn_implementation=cfg.attn_implementation)
+            model = AutoModelForCausalLM.from_pretrained(
+                name, revision=cfg.revision, dtype=dtype, attn_implementation=cfg.attn_implementation
+            )
         except OSError as e:
             raise RecipeError(f"model.name_or_path: cannot load '{name}': {e}") from None
     added = getattr(tokenizer, "smoldist_added", {})
     if added and not cfg.init:
         if hasattr(model.get_input_embeddings().weight, "ds_id"):
-            raise RecipeError("model.chat_template: chatml adds tokens to this vocabulary, which smoldist does not do "
-                              "under ZeRO-3 (partitioned embeddings); use ZeRO-2 or DDP")
+            raise RecipeError(
+                "model.chat_template: chatml adds tokens to this vocabulary, which smoldist does not do "
+                "under ZeRO-3 (partitioned embeddings); use ZeRO-2 or DDP"
+            )
         grow_vocabulary(model, len(tokenizer), added, tokenizer.eos_token_id)
     if len(tokenizer) > model.config.vocab_size:
         raise RecipeError(

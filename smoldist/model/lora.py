@@ -30,8 +30,14 @@ def peft_config(cfg: LoraConfig, token_rows: dict[str, list[int]] | None = None)
     targets = cfg.target_modules
     if isinstance(targets, str) and targets != "all-linear":
         targets = [t.strip() for t in targets.split(",") if t.strip()]
-    return PeftLoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=targets,
-                          task_type="CAUSAL_LM", trainable_token_indices=token_rows or None)
+    return PeftLoraConfig(
+        r=cfg.r,
+        lora_alpha=cfg.alpha,
+        lora_dropout=cfg.dropout,
+        target_modules=targets,
+        task_type="CAUSAL_LM",
+        trainable_token_indices=token_rows or None,
+    )
 
 
 def trainable_token_rows(model, added: dict[str, int]) -> dict[str, list[int]]:
@@ -91,8 +97,10 @@ def check_model_path(path: str | Path) -> None:
         return
     local = not HUB_ID.match(text) or text.startswith(".") or os.path.isdir(text.split("/")[0])
     if local:
-        raise RecipeError(f"{text}: no such directory; give a run directory of `smoldist train` (its "
-                          "train.output_dir) or a model directory")
+        raise RecipeError(
+            f"{text}: no such directory; give a run directory of `smoldist train` (its "
+            "train.output_dir) or a model directory"
+        )
 
 
 def load_tokenizer_of(path: str | Path):
@@ -103,8 +111,9 @@ def load_tokenizer_of(path: str | Path):
     try:
         return AutoTokenizer.from_pretrained(str(path))
     except OSError as e:
-        raise RecipeError(f"{path}: no such directory here, and not loadable as a hub model: "
-                          f"{str(e).splitlines()[0]}") from None
+        raise RecipeError(
+            f"{path}: no such directory here, and not loadable as a hub model: {str(e).splitlines()[0]}"
+        ) from None
 
 
 def load_model(path: str | Path, dtype=None):

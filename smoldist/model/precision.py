@@ -119,12 +119,18 @@ def precision_report(accelerator, wrapped_model) -> dict:
     report = {"mixed_precision": str(accelerator.mixed_precision)}
     if hasattr(wrapped_model, "get_data_types"):  # a DeepSpeed engine
         model_dtype, accum_dtype = wrapped_model.get_data_types()
-        report.update(param_dtype=str(model_dtype), grad_accum_dtype=str(accum_dtype),
-                      reduce_dtype=str(wrapped_model.communication_data_type))
+        report.update(
+            param_dtype=str(model_dtype),
+            grad_accum_dtype=str(accum_dtype),
+            reduce_dtype=str(wrapped_model.communication_data_type),
+        )
     sharded = [m for m in wrapped_model.modules() if hasattr(m, "_get_fsdp_state")]
     if sharded:  # FSDP2: the policy fully_shard received
         policy = sharded[0]._get_fsdp_state()._mp_policy
-        report.update(param_dtype=str(policy.param_dtype), reduce_dtype=str(policy.reduce_dtype),
-                      grad_accum_dtype=str(policy.reduce_dtype),  # unsynchronised micro-batches sum in reduce_dtype
-                      output_dtype=str(policy.output_dtype))  # None: the loss keeps the dtype it was computed in
+        report.update(
+            param_dtype=str(policy.param_dtype),
+            reduce_dtype=str(policy.reduce_dtype),
+            grad_accum_dtype=str(policy.reduce_dtype),  # unsynchronised micro-batches sum in reduce_dtype
+            output_dtype=str(policy.output_dtype),
+        )  # None: the loss keeps the dtype it was computed in
     return report

@@ -23,7 +23,7 @@ def end_of_turn_token(tokenizer, template: str) -> str | None:
         chat_template=template,
         tokenize=False,
     )
-    after = text[text.index(SENTINEL) + len(SENTINEL):]
+    after = text[text.index(SENTINEL) + len(SENTINEL) :]
     specials = set(tokenizer.all_special_tokens) | {str(t) for t in tokenizer.added_tokens_decoder.values()}
     for token in sorted(specials, key=len, reverse=True):  # longest first: `<|im_end|>` before `<|im`
         if token and after.startswith(token):

@@ -61,26 +61,41 @@ def split_documents(n_docs: int, eval_fraction: float, seed: int) -> tuple[np.nd
     return np.sort(perm[n_eval:]), np.sort(perm[:n_eval])
 
 
-def build_split(name: str, docs: np.ndarray, lengths: np.ndarray, offsets: np.ndarray, ids, labels, data: DataConfig,
-                writer: StoreWriter) -> dict:
+def build_split(
+    name: str,
+    docs: np.ndarray,
+    lengths: np.ndarray,
+    offsets: np.ndarray,
+    ids,
+    labels,
+    data: DataConfig,
+    writer: StoreWriter,
+) -> dict:
     """Pack the documents `docs` and write their rows into the store's split `name`; returns its stats."""
     t = time.perf_counter()
     packed, overflow = pack(lengths[docs], data.seq_len, data.packing, data.overflow)
     t_pack = time.perf_counter() - t
     fingerprint = hashlib.blake2b(f"{writer.key}:{name}".encode(), digest_size=8).hexdigest()
-    shards, kept, trained = writer.write_split(name, lambda d: write_rows(
-        packed, offsets[docs], ids, labels, data.seq_len, d, data.num_shards, fingerprint))
+    shards, kept, trained = writer.write_split(
+        name, lambda d: write_rows(packed, offsets[docs], ids, labels, data.seq_len, d, data.num_shards, fingerprint)
+    )
     n_rows = len(packed.rows)
     return {
-        "documents": len(docs), "rows": n_rows, "tokens": kept, "trained_tokens": trained,
+        "documents": len(docs),
+        "rows": n_rows,
+        "tokens": kept,
+        "trained_tokens": trained,
         "fill": kept / (n_rows * data.seq_len) if n_rows else 0.0,
-        "rows_lower_bound": -(-kept // data.seq_len), "shards": shards, "pack_seconds": round(t_pack, 3),
+        "rows_lower_bound": -(-kept // data.seq_len),
+        "shards": shards,
+        "pack_seconds": round(t_pack, 3),
         "overflow": overflow.as_dict(),
     }
 
 
-def prepare(model: ModelConfig, data: DataConfig, force: bool = False, verbose: bool = True,
-            verify_shards: bool = True) -> PrepareResult:
+def prepare(
+    model: ModelConfig, data: DataConfig, force: bool = False, verbose: bool = True, verify_shards: bool = True
+) -> PrepareResult:
     """Make sure the store for (model, data) exists; build it if not. Returns where it is.
 
     `verify_shards=False` skips re-hashing the shards of an existing store (ranks other than the main
@@ -169,9 +184,13 @@ def _tokenize(plan: StorePlan, data: DataConfig, num_proc: int, writer: StoreWri
                 bar.update(kept)
     ids, labels, lengths = buffer.close()
     if not len(lengths):
-        raise DataError("no valid records in any source; " + "; ".join(
-            [f"data.sources.{i}: {c.read} read, invalid {dict(c.invalid)}" for i, c in enumerate(tally.counts)]
-            + tally.format_mismatches()))
+        raise DataError(
+            "no valid records in any source; "
+            + "; ".join(
+                [f"data.sources.{i}: {c.read} read, invalid {dict(c.invalid)}" for i, c in enumerate(tally.counts)]
+                + tally.format_mismatches()
+            )
+        )
     return ids, labels, lengths, doc_source, tally.counts
 
 
@@ -199,5 +218,10 @@ def count_summary(counts: list, sources: list[ResolvedSource], lengths: np.ndarr
 def length_histogram(lengths: np.ndarray, seq_len: int, bins: int = 32) -> dict:
     top = max(int(lengths.max()), seq_len) if len(lengths) else seq_len
     counts, edges = np.histogram(lengths, bins=bins, range=(0, top))
-    return {"edges": edges.round(1).tolist(), "counts": counts.tolist(), "seq_len": seq_len,
-            "mean": float(lengths.mean()) if len(lengths) else 0.0, "max": int(lengths.max()) if len(lengths) else 0}
+    return {
+        "edges": edges.round(1).tolist(),
+        "counts": counts.tolist(),
+        "seq_len": seq_len,
+        "mean": float(lengths.mean()) if len(lengths) else 0.0,
+        "max": int(lengths.max()) if len(lengths) else 0,
+    }

@@ -73,7 +73,7 @@ class HashCache:
         """Entries under `old_dir` follow a directory rename (the files' inodes and ctimes do not change)."""
         old, new = os.path.abspath(old_dir) + os.sep, os.path.abspath(new_dir) + os.sep
         for name in [n for n in self.entries if n.startswith(old)]:
-            self.entries[new + name[len(old):]] = self.entries.pop(name)
+            self.entries[new + name[len(old) :]] = self.entries.pop(name)
             self.dirty = True
 
     def save(self) -> None:

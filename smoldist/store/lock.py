@@ -115,8 +115,11 @@ def build_turn(root: Path, key: str, final: Path, force: bool = False, verbose: 
                 fd = -1
                 continue
             if verbose and time.monotonic() >= next_report:
-                print(f"smoldist prepare: waiting for {_holder(lock_path)} to build store {final} "
-                      f"({time.monotonic() - t0:.0f} s so far; no collective is pending)", flush=True)
+                print(
+                    f"smoldist prepare: waiting for {_holder(lock_path)} to build store {final} "
+                    f"({time.monotonic() - t0:.0f} s so far; no collective is pending)",
+                    flush=True,
+                )
                 next_report = time.monotonic() + every
             time.sleep(POLL_S)
         if not force and (final / MANIFEST).is_file():  # built by the holder we waited for

@@ -26,16 +26,36 @@ def source_identity(src: ResolvedSource, hashes: HashCache | None = None) -> dic
     if src.kind == "hub":
         return {"hub": s.path, "name": s.name, "data_dir": s.data_dir, "split": s.split, "revision": s.revision}
     files = src.files if src.kind == "files" else sorted(str(p) for p in Path(src.files[0]).rglob("*") if p.is_file())
-    return {"files": [{"path": os.path.abspath(f), "size": os.path.getsize(f), "sha256": sha256(f)} for f in files],
-            "split": s.split if src.kind == "saved" else None}
+    return {
+        "files": [{"path": os.path.abspath(f), "size": os.path.getsize(f), "sha256": sha256(f)} for f in files],
+        "split": s.split if src.kind == "saved" else None,
+    }
 
 
-def store_key_inputs(data: DataConfig, sources: list[ResolvedSource], tok_hash: str, template: str,
-                     hashes: HashCache | None = None, added_tokens: dict[str, int] | None = None,
-                     bos_prefix: int | None = None) -> dict:
+def store_key_inputs(
+    data: DataConfig,
+    sources: list[ResolvedSource],
+    tok_hash: str,
+    template: str,
+    hashes: HashCache | None = None,
+    added_tokens: dict[str, int] | None = None,
+    bos_prefix: int | None = None,
+) -> dict:
     """Everything that changes the tokens, and nothing else (learning rate, shards, num_proc stay out)."""
-    converter_keys = ("format", "messages_field", "role_field", "content_field", "prompt_field", "completion_field",
-                      "text_field", "columns", "system_prompt", "prefix", "max_samples", "fraction")
+    converter_keys = (
+        "format",
+        "messages_field",
+        "role_field",
+        "content_field",
+        "prompt_field",
+        "completion_field",
+        "text_field",
+        "columns",
+        "system_prompt",
+        "prefix",
+        "max_samples",
+        "fraction",
+    )
     inputs = {
         "sources": [
             {"identity": source_identity(s, hashes), "converter": {k: getattr(s.spec, k) for k in converter_keys}}

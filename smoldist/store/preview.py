@@ -61,7 +61,7 @@ def preview(model: ModelConfig, data: DataConfig, n: int = 3, color: bool | None
     batch = encoder.encode(docs) if docs else None
     start = 0
     for i, length in enumerate(batch.lengths.tolist() if batch else []):
-        ids, labels = batch.ids[start:start + length], batch.labels[start:start + length]
+        ids, labels = batch.ids[start : start + length], batch.labels[start : start + length]
         start += length
         n_trained = int((labels != IGNORE).sum())
         text = Text()

@@ -136,6 +136,8 @@ def print_summary(path: Path, manifest: dict) -> None:
     for split, v in manifest["splits"].items():
         o = v["overflow"]
         lost = f"{o['tokens_lost']:,} tokens lost ({o['docs_truncated']} truncated, {o['docs_dropped']} dropped)"
-        console.print(f"  {split}: {v['documents']:,} documents -> {v['rows']:,} rows, {v['tokens']:,} tokens "
-                      f"({v['trained_tokens']:,} trained), fill {v['fill']:.2%}; {o['docs_split']} split; {lost}")
+        console.print(
+            f"  {split}: {v['documents']:,} documents -> {v['rows']:,} rows, {v['tokens']:,} tokens "
+            f"({v['trained_tokens']:,} trained), fill {v['fill']:.2%}; {o['docs_split']} split; {lost}"
+        )
     console.print(f"  took {manifest['seconds']['total']:.2f} s; report: {path / 'report.png'}")

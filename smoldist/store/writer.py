@@ -37,11 +37,13 @@ def arrow_chunk(packed: Packed, rows: list[list[int]], doc_offsets: np.ndarray, 
     row_labels[seg_starts[seg_lens > 0]] = IGNORE  # a chunk of a split document starts a new document
     seg_offsets = np.concatenate([[0], np.cumsum([len(r) for r in rows])]).astype(np.int64)
     as_list = lambda offs, vals: pa.LargeListArray.from_arrays(pa.array(offs, pa.int64()), pa.array(vals))  # noqa: E731
-    table = pa.table({
-        "input_ids": as_list(row_offsets, row_ids),
-        "labels": as_list(row_offsets, row_labels),
-        "seq_lengths": as_list(seg_offsets, seg_lens.astype(np.int32)),
-    })
+    table = pa.table(
+        {
+            "input_ids": as_list(row_offsets, row_ids),
+            "labels": as_list(row_offsets, row_labels),
+            "seq_lengths": as_list(seg_offsets, seg_lens.astype(np.int32)),
+        }
+    )
     return table, int(seg_lens.sum()), int((row_labels != IGNORE).sum())
 
 
@@ -59,8 +61,16 @@ def shard_bounds(n_rows: int, num_shards: int) -> list[tuple[int, int]]:
     return list(zip(starts[:-1], starts[1:]))
 
 
-def write_rows(packed: Packed, doc_offsets: np.ndarray, ids: np.ndarray, labels: np.ndarray, seq_len: int,
-               out_dir: Path, num_shards: int | None = None, fingerprint: str = "0" * 16) -> tuple[int, int, int]:
+def write_rows(
+    packed: Packed,
+    doc_offsets: np.ndarray,
+    ids: np.ndarray,
+    labels: np.ndarray,
+    seq_len: int,
+    out_dir: Path,
+    num_shards: int | None = None,
+    fingerprint: str = "0" * 16,
+) -> tuple[int, int, int]:
     """All rows of `packed` as a `datasets.save_to_disk` directory, written chunk by chunk straight into its
     shards (no `datasets` import, no second copy). Returns (shards, kept tokens, trained tokens)."""
     import pyarrow as pa
@@ -69,8 +79,10 @@ def write_rows(packed: Packed, doc_offsets: np.ndarray, ids: np.ndarray, labels:
     n_rows = len(packed.rows)
     est_bytes = 8 * int(packed.segments.length.sum()) + 24 * n_rows
     num_shards = max(1, min(num_shards or min(64, est_bytes // SHARD_BYTES), max(n_rows, 1)))
-    schema = pa.schema([(c, pa.large_list(pa.int32())) for c in FEATURES],
-                       metadata={"huggingface": json.dumps({"info": {"features": FEATURES}})})
+    schema = pa.schema(
+        [(c, pa.large_list(pa.int32())) for c in FEATURES],
+        metadata={"huggingface": json.dumps({"info": {"features": FEATURES}})},
+    )
     per_chunk = max(1, CHUNK_TOKENS // seq_len)
     files, kept, trained = [], 0, 0
     for i, (lo, hi) in enumerate(shard_bounds(n_rows, num_shards)):
@@ -83,8 +95,15 @@ def write_rows(packed: Packed, doc_offsets: np.ndarray, ids: np.ndarray, labels:
                 out.write_table(table.replace_schema_metadata(schema.metadata))
                 kept, trained = kept + k, trained + t
         files.append({"filename": name})
-    state = {"_data_files": files, "_fingerprint": fingerprint, "_format_columns": list(FEATURES), "_format_kwargs": {},
-             "_format_type": None, "_output_all_columns": False, "_split": None}
+    state = {
+        "_data_files": files,
+        "_fingerprint": fingerprint,
+        "_format_columns": list(FEATURES),
+        "_format_kwargs": {},
+        "_format_type": None,
+        "_output_all_columns": False,
+        "_split": None,
+    }
     (out_dir / "state.json").write_text(json.dumps(state, indent=2))
     info = {"citation": "", "description": "", "features": FEATURES, "homepage": "", "license": ""}
     (out_dir / "dataset_info.json").write_text(json.dumps(info, indent=2))

@@ -43,8 +43,9 @@ def check_launch_precision_of(recipe: Recipe) -> None:
     from smoldist.model.precision import check_launch_precision
 
     on_gpu = torch.cuda.is_available() and not {**train_defaults(recipe), **recipe.train}["use_cpu"]
-    check_launch_precision(launch_precision(recipe, on_gpu), os.environ.get("ACCELERATE_MIXED_PRECISION"),
-                           recipe.model.dtype)
+    check_launch_precision(
+        launch_precision(recipe, on_gpu), os.environ.get("ACCELERATE_MIXED_PRECISION"), recipe.model.dtype
+    )
 
 
 def sft_config(recipe: Recipe, world_size: int, report_to: list[str]):

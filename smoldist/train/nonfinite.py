@@ -20,8 +20,9 @@ ROWS_DIR = "nonfinite-step-{step}"  # in output_dir: each rank's micro-batches o
 
 
 class NonFiniteGuard:
-    def __init__(self, rank: int, world_size: int, output_dir: str, resumed_from: str | None,
-                 steps_in_backward: bool = False):
+    def __init__(
+        self, rank: int, world_size: int, output_dir: str, resumed_from: str | None, steps_in_backward: bool = False
+    ):
         self.rank, self.world_size, self.output_dir, self.resumed_from = rank, world_size, output_dir, resumed_from
         self.steps_in_backward = steps_in_backward  # DeepSpeed: the update is in the weights before the check
         self.loss_bad = None  # bool tensor: a micro-batch of this step had a non-finite loss
@@ -69,16 +70,24 @@ class NonFiniteGuard:
         if weights_bad:  # the root: a step on non-finite weights can only give non-finite numbers
             poisoned = self.resumed_from if self.resumed_from and resume == self.resumed_from else None
             earlier = poisoned and last_complete_checkpoint(self.output_dir, before=checkpoint_step(poisoned))
-            what = (f"the weights were already non-finite (resumed from {poisoned}, which holds non-finite weights; "
-                    f"move it out of {self.output_dir} to resume from {earlier or 'the start'})" if poisoned else
-                    "the weights are non-finite (an earlier update overflowed)")
+            what = (
+                f"the weights were already non-finite (resumed from {poisoned}, which holds non-finite weights; "
+                f"move it out of {self.output_dir} to resume from {earlier or 'the start'})"
+                if poisoned
+                else "the weights are non-finite (an earlier update overflowed)"
+            )
         elif loss_rank >= 0:
             what = f"the loss is non-finite on rank {loss_rank} (gradient norm {float(norm):g})"
         else:
             what = f"the gradient norm is {float(norm):g} (the loss was finite)"
-        kept = ("the step was applied in backward (DeepSpeed) but nothing of it was saved" if self.steps_in_backward
-                else "nothing of this step was applied or saved")
-        return (f"step {step}: {what}; {kept}, the resume point is "
-                f"{resume or 'none (no complete checkpoint yet)'}. Try a lower train.learning_rate or more warmup, "
-                f"model.dtype float32 if bf16/fp16 overflowed, and look at the step's rows in {rows} "
-                f"(input_ids per rank)")
+        kept = (
+            "the step was applied in backward (DeepSpeed) but nothing of it was saved"
+            if self.steps_in_backward
+            else "nothing of this step was applied or saved"
+        )
+        return (
+            f"step {step}: {what}; {kept}, the resume point is "
+            f"{resume or 'none (no complete checkpoint yet)'}. Try a lower train.learning_rate or more warmup, "
+            f"model.dtype float32 if bf16/fp16 overflowed, and look at the step's rows in {rows} "
+            f"(input_ids per rank)"
+        )

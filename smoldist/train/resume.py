@@ -29,13 +29,36 @@ from smoldist.train.arguments import output_dir_of
 IDENTITY_FILE = "smoldist_run.json"
 # keys that change neither the weights a step produces nor the data: may differ between a run and its resume
 RESUMABLE_KEYS = {
-    "train.output_dir", "train.resume_from_checkpoint", "train.max_steps", "train.num_train_epochs",
-    "train.logging_steps", "train.logging_strategy", "train.logging_first_step", "train.logging_dir",
-    "train.save_steps", "train.save_strategy", "train.save_total_limit", "train.eval_steps", "train.eval_strategy",
-    "train.eval_on_start", "train.per_device_eval_batch_size", "train.dataloader_num_workers",
-    "train.dataloader_prefetch_factor", "train.ddp_timeout", "train.report_to", "train.run_name",
-    "train.disable_tqdm", "train.push_to_hub", "train.hub_model_id", "train.hub_strategy", "train.hub_token",
-    "train.hub_private_repo", "train.hub_revision", "data.store", "data.num_proc", "data.num_shards",
+    "train.output_dir",
+    "train.resume_from_checkpoint",
+    "train.max_steps",
+    "train.num_train_epochs",
+    "train.logging_steps",
+    "train.logging_strategy",
+    "train.logging_first_step",
+    "train.logging_dir",
+    "train.save_steps",
+    "train.save_strategy",
+    "train.save_total_limit",
+    "train.eval_steps",
+    "train.eval_strategy",
+    "train.eval_on_start",
+    "train.per_device_eval_batch_size",
+    "train.dataloader_num_workers",
+    "train.dataloader_prefetch_factor",
+    "train.ddp_timeout",
+    "train.report_to",
+    "train.run_name",
+    "train.disable_tqdm",
+    "train.push_to_hub",
+    "train.hub_model_id",
+    "train.hub_strategy",
+    "train.hub_token",
+    "train.hub_private_repo",
+    "train.hub_revision",
+    "data.store",
+    "data.num_proc",
+    "data.num_shards",
     "model.attn_implementation",
 }
 RESUMABLE_SECTIONS = ("tracking.",)
@@ -58,8 +81,11 @@ def run_identity(recipe: Recipe) -> dict:
         if key.startswith("data.sources.") and key.endswith(".path") and isinstance(value, str):
             local = resolve_path(value)
             flat[key] = os.path.abspath(local) if os.path.exists(local) else value
-    kept = {k: v for k, v in sorted(flat.items())
-            if k not in RESUMABLE_KEYS and not k.startswith(RESUMABLE_SECTIONS) and v is not None}
+    kept = {
+        k: v
+        for k, v in sorted(flat.items())
+        if k not in RESUMABLE_KEYS and not k.startswith(RESUMABLE_SECTIONS) and v is not None
+    }
     return json.loads(json.dumps(kept, default=str))  # as it reads back from the run's file
 
 
@@ -93,9 +119,15 @@ def check_same_run(where: str | Path, identity: dict, output_dir: str, store_key
     if diffs:
         raise refusal(where, "another recipe", diffs, output_dir)
     if store_key is not None and old.get("store_key") not in (None, store_key):
-        raise refusal(where, "other data", [f"store key {old['store_key']} -> {store_key} (the recipe is the same: "
-                                            f"a source file's contents, the tokenizer or the template changed)"],
-                      output_dir)
+        raise refusal(
+            where,
+            "other data",
+            [
+                f"store key {old['store_key']} -> {store_key} (the recipe is the same: "
+                f"a source file's contents, the tokenizer or the template changed)"
+            ],
+            output_dir,
+        )
 
 
 def checkpoint_to_resume(resume_from, output_dir: str, identity: dict) -> str | None:
@@ -108,9 +140,11 @@ def checkpoint_to_resume(resume_from, output_dir: str, identity: dict) -> str | 
     if text == "false":
         found = last_complete_checkpoint(output_dir)
         if found:
-            raise RecipeError(f"train.resume_from_checkpoint=false, but {output_dir} holds checkpoints "
-                              f"({Path(found).name}); start fresh with `smoldist train ... --fresh` (moves them "
-                              f"aside) or a new train.output_dir=DIR")
+            raise RecipeError(
+                f"train.resume_from_checkpoint=false, but {output_dir} holds checkpoints "
+                f"({Path(found).name}); start fresh with `smoldist train ... --fresh` (moves them "
+                f"aside) or a new train.output_dir=DIR"
+            )
         return None
     if text == "true":
         found = last_complete_checkpoint(output_dir)
@@ -119,9 +153,11 @@ def checkpoint_to_resume(resume_from, output_dir: str, identity: dict) -> str | 
         return found
     path = Path(resume_from)
     if not (path / COMPLETE).is_file():
-        raise RecipeError(f"train.resume_from_checkpoint: {path} is not a complete checkpoint (no {COMPLETE} marker "
-                          f"from a finished save); complete ones in {path.parent}: "
-                          f"{last_complete_checkpoint(str(path.parent)) or 'none'}")
+        raise RecipeError(
+            f"train.resume_from_checkpoint: {path} is not a complete checkpoint (no {COMPLETE} marker "
+            f"from a finished save); complete ones in {path.parent}: "
+            f"{last_complete_checkpoint(str(path.parent)) or 'none'}"
+        )
     check_same_run(path.parent, identity, output_dir)
     return str(path)
 
@@ -151,10 +187,15 @@ def start_fresh(recipe: Recipe, dry_run: bool) -> str:
     """`smoldist train --fresh`, once, before any process starts: what was done (or, dry run, would be)."""
     out = output_dir_of(recipe)
     if under_launcher():  # a requeued Slurm job or a relaunched rank would move its own new checkpoints aside
-        raise RecipeError(f"--fresh: give it where `smoldist train` starts the processes, not inside a launcher or a "
-                          f"Slurm job; there, move {out} away yourself or set a new train.output_dir=DIR")
+        raise RecipeError(
+            f"--fresh: give it where `smoldist train` starts the processes, not inside a launcher or a "
+            f"Slurm job; there, move {out} away yourself or set a new train.output_dir=DIR"
+        )
     if dry_run:
         return f"# --fresh: first moves {out} to {out}.old-<time> (if it holds anything)"
     moved = move_aside(out)
-    return f"smoldist train: --fresh: moved {out} to {moved} (nothing deleted)" if moved else \
-        f"smoldist train: --fresh: {out} holds no run; starting one"
+    return (
+        f"smoldist train: --fresh: moved {out} to {moved} (nothing deleted)"
+        if moved
+        else f"smoldist train: --fresh: {out} holds no run; starting one"
+    )

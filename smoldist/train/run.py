@@ -85,9 +85,9 @@ def _run(recipe: Recipe, stop: StopFlag) -> dict:
     identity = run_identity(recipe)
     resume = checkpoint_to_resume(recipe.train.get("resume_from_checkpoint"), output_dir, identity)
     # a checkpoint from another world size: refuse now, before anything loads, if this world cannot take the batch
-    resumed_world = resume and check_resume_world(resume, recipe.train.get("global_batch_tokens"),
-                                                  device_rows(recipe.train),
-                                                  recipe.data.seq_len, dist.world_size)
+    resumed_world = resume and check_resume_world(
+        resume, recipe.train.get("global_batch_tokens"), device_rows(recipe.train), recipe.data.seq_len, dist.world_size
+    )
     # one process builds a missing store under a file lock; the others poll for it outside any collective,
     # so a build longer than ddp_timeout cannot time the job out (store/lock.py)
     store = prepare(recipe.model, recipe.data, verbose=dist.is_main, verify_shards=dist.is_main)
@@ -112,8 +112,10 @@ def _run(recipe: Recipe, stop: StopFlag) -> dict:
     if any(src.format != "text" for src in recipe.data.sources):  # chat turns are trained: stop where they end
         stops = set_stop_tokens(tokenizer, model, store.template)
         if stops and stops.changed:
-            print0(f"smoldist train: the saved model stops at {stops.end_of_turn} (end of an assistant turn; the "
-                   f"tokenizer's eos was {stops.previous_eos}); pad is {stops.pad}")
+            print0(
+                f"smoldist train: the saved model stops at {stops.end_of_turn} (end of an assistant turn; the "
+                f"tokenizer's eos was {stops.previous_eos}); pad is {stops.pad}"
+            )
 
     # ---- trainer
     if eval_ds is None and args.eval_strategy != "no":
@@ -124,9 +126,15 @@ def _run(recipe: Recipe, stop: StopFlag) -> dict:
     if recipe.model.lora is not None:  # TRL wraps the model in a peft.PeftModel (frozen base + adapter)
         pin_base_path(model)
         lora = peft_config(recipe.model.lora, trainable_token_rows(model, tokenizer.smoldist_added))
-    trainer = SmoldistTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
-                              processing_class=tokenizer, peft_config=lora,
-                              callbacks=[preemption, ElasticResume(resumed_world, dist.world_size)])
+    trainer = SmoldistTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_ds,
+        eval_dataset=eval_ds,
+        processing_class=tokenizer,
+        peft_config=lora,
+        callbacks=[preemption, ElasticResume(resumed_world, dist.world_size)],
+    )
     if lora is not None and lora.trainable_token_indices:
         fit_trainable_tokens(trainer.model)
     quiet_console(trainer)  # one line per log on screen; the dicts stay in trainer_state.json and W&B
@@ -137,8 +145,9 @@ def _run(recipe: Recipe, stop: StopFlag) -> dict:
     trainer.add_callback(StepCounter(meter))
     trainer.ship_dtype = recipe.model.dtype  # fp32 masters trained; the final model ships in model.dtype
     engine = engine_name(trainer.accelerator.state)
-    trainer.guard = NonFiniteGuard(dist.rank, dist.world_size, args.output_dir, resume,
-                                   steps_in_backward=engine.startswith("deepspeed"))
+    trainer.guard = NonFiniteGuard(
+        dist.rank, dist.world_size, args.output_dir, resume, steps_in_backward=engine.startswith("deepspeed")
+    )
     info = run_info(recipe.to_dict(), store.manifest, dist.world_size, engine, trainer.accelerator.state)
     trainer.add_callback(RunInfoCallback(info, store.path / "report.png"))
     n_params, n_trainable = count_parameters(trainer.model)
@@ -149,8 +158,10 @@ def _run(recipe: Recipe, stop: StopFlag) -> dict:
         f"{len(train_ds):,} rows x {recipe.data.seq_len} tokens, grad accumulation {args.gradient_accumulation_steps}, "
         f"store {store.path}"
     )
-    print0(f"smoldist train: MFU counts the LM head on {'trained' if compact_head else 'all'} tokens; "
-           f"{ATTENTION_CONVENTION}")
+    print0(
+        f"smoldist train: MFU counts the LM head on {'trained' if compact_head else 'all'} tokens; "
+        f"{ATTENTION_CONVENTION}"
+    )
 
     # ---- train, resuming from the last complete checkpoint in output_dir
     if resume:
@@ -164,8 +175,10 @@ def _run(recipe: Recipe, stop: StopFlag) -> dict:
         record_failure(str(e), e.exit_code)
         raise
     if preemption.stopped_at is not None:
-        print0(f"smoldist train: stopped by signal {stop.signum} after step {preemption.stopped_at}; "
-               f"checkpoint saved in {args.output_dir}; run again to resume")
+        print0(
+            f"smoldist train: stopped by signal {stop.signum} after step {preemption.stopped_at}; "
+            f"checkpoint saved in {args.output_dir}; run again to resume"
+        )
         # requeue FIRST: nothing slow (W&B's finish can take seconds online) may stand between the checkpoint and it
         if dist.is_main and requeue_slurm_job():
             print0(f"smoldist train: requeued Slurm job {os.environ['SLURM_JOB_ID']}")
@@ -174,9 +187,17 @@ def _run(recipe: Recipe, stop: StopFlag) -> dict:
 
     # ---- save model, tokenizer, trainer state, the resolved recipe, and what each rank saw
     trainer.save_model(args.output_dir)  # cast to model.dtype
-    write_rank_report(args.output_dir, dist, trainer.model, engine,
-                      {**lora_extra(trainer.model, recipe), "built_partitioned": built_partitioned,
-                       "precision": precision_report(trainer.accelerator, trainer.model_wrapped)})
+    write_rank_report(
+        args.output_dir,
+        dist,
+        trainer.model,
+        engine,
+        {
+            **lora_extra(trainer.model, recipe),
+            "built_partitioned": built_partitioned,
+            "precision": precision_report(trainer.accelerator, trainer.model_wrapped),
+        },
+    )
     if trainer.is_world_process_zero():
         trainer.save_state()
         save_recipe(recipe, Path(args.output_dir) / "recipe.yaml")

@@ -32,8 +32,18 @@ import torch
 # Dense bf16 peak per device with fp32 accumulation (what PyTorch uses), TFLOP/s, from vendor data
 # sheets; GeForce cards run fp32-accumulate at half their headline rate. Override: tracking.peak_tflops.
 PEAK_TFLOPS = {
-    "H200": 989.0, "H100": 989.0, "H800": 989.0, "GH200": 989.0, "A100": 312.0, "A800": 312.0,
-    "L40S": 362.0, "L4": 121.0, "A10G": 125.0, "A10": 125.0, "RTX 4090": 82.6, "RTX 3090": 35.6,
+    "H200": 989.0,
+    "H100": 989.0,
+    "H800": 989.0,
+    "GH200": 989.0,
+    "A100": 312.0,
+    "A800": 312.0,
+    "L40S": 362.0,
+    "L4": 121.0,
+    "A10G": 125.0,
+    "A10": 125.0,
+    "RTX 4090": 82.6,
+    "RTX 3090": 35.6,
 }
 
 
@@ -88,8 +98,15 @@ class FlopModel:
             trainable -= embed  # an untied input embedding's gradient is a scatter, not a matmul
         head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
         head_w = model.get_output_embeddings().weight
-        return cls(n, cfg.num_hidden_layers, cfg.num_attention_heads * head_dim, trainable, numel(head_w),
-                   head_w.requires_grad, head_on_trained_tokens)
+        return cls(
+            n,
+            cfg.num_hidden_layers,
+            cfg.num_attention_heads * head_dim,
+            trainable,
+            numel(head_w),
+            head_w.requires_grad,
+            head_on_trained_tokens,
+        )
 
     def flops(self, tokens: int, sum_sq_lengths: int, trained_tokens: int | None = None) -> float:
         n, nt = self.n_matmul_params, self.n_trainable_matmul_params

@@ -138,9 +138,11 @@ class SmoldistTrainer(SFTTrainer):
         except (OSError, RuntimeError) as e:
             if not out_of_space(e, out, needed):
                 raise
-            failed = (f"disk full: writing checkpoint-{step} in {out} failed ({str(e).splitlines()[0][:80]}); "
-                      f"{free_bytes(out, measured=True):,} bytes free, about {needed:,} needed; free space and run "
-                      f"again to resume from {last or 'the start (no complete checkpoint yet)'}")
+            failed = (
+                f"disk full: writing checkpoint-{step} in {out} failed ({str(e).splitlines()[0][:80]}); "
+                f"{free_bytes(out, measured=True):,} bytes free, about {needed:,} needed; free space and run "
+                f"again to resume from {last or 'the start (no complete checkpoint yet)'}"
+            )
         finally:
             self.args.save_total_limit = limit
         if max_over_ranks([float(failed is not None)])[0]:

@@ -42,10 +42,10 @@ def records(data: bytes) -> Iterator[bytes]:
         if left < 7:  # too little room for a record header: the rest of the block is padding
             pos += left
             continue
-        crc, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
         if length == 0 and kind == 0:
             break
-        payload = data[pos + 7:pos + 7 + length]
+        payload = data[pos + 7 : pos + 7 + length]
         if zlib.crc32(payload, zlib.crc32(bytes([kind]))) & 0xFFFFFFFF != crc:
             raise ValueError(f"bad record checksum at byte {pos}")
         pos += 7 + length
@@ -90,8 +90,10 @@ def main(argv: list[str]) -> None:
     for path in argv:
         run = read_run(path)
         steps = [h.get("train/global_step") for h in run.history if "train/loss" in h]
-        print(f"{path}: run {run.run_id}, {len(run.history)} history rows, train/loss at steps {steps}, "
-              f"{len(run.config)} config keys, records {run.record_counts}")
+        print(
+            f"{path}: run {run.run_id}, {len(run.history)} history rows, train/loss at steps {steps}, "
+            f"{len(run.config)} config keys, records {run.record_counts}"
+        )
 
 
 if __name__ == "__main__":

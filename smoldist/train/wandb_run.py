@@ -44,8 +44,9 @@ def run_id(output_dir: str, new_run: bool = False) -> str:
     return new
 
 
-def configure_wandb(cfg: WandbConfig, run_group: str, output_dir: str, is_main: bool,
-                    new_run: bool = False) -> list[str]:
+def configure_wandb(
+    cfg: WandbConfig, run_group: str, output_dir: str, is_main: bool, new_run: bool = False
+) -> list[str]:
     """Sets W&B's environment for this process and returns the trainer's `report_to`; `new_run`: not a resume."""
     mode = cfg.mode
     if mode == "disabled":
@@ -54,8 +55,11 @@ def configure_wandb(cfg: WandbConfig, run_group: str, output_dir: str, is_main: 
     if mode == "auto":
         mode = "online" if has_wandb_credentials() else "offline"
         if mode == "offline" and is_main:
-            print("smoldist: no W&B credentials found; logging offline (to log online: `wandb login`, or set "
-                  "WANDB_API_KEY)", flush=True)
+            print(
+                "smoldist: no W&B credentials found; logging offline (to log online: `wandb login`, or set "
+                "WANDB_API_KEY)",
+                flush=True,
+            )
     os.environ["WANDB_MODE"] = mode
     os.environ["WANDB_DIR"] = output_dir
     os.environ["WANDB_PROJECT"] = cfg.project

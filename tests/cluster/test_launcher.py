@@ -35,8 +35,10 @@ def test_single_gpu(plan):
     assert code == 0
     assert "world size 1" in head
     assert node.startswith("node 0: SMOLDIST_EXPECTED_WORLD_SIZE=1 ")
-    assert ("accelerate_configs/single_gpu.yaml --num_processes 1 --num_machines 1 --main_process_port 29500 "
-            "-m smoldist.train launch/smollm2-135m/smoltalk.yaml") in node
+    assert (
+        "accelerate_configs/single_gpu.yaml --num_processes 1 --num_machines 1 --main_process_port 29500 "
+        "-m smoldist.train launch/smollm2-135m/smoltalk.yaml"
+    ) in node
     assert "--machine_rank" not in node
 
 
@@ -48,23 +50,37 @@ def test_eight_gpus_with_an_override(plan):
 
 
 def test_four_nodes_of_eight_gpus(plan):
-    code, lines, _ = plan("--accelerate-config", "zero3", "--num-machines", "4", "--gpus-per-node", "8",
-                          "--main-process-ip", "10.0.0.1", "--main-process-port", "29611")
+    code, lines, _ = plan(
+        "--accelerate-config",
+        "zero3",
+        "--num-machines",
+        "4",
+        "--gpus-per-node",
+        "8",
+        "--main-process-ip",
+        "10.0.0.1",
+        "--main-process-port",
+        "29611",
+    )
     assert code == 0
     assert "4 node(s) x 8 process(es) = world size 32" in lines[0]
     nodes = lines[1:]
     assert len(nodes) == 4
     for rank, line in enumerate(nodes):
         assert line.startswith(f"node {rank}: SMOLDIST_EXPECTED_WORLD_SIZE=32 ")
-        assert (f"--num_processes 32 --num_machines 4 --machine_rank {rank} --main_process_ip 10.0.0.1 "
-                f"--main_process_port 29611 -m smoldist.train") in line
+        assert (
+            f"--num_processes 32 --num_machines 4 --machine_rank {rank} --main_process_ip 10.0.0.1 "
+            f"--main_process_port 29611 -m smoldist.train"
+        ) in line
 
 
 def test_unknown_config_lists_the_known_ones(plan):
     code, _, err = plan("--accelerate-config", "zero4", recipe=())
     assert code == 2
-    assert ("'zero4' is neither a file nor one of: cpu_ddp, cpu_zero2, cpu_zero3, fsdp2, multi_gpu, single_gpu, "
-            "zero2, zero3, zero3_offload") in err
+    assert (
+        "'zero4' is neither a file nor one of: cpu_ddp, cpu_zero2, cpu_zero3, fsdp2, multi_gpu, single_gpu, "
+        "zero2, zero3, zero3_offload"
+    ) in err
 
 
 def test_uneven_processes_over_machines_is_refused(plan):
@@ -75,8 +91,9 @@ def test_uneven_processes_over_machines_is_refused(plan):
 def script(name: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     full = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}  # in case the tests run inside a job
     full.update(PYTHON=sys.executable, **(env or {}))
-    return subprocess.run(["bash", f"launch/{name}", *args], capture_output=True, text=True, cwd=REPO, env=full,
-                          timeout=120)
+    return subprocess.run(
+        ["bash", f"launch/{name}", *args], capture_output=True, text=True, cwd=REPO, env=full, timeout=120
+    )
 
 
 def test_workstation_launcher_plans_all_gpus():
@@ -95,11 +112,17 @@ def test_node_launcher_evaluates_rank_on_the_node():
         p = script("node.sh", "launch/smollm2-135m/gsm8k.yaml", "--dry-run", env=dict(env, SLURM_NODEID=str(rank)))
         assert p.returncode == 0, p.stderr
         assert f"node {rank} of 4, 8 process(es), config multi_gpu" in p.stdout
-        assert (f"--num_processes 32 --num_machines 4 --machine_rank {rank} --main_process_ip n1 "
-                "--main_process_port 20001") in p.stdout
+        assert (
+            f"--num_processes 32 --num_machines 4 --machine_rank {rank} --main_process_ip n1 --main_process_port 20001"
+        ) in p.stdout
         assert p.stdout.count("node ") == 2  # its own banner and its own command, not the other nodes'
-    cpu_node = {"MASTER_ADDR": "n1", "GPUS_PER_NODE": "0", "NNODES": "2", "NODE_RANK": "1",
-                "ACCELERATE_CONFIG": "cpu_ddp"}
+    cpu_node = {
+        "MASTER_ADDR": "n1",
+        "GPUS_PER_NODE": "0",
+        "NNODES": "2",
+        "NODE_RANK": "1",
+        "ACCELERATE_CONFIG": "cpu_ddp",
+    }
     p = script("node.sh", "launch/smollm2-135m/gsm8k.yaml", "--dry-run", env=cpu_node)
     assert "node 1 of 2, 1 process(es), config cpu_ddp" in p.stdout
 

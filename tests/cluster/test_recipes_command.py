@@ -28,12 +28,13 @@ def test_each_recipe_is_shown_with_its_whole_leading_comment_wrapped(capsys, mon
             if not line.startswith("#"):
                 break
             comment += line.lstrip("#").split()
-        shown = lines[lines.index(name) + 1:]
-        shown = shown[:next((i for i, line in enumerate(shown) if not line.startswith(" ")), len(shown))]
+        shown = lines[lines.index(name) + 1 :]
+        shown = shown[: next((i for i, line in enumerate(shown) if not line.startswith(" ")), len(shown))]
         assert shown and " ".join(" ".join(shown).split()) == " ".join(comment), (name, shown)
     # a command in a comment keeps a line of its own, to be copied as it is
-    assert any(line.strip() == "data.sources.0.path=HuggingFaceTB/smol-smoltalk data.sources.0.name=null"
-               for line in lines), lines
+    assert any(
+        line.strip() == "data.sources.0.path=HuggingFaceTB/smol-smoltalk data.sources.0.name=null" for line in lines
+    ), lines
 
 
 def test_copy_writes_the_recipe_where_asked_and_it_loads(tmp_path, capsys):

@@ -32,8 +32,14 @@ def slurm_env():
     p = subprocess.run([*cluster, "start"], capture_output=True, text=True, env=env, timeout=300)
     assert p.returncode == 0, p.stdout + p.stderr
     # the nodes have no GPUs: CPU on purpose (node.sh refuses a GPU config there)
-    env.update(SLURM_CONF=f"{CLUSTER_DIR}/etc/slurm.conf", PYTHON=sys.executable, SMOLDIST_REPO=str(REPO),
-               OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", ACCELERATE_CONFIG="cpu_ddp")
+    env.update(
+        SLURM_CONF=f"{CLUSTER_DIR}/etc/slurm.conf",
+        PYTHON=sys.executable,
+        SMOLDIST_REPO=str(REPO),
+        OMP_NUM_THREADS="1",
+        TOKENIZERS_PARALLELISM="false",
+        ACCELERATE_CONFIG="cpu_ddp",
+    )
     yield env
     subprocess.run([*cluster, "stop"], capture_output=True, env=env, timeout=120)
 
@@ -72,6 +78,7 @@ def wait_until(predicate, timeout: float, what: str, step: float = 0.5):
 
 def wait_for_end(env: dict, job: str, timeout: float = 300) -> str:
     """Final state of the job (COMPLETED, FAILED, ...; GONE if already purged)."""
+
     def ended():
         state = job_field(env, job, "JobState")
         return (
@@ -90,8 +97,15 @@ def slow_steps(env: dict) -> dict:
 def warn_and_requeue(slurm_env: dict, recipe: Path, log: Path, common: list[str], output_dir: Path) -> str:
     """A 2-node train job, sent Slurm's time-limit warning (USR1) after 5 logged steps: returns its id once it has
     requeued itself (pending, restart count 1)."""
-    job = sbatch(slow_steps(slurm_env), "--nodes=2", f"--output={log}", "slurm/train.sbatch", str(recipe), *common,
-                 f"train.output_dir={output_dir}")
+    job = sbatch(
+        slow_steps(slurm_env),
+        "--nodes=2",
+        f"--output={log}",
+        "slurm/train.sbatch",
+        str(recipe),
+        *common,
+        f"train.output_dir={output_dir}",
+    )
     wait_until(lambda: logged_losses(log) >= 5, 120, "5 logged steps")
     assert run(["scancel", "--signal=USR1", job], slurm_env).returncode == 0
 
@@ -119,8 +133,19 @@ def history(run_dir: Path) -> list[tuple[int, float]]:
 
 def train_uninterrupted(slurm_env: dict, recipe: Path, tmp_path: Path, common: list[str]) -> None:
     """The same training as one uninterrupted 2-node job, in tmp_path/whole: what a cut run must match."""
-    whole = run(["sbatch", "--wait", "--nodes=2", f"--output={tmp_path}/whole.out", "slurm/train.sbatch", str(recipe),
-                 *common, f"train.output_dir={tmp_path}/whole"], slurm_env)
+    whole = run(
+        [
+            "sbatch",
+            "--wait",
+            "--nodes=2",
+            f"--output={tmp_path}/whole.out",
+            "slurm/train.sbatch",
+            str(recipe),
+            *common,
+            f"train.output_dir={tmp_path}/whole",
+        ],
+        slurm_env,
+    )
     assert whole.returncode == 0, read_log(tmp_path / "whole.out")[-3000:]
 
 
@@ -130,8 +155,9 @@ def recipe(tmp_path, conversations_file):
 
 
 def test_two_node_job_trains_as_one_world(slurm_env, recipe, tmp_path):
-    p = run(["sbatch", "--wait", "--nodes=2", f"--output={tmp_path}/%j.out", "slurm/train.sbatch", str(recipe)],
-            slurm_env)
+    p = run(
+        ["sbatch", "--wait", "--nodes=2", f"--output={tmp_path}/%j.out", "slurm/train.sbatch", str(recipe)], slurm_env
+    )
     assert p.returncode == 0, p.stderr + "".join(read_log(f) for f in tmp_path.glob("*.out"))
     seen = ranks(tmp_path / "run")
     assert [r["rank"] for r in seen] == [0, 1] and {r["world_size"] for r in seen} == {2}
@@ -140,8 +166,18 @@ def test_two_node_job_trains_as_one_world(slurm_env, recipe, tmp_path):
 
 
 def test_submit_prepares_then_trains_and_reuses_the_store(slurm_env, recipe, tmp_path):
-    submit = [sys.executable, "-m", "smoldist", "submit", str(recipe), "--nodes", "2", "--wait",
-              "--logs", str(tmp_path / "logs")]
+    submit = [
+        sys.executable,
+        "-m",
+        "smoldist",
+        "submit",
+        str(recipe),
+        "--nodes",
+        "2",
+        "--wait",
+        "--logs",
+        str(tmp_path / "logs"),
+    ]
     first = run(submit, slurm_env, cwd=tmp_path)
     assert first.returncode == 0, first.stdout + first.stderr
     assert "prepare job" in first.stdout and "train job" in first.stdout
@@ -182,8 +218,16 @@ def test_signalled_job_requeues_resumes_and_matches_an_uninterrupted_run(slurm_e
 
 def test_failure_on_one_node_ends_the_whole_job(slurm_env, recipe, tmp_path):
     log = tmp_path / "fail.out"
-    job = sbatch(slurm_env, "--nodes=2", f"--output={log}", "slurm/train.sbatch", str(recipe), "train.max_steps=100000",
-                 "train.logging_steps=1", f"train.output_dir={tmp_path}/fail")
+    job = sbatch(
+        slurm_env,
+        "--nodes=2",
+        f"--output={log}",
+        "slurm/train.sbatch",
+        str(recipe),
+        "train.max_steps=100000",
+        "train.logging_steps=1",
+        f"train.output_dir={tmp_path}/fail",
+    )
     wait_until(lambda: logged_losses(log) >= 3, 120, "training to start")
 
     def rank1_trainer() -> int | None:  # the training process of rank 1 (on node n2) of this job

@@ -46,8 +46,14 @@ def fake_sbatch_run(text: str, tmp_path) -> list[list[str]]:
     log = tmp_path / "sbatch.log"
     shim = f'sbatch() {{ printf "%s\\n" "$*" >> {log}; echo "4242;cluster"; }}\n'
     env = {k: v for k, v in os.environ.items() if k not in ("SMOLDIST_REPO", "PYTHON", "ACCELERATE_CONFIG")}
-    p = subprocess.run(["bash", "-euo", "pipefail", "-c", shim + text + "\nprintenv SMOLDIST_REPO PYTHON\n"],
-                       capture_output=True, text=True, timeout=60, cwd=tmp_path, env=env)
+    p = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", shim + text + "\nprintenv SMOLDIST_REPO PYTHON\n"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env=env,
+    )
     assert p.returncode == 0, p.stderr
     assert p.stdout.split()[-2:] == [str(share_root()), sys.executable]  # the environment the jobs need, from the text
     return [line.split() for line in log.read_text().splitlines()]
@@ -55,8 +61,25 @@ def fake_sbatch_run(text: str, tmp_path) -> list[list[str]]:
 
 def test_dry_run_lines_paste_and_run(batch_recipe, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    args = ["--nodes", "2", "--gpus-per-node", "2", "--partition", "gpu", "--time", "24:00:00", "--account", "proj42",
-            "--prepare-partition", "cpu", "--prepare-time", "2:00:00", "--accelerate-config", "zero3", "--dry-run"]
+    args = [
+        "--nodes",
+        "2",
+        "--gpus-per-node",
+        "2",
+        "--partition",
+        "gpu",
+        "--time",
+        "24:00:00",
+        "--account",
+        "proj42",
+        "--prepare-partition",
+        "cpu",
+        "--prepare-time",
+        "2:00:00",
+        "--accelerate-config",
+        "zero3",
+        "--dry-run",
+    ]
     assert main(["submit", str(batch_recipe), *args]) == 0
     text = capsys.readouterr().out
     assert "'$PREPARE_JOB_ID'" not in text
@@ -72,8 +95,9 @@ def test_dry_run_lines_paste_and_run(batch_recipe, tmp_path, monkeypatch, capsys
 
 def test_prepare_job_defaults_to_the_default_partition(batch_recipe, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    assert main(["submit", str(batch_recipe), "--nodes", "1", "--partition", "gpu", "--time", "9:00:00",
-                 "--dry-run"]) == 0
+    assert (
+        main(["submit", str(batch_recipe), "--nodes", "1", "--partition", "gpu", "--time", "9:00:00", "--dry-run"]) == 0
+    )
     prepare, train = fake_sbatch_run(capsys.readouterr().out, tmp_path)
     assert not any(a.startswith(("--partition", "--time")) for a in prepare), prepare
     assert "--partition=gpu" in train and "--time=9:00:00" in train
@@ -97,7 +121,9 @@ def test_multi_node_launch_needs_the_main_process_ip(extra, monkeypatch, capsys)
 
 def test_multi_node_launch_takes_master_addr_from_the_environment(monkeypatch, capsys):
     monkeypatch.setenv("MASTER_ADDR", "n1")
-    assert main(["train", "--accelerate-config", "multi_gpu", "--num-machines", "2", "--gpus-per-node", "8",
-                 "--dry-run"]) == 0
+    assert (
+        main(["train", "--accelerate-config", "multi_gpu", "--num-machines", "2", "--gpus-per-node", "8", "--dry-run"])
+        == 0
+    )
     out = capsys.readouterr().out
     assert "--main_process_ip n1" in out and "127.0.0.1" not in out

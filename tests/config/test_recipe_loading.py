@@ -18,9 +18,18 @@ def test_demo_recipe_loads():
 
 
 def test_overrides_are_typed_by_their_field(tiny_recipe):
-    r = load_recipe(tiny_recipe, ["data.seq_len=256", "train.learning_rate=3e-4", "data.eval_fraction=0.1",
-                                  "model.default_system_prompt=false", "data.sources.0.max_samples=7",
-                                  "tracking.wandb.tags=a,b", "train.bf16=false"])
+    r = load_recipe(
+        tiny_recipe,
+        [
+            "data.seq_len=256",
+            "train.learning_rate=3e-4",
+            "data.eval_fraction=0.1",
+            "model.default_system_prompt=false",
+            "data.sources.0.max_samples=7",
+            "tracking.wandb.tags=a,b",
+            "train.bf16=false",
+        ],
+    )
     assert r.data.seq_len == 256 and isinstance(r.data.seq_len, int)
     assert r.train["learning_rate"] == 3e-4 and isinstance(r.train["learning_rate"], float)
     assert r.data.eval_fraction == 0.1 and r.model.default_system_prompt is False

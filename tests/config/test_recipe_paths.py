@@ -16,8 +16,14 @@ def recipe_elsewhere(tmp_path, monkeypatch):
     project = tmp_path / "project"
     (project / "data").mkdir(parents=True)
     write_jsonl(project / "data" / "chats.jsonl", [{"messages": [{"role": "user", "content": "hi"}]}])
-    raw = recipe_dict(tmp_path, [{"path": "data/chats.jsonl"}, {"path": "HuggingFaceTB/smoltalk", "name": "all"},
-                                 {"path": "pkg:demo/conversations.jsonl"}])
+    raw = recipe_dict(
+        tmp_path,
+        [
+            {"path": "data/chats.jsonl"},
+            {"path": "HuggingFaceTB/smoltalk", "name": "all"},
+            {"path": "pkg:demo/conversations.jsonl"},
+        ],
+    )
     raw["model"]["chat_template"] = "my.jinja"
     (tmp_path / "work").mkdir()
     monkeypatch.chdir(tmp_path / "work")

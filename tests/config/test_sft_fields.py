@@ -25,8 +25,13 @@ print(json.dumps({"code": code, "heavy": heavy}))
 
 
 def test_prepare_imports_no_torch_transformers_or_trl(tiny_recipe):
-    p = subprocess.run([sys.executable, "-c", PROBE, str(tiny_recipe)], capture_output=True, text=True, timeout=300,
-                       env=dict(os.environ))
+    p = subprocess.run(
+        [sys.executable, "-c", PROBE, str(tiny_recipe)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ),
+    )
     assert p.returncode == 0, p.stderr[-3000:]
     out = json.loads(p.stdout.strip().splitlines()[-1])
     assert out == {"code": 0, "heavy": []}, out
@@ -41,23 +46,38 @@ def test_table_round_trips_through_parse_type():
         assert render_type(parse_type(text)) == text, name
 
 
-@pytest.mark.parametrize("raw, message", [
-    ({"learnig_rate": 1}, "did you mean 'learning_rate'?"),
-    ({"num_train_epochs": "many"}, "train.num_train_epochs: expected a number"),
-    ({"save_total_limit": "two"}, "train.save_total_limit: expected an integer"),
-    ({"bf16": "maybe"}, "train.bf16: expected true or false"),
-    ({"max_length": 9}, "set by smoldist from data.seq_len"),
-])
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        ({"learnig_rate": 1}, "did you mean 'learning_rate'?"),
+        ({"num_train_epochs": "many"}, "train.num_train_epochs: expected a number"),
+        ({"save_total_limit": "two"}, "train.save_total_limit: expected an integer"),
+        ({"bf16": "maybe"}, "train.bf16: expected true or false"),
+        ({"max_length": 9}, "set by smoldist from data.seq_len"),
+    ],
+)
 def test_train_section_still_validated(raw, message):
     with pytest.raises(RecipeError, match=message.replace("(", r"\(").replace(")", r"\)").replace("?", r"\?")):
         build_train_section(raw)
 
 
 def test_train_section_types_values_like_sftconfig():
-    typed = build_train_section({"learning_rate": "3e-4", "report_to": "wandb,tensorboard", "eval_strategy": "no",
-                                 "global_batch_tokens": "4096", "bf16": "false"})
-    assert typed == {"learning_rate": 3e-4, "report_to": "wandb,tensorboard", "eval_strategy": "no",
-                     "global_batch_tokens": 4096, "bf16": False}
+    typed = build_train_section(
+        {
+            "learning_rate": "3e-4",
+            "report_to": "wandb,tensorboard",
+            "eval_strategy": "no",
+            "global_batch_tokens": "4096",
+            "bf16": "false",
+        }
+    )
+    assert typed == {
+        "learning_rate": 3e-4,
+        "report_to": "wandb,tensorboard",
+        "eval_strategy": "no",
+        "global_batch_tokens": 4096,
+        "bf16": False,
+    }
 
 
 def test_checked_in_choices_equal_installed_enums():
@@ -66,11 +86,17 @@ def test_checked_in_choices_equal_installed_enums():
     assert installed_sft_choices() == SFT_CHOICES  # on failure: python -m smoldist.config.sft_fields, paste the table
 
 
-@pytest.mark.parametrize("raw, message", [
-    ({"lr_scheduler_type": "cosin"}, "train.lr_scheduler_type: 'cosin' is not one of linear, cosine, "),
-    ({"eval_strategy": "epochs"}, "train.eval_strategy: 'epochs' is not one of no, steps, epoch; did you mean 'epoch'"),
-    ({"save_strategy": "step"}, "train.save_strategy: 'step' is not one of no, steps, epoch, best"),
-])
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        ({"lr_scheduler_type": "cosin"}, "train.lr_scheduler_type: 'cosin' is not one of linear, cosine, "),
+        (
+            {"eval_strategy": "epochs"},
+            "train.eval_strategy: 'epochs' is not one of no, steps, epoch; did you mean 'epoch'",
+        ),
+        ({"save_strategy": "step"}, "train.save_strategy: 'step' is not one of no, steps, epoch, best"),
+    ],
+)
 def test_train_choices_checked_when_the_recipe_loads(raw, message):
     with pytest.raises(RecipeError, match=message.replace("(", r"\(").replace(")", r"\)").replace("?", r"\?")):
         build_train_section(raw)

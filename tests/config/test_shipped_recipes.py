@@ -14,8 +14,12 @@ RECIPES = sorted((REPO / "launch").glob("*/*.yaml"))
 
 def test_the_four_recipes_exist():
     names = {f"{p.parent.name}/{p.name}" for p in RECIPES}
-    assert {"smollm2-135m/smoltalk.yaml", "smollm2-135m/gsm8k.yaml", "smollm2-135m/the-stack-smol.yaml",
-            "smollm2-1.7b/smoltalk.yaml"} <= names
+    assert {
+        "smollm2-135m/smoltalk.yaml",
+        "smollm2-135m/gsm8k.yaml",
+        "smollm2-135m/the-stack-smol.yaml",
+        "smollm2-1.7b/smoltalk.yaml",
+    } <= names
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: f"{p.parent.name}/{p.name}")

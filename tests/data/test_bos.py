@@ -22,8 +22,9 @@ def bos_tokenizer(folder):
     family_tokenizer(folder, None, ["<bos>"], bos="<bos>", eos="<|endoftext|>")
     tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
     bos = tok.token_to_id("<bos>")
-    tok.post_processor = processors.TemplateProcessing(single="<bos> $A", pair="<bos> $A $B", special_tokens=[
-        ("<bos>", bos)])
+    tok.post_processor = processors.TemplateProcessing(
+        single="<bos> $A", pair="<bos> $A $B", special_tokens=[("<bos>", bos)]
+    )
     tok.save(str(folder / "tokenizer.json"))
     return folder, bos
 

@@ -113,8 +113,10 @@ def test_saved_dataset_dir_glob_and_mixture(tmp_path):
                 for j in range(10)
             ],
         )
-    sources = [{"path": str(tmp_path / "saved"), "format": "gsm8k", "max_samples": 4},
-               {"path": str(tmp_path / "part-*.jsonl"), "fraction": 0.5}]
+    sources = [
+        {"path": str(tmp_path / "saved"), "format": "gsm8k", "max_samples": 4},
+        {"path": str(tmp_path / "part-*.jsonl"), "fraction": 0.5},
+    ]
     r = load_recipe(write_recipe(tmp_path, recipe_dict(tmp_path, sources)))
     m = prepare(r.model, r.data, verbose=False).manifest
     per = m["counts"]["per_source"]
@@ -131,8 +133,16 @@ BAD = [
     ("wrong_type", {"messages": "hello"}),
     ("empty_conversation", {"messages": []}),
     ("unknown_role", {"messages": [{"role": "bot", "content": "x"}, {"role": "assistant", "content": "y"}]}),
-    ("system_not_first", {"messages": [{"role": "user", "content": "x"}, {"role": "system", "content": "s"},
-                                       {"role": "assistant", "content": "y"}]}),
+    (
+        "system_not_first",
+        {
+            "messages": [
+                {"role": "user", "content": "x"},
+                {"role": "system", "content": "s"},
+                {"role": "assistant", "content": "y"},
+            ]
+        },
+    ),
     ("content_not_string", {"messages": [{"role": "user", "content": ["x"]}, {"role": "assistant", "content": "y"}]}),
     ("no_assistant_turn", {"messages": [{"role": "user", "content": "x"}]}),
 ]
@@ -204,8 +214,9 @@ def _parts(tmp_path, sources, **data):
 
 def test_a_line_that_is_not_utf8_is_one_invalid_record_not_a_crash(tmp_path):
     good = json.dumps(GOOD).encode()
-    latin1 = json.dumps({"messages": [{"role": "user", "content": "café"}, {"role": "assistant", "content": "ok"}]},
-                        ensure_ascii=False).encode("latin-1")  # é as the single byte 0xe9
+    latin1 = json.dumps(
+        {"messages": [{"role": "user", "content": "café"}, {"role": "assistant", "content": "ok"}]}, ensure_ascii=False
+    ).encode("latin-1")  # é as the single byte 0xe9
     f = tmp_path / "mixed.jsonl"
     f.write_bytes(b"\xef\xbb\xbf" + good + b"\n" + latin1 + b"\n" + good + b"\n")  # with a byte-order mark on line 1
     m = prepare(*_parts(tmp_path, [{"path": str(f)}]), verbose=False).manifest

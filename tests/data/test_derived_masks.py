@@ -41,6 +41,8 @@ def conversations(rng: random.Random, n: int, system: bool = True) -> list[list[
 
 def model_cfg(folder) -> ModelConfig:
     return ModelConfig(tokenizer=str(folder), init={"hidden_size": 8}, chat_template="tokenizer")
+
+
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_own_template_masks_are_exact(tmp_path, family):
     template, specials, bos, eos, eot = FAMILIES[family]
@@ -74,8 +76,10 @@ def test_template_dropping_earlier_reasoning_is_refused_with_the_record(tmp_path
 
 def test_token_merging_across_the_turn_boundary_is_refused(tmp_path):
     # the role is written without a separator: `assist` + a reply starting `ant` tokenizes as one `assistant` token
-    glued = ("{% for m in messages %}{{ '<|im_start|>' + m['role'][:6] + m['content'] + '<|im_end|>' }}{% endfor %}"
-             "{% if add_generation_prompt %}{{ '<|im_start|>assist' }}{% endif %}")
+    glued = (
+        "{% for m in messages %}{{ '<|im_start|>' + m['role'][:6] + m['content'] + '<|im_end|>' }}{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|im_start|>assist' }}{% endif %}"
+    )
     folder = family_tokenizer(tmp_path / "t", glued, [], "<|im_start|>", "<|im_end|>")
     enc = Encoder.for_template(load_prep_tokenizer(model_cfg(folder)), glued, "assistant")
     msgs = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "ant, sure"}]

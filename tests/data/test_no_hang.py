@@ -19,8 +19,14 @@ HARD_TIMEOUT_S = 90
 
 def run_isolated(code: str, timeout: int = HARD_TIMEOUT_S) -> subprocess.CompletedProcess:
     """Run `code` in a fresh session; on overrun kill the whole process group (workers included)."""
-    p = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True, cwd=REPO, start_new_session=True)
+    p = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        start_new_session=True,
+    )
     try:
         out, err = p.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -31,9 +37,19 @@ def run_isolated(code: str, timeout: int = HARD_TIMEOUT_S) -> subprocess.Complet
 
 
 def many_conversations(n: int) -> list[dict]:
-    return [{"messages": [m for t in range(4) for m in (
-        {"role": "user", "content": f"Question {i}.{t}: what is {i} plus {t}? " * 3},
-        {"role": "assistant", "content": f"{i} plus {t} is {i + t}. " * 4})]} for i in range(n)]
+    return [
+        {
+            "messages": [
+                m
+                for t in range(4)
+                for m in (
+                    {"role": "user", "content": f"Question {i}.{t}: what is {i} plus {t}? " * 3},
+                    {"role": "assistant", "content": f"{i} plus {t} is {i + t}. " * 4},
+                )
+            ]
+        }
+        for i in range(n)
+    ]
 
 
 def test_prepare_with_workers_after_the_stop_handler_was_installed(tmp_path):

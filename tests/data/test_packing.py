@@ -13,8 +13,12 @@ from tests.helpers import as_row, collate, documents, tiny_model
 
 
 @settings(max_examples=300, deadline=None)
-@given(lengths=st.lists(st.integers(0, 90), min_size=1, max_size=60), seq_len=st.integers(8, 64),
-       packing=st.sampled_from(["bfd", "wrapped", "none"]), overflow=st.sampled_from(["split", "truncate", "drop"]))
+@given(
+    lengths=st.lists(st.integers(0, 90), min_size=1, max_size=60),
+    seq_len=st.integers(8, 64),
+    packing=st.sampled_from(["bfd", "wrapped", "none"]),
+    overflow=st.sampled_from(["split", "truncate", "drop"]),
+)
 def test_every_kept_token_appears_once_in_order(lengths, seq_len, packing, overflow):
     lengths = np.array(lengths)
     offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
@@ -24,8 +28,10 @@ def test_every_kept_token_appears_once_in_order(lengths, seq_len, packing, overf
     assert (rows <= seq_len).all() and (rows > 0).all()
     assert len(np.unique(positions)) == len(positions)  # no token twice
     # which tokens each policy keeps
-    keep = {d: (n if overflow == "split" or n <= seq_len else (seq_len if overflow == "truncate" else 0))
-            for d, n in enumerate(lengths)}
+    keep = {
+        d: (n if overflow == "split" or n <= seq_len else (seq_len if overflow == "truncate" else 0))
+        for d, n in enumerate(lengths)
+    }
     expected = sorted(int(offsets[d] + i) for d, n in keep.items() for i in range(n))
     assert sorted(positions.tolist()) == expected
     assert stats.tokens_lost == int(lengths.sum()) - len(expected)
@@ -37,7 +43,7 @@ def test_every_kept_token_appears_once_in_order(lengths, seq_len, packing, overf
     # inside each segment the tokens run in document order
     starts = np.cumsum(seg_lens) - seg_lens
     for s, n in zip(starts.tolist(), seg_lens.tolist()):
-        assert (np.diff(positions[s:s + n]) == 1).all()
+        assert (np.diff(positions[s : s + n]) == 1).all()
     # a split document's chunks, in order of their start, tile it without gaps
     segs = packed.segments
     for d in range(len(lengths)):
@@ -118,5 +124,5 @@ def test_changing_one_document_leaves_the_others_logits_unchanged(attn):
         b = model(**{k: v for k, v in collate([as_row(changed)]).items() if k != "labels"}, use_cache=False).logits[0]
     bounds = np.cumsum([0] + [len(i) for i, _ in docs])
     for d in range(4):
-        same = torch.allclose(a[bounds[d]:bounds[d + 1]], b[bounds[d]:bounds[d + 1]], atol=1e-6)
+        same = torch.allclose(a[bounds[d] : bounds[d + 1]], b[bounds[d] : bounds[d + 1]], atol=1e-6)
         assert same == (d != 1), d

@@ -83,4 +83,5 @@ def test_chatml_on_gemma_base_vocabulary_adds_single_tokens(gemma3):
     turns = sum(len(d.messages) for d in docs)
     assert ids.count(262144) == turns and ids.count(262145) == turns  # one token each, per message
     assert sum(1 for t, lab in zip(ids, labels) if lab == 262145) == sum(
-        1 for d in docs for m in d.messages if m["role"] == "assistant")
+        1 for d in docs for m in d.messages if m["role"] == "assistant"
+    )

@@ -36,9 +36,11 @@ def messy_sources(tmp_path) -> list[dict]:
     (tmp_path / "messy.jsonl").write_text(text)  # a blank line after the 21st record: line numbers shift by one
     write_jsonl(tmp_path / "capped.jsonl", [chat(100 + i) if i != 2 else {"messages": []} for i in range(30)])
     (tmp_path / "list.json").write_text(json.dumps([chat(200 + i) for i in range(20)]))
-    return [{"path": str(tmp_path / "messy.jsonl")},
-            {"path": str(tmp_path / "capped.jsonl"), "max_samples": 7},
-            {"path": str(tmp_path / "list.json"), "fraction": 0.5}]
+    return [
+        {"path": str(tmp_path / "messy.jsonl")},
+        {"path": str(tmp_path / "capped.jsonl"), "max_samples": 7},
+        {"path": str(tmp_path / "list.json"), "fraction": 0.5},
+    ]
 
 
 def build(tmp_path, name: str, num_proc: int, **data):

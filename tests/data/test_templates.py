@@ -68,7 +68,8 @@ def test_stock_template_text_and_generation_prompt():
     msgs = [{"role": "user", "content": "Hi"}]
     assert render(OURS, msgs, True) == (
         "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
-        "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n")
+        "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+    )
 
 
 def test_default_system_prompt_can_be_dropped():
@@ -96,7 +97,7 @@ def test_masks_decode_to_each_assistant_turn():
     batch = enc.encode([Document(messages=m) for m in convs])
     start = 0
     for msgs, n in zip(convs, batch.lengths.tolist()):
-        ids, labels = batch.ids[start:start + n], batch.labels[start:start + n]
+        ids, labels = batch.ids[start : start + n], batch.labels[start : start + n]
         start += n
         trained = [int(t) for t, lab in zip(ids, labels) if lab != -100]
         # the trained runs, split at <|im_end|>, are the assistant turns in order
@@ -119,8 +120,16 @@ def test_template_without_generation_markers_gets_derived_masks(tmp_path):
     tok = load_prep_tokenizer(ModelConfig(tokenizer="pkg:demo/tokenizer", init={"x": 1}))
     from smoldist.data.converters import Document
 
-    docs = [Document(messages=[{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello there"},
-                               {"role": "user", "content": "More"}, {"role": "assistant", "content": "Sure."}])]
+    docs = [
+        Document(
+            messages=[
+                {"role": "user", "content": "Hi"},
+                {"role": "assistant", "content": "Hello there"},
+                {"role": "user", "content": "More"},
+                {"role": "assistant", "content": "Sure."},
+            ]
+        )
+    ]
     derived, marked = Encoder.for_template(tok, STOCK, "assistant"), Encoder.for_template(tok, OURS, "assistant")
     assert derived.derived and not marked.derived
     a, b = derived.encode(docs), marked.encode(docs)

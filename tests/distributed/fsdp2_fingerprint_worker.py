@@ -22,8 +22,16 @@ from smoldist.model.lora import frozen_checksum
 dist.init_process_group("gloo")
 rank, world = dist.get_rank(), dist.get_world_size()
 torch.manual_seed(0)  # same weights on every rank, as after from_pretrained
-config = LlamaConfig(vocab_size=256, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                     num_key_value_heads=2, max_position_embeddings=64, tie_word_embeddings=True)
+config = LlamaConfig(
+    vocab_size=256,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=64,
+    tie_word_embeddings=True,
+)
 model = LlamaForCausalLM(config)
 unsharded = final_fingerprint(copy.deepcopy(model))
 frozen_unsharded = frozen_checksum(copy.deepcopy(model))  # a LoRA run's frozen-weight checksum, hashed alike
@@ -35,11 +43,22 @@ local = {n: p.to_local().numel() for n, p in model.named_parameters() if hasattr
 full = {n: p.numel() for n, p in model.named_parameters()}
 sharded = final_fingerprint(model)
 frozen_sharded = frozen_checksum(model)
-Path(sys.argv[1], f"rank-{rank}.json").write_text(json.dumps({
-    "rank": rank, "world_size": world, "dtensor_params": len(local), "params": len(full),
-    "local_numel": sum(local.values()), "full_numel": sum(full.values()),
-    "unsharded": list(unsharded), "sharded": list(sharded),
-    "frozen_unsharded": frozen_unsharded, "frozen_sharded": frozen_sharded}))
+Path(sys.argv[1], f"rank-{rank}.json").write_text(
+    json.dumps(
+        {
+            "rank": rank,
+            "world_size": world,
+            "dtensor_params": len(local),
+            "params": len(full),
+            "local_numel": sum(local.values()),
+            "full_numel": sum(full.values()),
+            "unsharded": list(unsharded),
+            "sharded": list(sharded),
+            "frozen_unsharded": frozen_unsharded,
+            "frozen_sharded": frozen_sharded,
+        }
+    )
+)
 print(f"rank {rank}: fingerprints written", flush=True)
 dist.barrier()
 dist.destroy_process_group()

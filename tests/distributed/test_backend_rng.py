@@ -8,8 +8,10 @@ from smoldist.distributed.checkpoints import cuda_state_for
 from smoldist.distributed.state import collective_device
 
 
-@pytest.mark.parametrize("backend, device", [("nccl", "cuda"), ("cuda:nccl,cpu:gloo", "cuda"), ("gloo", "cpu"),
-                                             ("cpu:gloo,cuda:nccl", "cuda"), (None, "cpu")])
+@pytest.mark.parametrize(
+    "backend, device",
+    [("nccl", "cuda"), ("cuda:nccl,cpu:gloo", "cuda"), ("gloo", "cpu"), ("cpu:gloo,cuda:nccl", "cuda"), (None, "cpu")],
+)
 def test_collective_device_finds_nccl_in_a_mixed_backend_string(backend, device):
     # accelerate's FSDP FULL_STATE_DICT group is "cuda:nccl,cpu:gloo": its tensors must be on the GPU
     assert collective_device(backend) == device

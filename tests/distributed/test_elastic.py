@@ -19,8 +19,13 @@ from tests.helpers import CONFIGS, CONVERSATIONS, accelerate, assert_one_job, re
 
 pytestmark = pytest.mark.slow
 STEPS, STOP = 8, 4
-COMMON = ["train.global_batch_tokens=512", "train.logging_steps=1", f"train.max_steps={STEPS}", "train.save_steps=100",
-          "train.per_device_train_batch_size=1"]  # 1 row x 128 tokens: accumulation 4 on 1 process, 2 on 2
+COMMON = [
+    "train.global_batch_tokens=512",
+    "train.logging_steps=1",
+    f"train.max_steps={STEPS}",
+    "train.save_steps=100",
+    "train.per_device_train_batch_size=1",
+]  # 1 row x 128 tokens: accumulation 4 on 1 process, 2 on 2
 # (name, accelerate config or None for a plain 1-process launch, processes before, processes after)
 CASES = [
     ("ddp-2to1", "cpu_ddp", 2, 1),
@@ -61,8 +66,19 @@ def stopped_with_checkpoint(p) -> bool:
 
 def launch(config: str | None, processes: int, recipe: Path, out: Path, env: dict | None = None):
     cfg = ["--config_file", str(CONFIGS / f"{config}.yaml")] if config and (processes > 1 or "zero" in config) else []
-    return accelerate([*cfg, "--num_processes", str(processes), "-m", "smoldist.train", str(recipe), *COMMON,
-                       f"train.output_dir={out}"], env=env)
+    return accelerate(
+        [
+            *cfg,
+            "--num_processes",
+            str(processes),
+            "-m",
+            "smoldist.train",
+            str(recipe),
+            *COMMON,
+            f"train.output_dir={out}",
+        ],
+        env=env,
+    )
 
 
 @pytest.mark.parametrize("name, config, before, after", CASES, ids=[c[0] for c in CASES])
@@ -90,8 +106,10 @@ def test_stopped_run_resumes_on_another_world_size_and_matches(recipe, reference
     assert [h["step"] for h in state["log_history"] if "loss" in h] == list(range(1, STEPS + 1))
     got = losses(out)
     worst = max(abs(a - b) / abs(a) for a, b in zip(reference, got))
-    print(f"elastic {name}: max relative loss difference {worst:.2e} over {STEPS} steps; "
-          f"reference {[round(x, 6) for x in reference]} resumed {[round(x, 6) for x in got]}")
+    print(
+        f"elastic {name}: max relative loss difference {worst:.2e} over {STEPS} steps; "
+        f"reference {[round(x, 6) for x in reference]} resumed {[round(x, 6) for x in got]}"
+    )
     # the issue asks < 1e-3; every case measures < 1e-6. 1e-5 catches a shared Adam step after a ZeRO-3
     # universal load (smoldist.distributed.elastic.untie_optimizer_steps), which drifts by 2.2e-4
     assert worst < 1e-5, (reference, got)

@@ -48,8 +48,9 @@ def test_resume_onto_a_world_that_does_not_divide_names_the_arithmetic_and_the_s
         check_resume_world(ckpt, 512, 1, 128, 3)
     msg = str(e.value)
     assert "saved on 2 processes) on 3 processes" in msg
-    assert ("512 / (per_device_train_batch_size 1 x seq_len 128) = 4 micro-batches per optimiser step, "
-            "not divisible by 3") in msg
+    assert (
+        "512 / (per_device_train_batch_size 1 x seq_len 128) = 4 micro-batches per optimiser step, not divisible by 3"
+    ) in msg
     assert "world sizes that work: 1, 2, 4" in msg
 
 
@@ -57,9 +58,23 @@ def test_train_refuses_before_preparing_or_loading_anything(tiny_recipe, tmp_pat
     """A real `smoldist train`: the check runs before the store is built and before the checkpoint is read."""
     out = tmp_path / "run"
     fake_checkpoint(out, 4, 2)
-    p = subprocess.run([sys.executable, "-m", "smoldist", "train", str(tiny_recipe), f"train.output_dir={out}",
-                        "train.per_device_train_batch_size=3", "train.global_batch_tokens=512"],
-                       capture_output=True, text=True, cwd=REPO, env=dict(os.environ), timeout=300)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "smoldist",
+            "train",
+            str(tiny_recipe),
+            f"train.output_dir={out}",
+            "train.per_device_train_batch_size=3",
+            "train.global_batch_tokens=512",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=dict(os.environ),
+        timeout=300,
+    )
     assert p.returncode != 0
     assert "cannot resume" in p.stderr, p.stderr[-2000:]
     assert "no world size works with per_device_train_batch_size=3" in p.stderr

@@ -28,8 +28,9 @@ def recipe(tmp_path, conversations_file):
 
 
 def train(recipe, out, *overrides, env=None) -> subprocess.CompletedProcess:
-    return accelerate([*DDP, "-m", "smoldist.train", str(recipe), f"train.output_dir={out}", *overrides],
-                      env=env, timeout=300)
+    return accelerate(
+        [*DDP, "-m", "smoldist.train", str(recipe), f"train.output_dir={out}", *overrides], env=env, timeout=300
+    )
 
 
 class Launch:
@@ -40,11 +41,24 @@ class Launch:
         env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", **{STEP_DELAY_S: "0.3"})
         env["SMOLDIST_TEST_TAG"] = self.tag.split("=", 1)[1]
         self.log = tmp_path / "launch.log"
-        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--main_process_port", str(free_port()), *DDP,
-               "-m", "smoldist.train", str(recipe), f"train.output_dir={out}", "train.max_steps=1000", *overrides]
+        cmd = [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--main_process_port",
+            str(free_port()),
+            *DDP,
+            "-m",
+            "smoldist.train",
+            str(recipe),
+            f"train.output_dir={out}",
+            "train.max_steps=1000",
+            *overrides,
+        ]
         with open(self.log, "w") as log:
-            self.p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO,
-                                      start_new_session=True)
+            self.p = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO, start_new_session=True
+            )
 
     def wait_for(self, path, timeout=240) -> None:
         end = time.monotonic() + timeout
@@ -86,7 +100,7 @@ def test_a_rank_killed_mid_run_ends_the_launch_and_the_rerun_resumes_equal(recip
     assert again.returncode == 0, again.stderr[-3000:]
     assert "resuming from" in again.stdout, again.stdout[-2000:]
     full, resumed = losses(tmp_path / "full"), losses(out)
-    assert resumed == pytest.approx(full[len(full) - len(resumed):], rel=1e-5)
+    assert resumed == pytest.approx(full[len(full) - len(resumed) :], rel=1e-5)
 
 
 def test_a_frozen_rank_ends_the_job_by_itself_after_ddp_timeout(recipe, tmp_path):

@@ -22,8 +22,17 @@ pytestmark = pytest.mark.slow
 
 def test_fingerprints_of_a_fully_sharded_model_match_the_unsharded_ones(tmp_path):
     """final_fingerprint and LoRA's frozen_checksum (which crashed on DTensors: `.numpy()` of a tensor subclass)."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
-           str(REPO / "tests" / "distributed" / "fsdp2_fingerprint_worker.py"), str(tmp_path)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(free_port()),
+        str(REPO / "tests" / "distributed" / "fsdp2_fingerprint_worker.py"),
+        str(tmp_path),
+    ]
     path = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=path)
     p = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300, env=env)

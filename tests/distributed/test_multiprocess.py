@@ -93,9 +93,24 @@ def test_two_nodes_on_one_machine_train_as_one_job(recipe, tmp_path):
 def test_smoldist_launcher_runs_deepspeed_on_cpu_without_the_no_gpu_warning(recipe, tmp_path):
     """`smoldist train --accelerate-config cpu_zero2`: two ZeRO-2 ranks, and none of DeepSpeed's "Setting accelerator to
     CPU ... unable to detect it" lines (one per process), which every CPU run printed."""
-    p = subprocess.run([sys.executable, "-m", "smoldist", "train", str(recipe), "--accelerate-config", "cpu_zero2",
-                        "--num-processes", "2"], capture_output=True, text=True, cwd=REPO, timeout=600,
-                       env=dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false"))
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "smoldist",
+            "train",
+            str(recipe),
+            "--accelerate-config",
+            "cpu_zero2",
+            "--num-processes",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600,
+        env=dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false"),
+    )
     assert p.returncode == 0, p.stderr[-3000:]
     assert_one_job(tmp_path / "run", 2)
     assert {r["engine"] for r in ranks(tmp_path / "run")} == {"deepspeed-zero2"}
@@ -108,8 +123,17 @@ def test_two_processes_match_one_process_with_twice_the_accumulation(recipe, tmp
         ["--num_processes", "1", "-m", "smoldist.train", str(recipe), *common, f"train.output_dir={tmp_path}/one"]
     )
     assert one.returncode == 0, one.stderr[-4000:]
-    two = accelerate(["--config_file", str(CONFIGS / "cpu_ddp.yaml"), "-m", "smoldist.train", str(recipe), *common,
-                      f"train.output_dir={tmp_path}/two"])
+    two = accelerate(
+        [
+            "--config_file",
+            str(CONFIGS / "cpu_ddp.yaml"),
+            "-m",
+            "smoldist.train",
+            str(recipe),
+            *common,
+            f"train.output_dir={tmp_path}/two",
+        ]
+    )
     assert two.returncode == 0, two.stderr[-4000:]
     assert "grad accumulation 4" in one.stdout and "grad accumulation 2" in two.stdout
     a, b = losses(tmp_path / "one"), losses(tmp_path / "two")
@@ -128,9 +152,19 @@ def test_promised_world_size_that_is_not_there_fails_loudly(recipe):
 def test_two_process_run_makes_exactly_one_wandb_run(recipe, tmp_path):
     from smoldist.train.wandb_offline import read_run
 
-    p = accelerate(["--config_file", str(CONFIGS / "cpu_ddp.yaml"), "-m", "smoldist.train", str(recipe),
-                    "tracking.wandb.mode=offline", "tracking.peak_tflops=0.5", "train.logging_steps=2"],
-                   env={"HOME": str(tmp_path)})
+    p = accelerate(
+        [
+            "--config_file",
+            str(CONFIGS / "cpu_ddp.yaml"),
+            "-m",
+            "smoldist.train",
+            str(recipe),
+            "tracking.wandb.mode=offline",
+            "tracking.peak_tflops=0.5",
+            "train.logging_steps=2",
+        ],
+        env={"HOME": str(tmp_path)},
+    )
     assert p.returncode == 0, p.stderr[-4000:]
     files = sorted((tmp_path / "run" / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(files) == 1, files

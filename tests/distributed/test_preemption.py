@@ -16,10 +16,21 @@ from tests.helpers import REPO
 
 
 def train(recipe, out, env=None) -> subprocess.CompletedProcess:
-    args = [sys.executable, "-m", "smoldist", "train", str(recipe), f"train.output_dir={out}", "train.max_steps=8",
-            "train.save_steps=100", "train.per_device_train_batch_size=1", "train.global_batch_tokens=256"]
-    return subprocess.run(args, capture_output=True, text=True, cwd=REPO, env=dict(os.environ, **(env or {})),
-                          timeout=300)
+    args = [
+        sys.executable,
+        "-m",
+        "smoldist",
+        "train",
+        str(recipe),
+        f"train.output_dir={out}",
+        "train.max_steps=8",
+        "train.save_steps=100",
+        "train.per_device_train_batch_size=1",
+        "train.global_batch_tokens=256",
+    ]
+    return subprocess.run(
+        args, capture_output=True, text=True, cwd=REPO, env=dict(os.environ, **(env or {})), timeout=300
+    )
 
 
 def history(out) -> list[tuple[int, float, float]]:
@@ -51,10 +62,23 @@ def test_interrupted_and_resumed_equals_uninterrupted(tiny_recipe, tmp_path):
 
 def test_a_stop_during_evaluation_ends_it_and_saves_at_once(tiny_recipe, tmp_path):
     out = tmp_path / "cut"
-    args = [sys.executable, "-m", "smoldist", "train", str(tiny_recipe), f"train.output_dir={out}", "train.max_steps=8",
-            "train.save_steps=100", "train.per_device_train_batch_size=1", "train.global_batch_tokens=256",
-            "data.packing=none", "data.eval_fraction=0.5", "train.eval_strategy=steps", "train.eval_steps=2",
-            "train.per_device_eval_batch_size=1"]  # 10 evaluation batches of one document each
+    args = [
+        sys.executable,
+        "-m",
+        "smoldist",
+        "train",
+        str(tiny_recipe),
+        f"train.output_dir={out}",
+        "train.max_steps=8",
+        "train.save_steps=100",
+        "train.per_device_train_batch_size=1",
+        "train.global_batch_tokens=256",
+        "data.packing=none",
+        "data.eval_fraction=0.5",
+        "train.eval_strategy=steps",
+        "train.eval_steps=2",
+        "train.per_device_eval_batch_size=1",
+    ]  # 10 evaluation batches of one document each
     env = dict(os.environ, **{SIGNAL_AT_EVAL_BATCH: "2"})  # the signal comes at the 2nd evaluation batch
     p = subprocess.run(args, capture_output=True, text=True, cwd=REPO, timeout=600, env=env)
     assert p.returncode == STOPPED_EXIT_CODE, p.stderr[-3000:]

@@ -40,9 +40,26 @@ def test_sigterm_to_smoldist_train_reaches_the_workers(recipe, tmp_path):
     env.update(OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", SMOLDIST_TEST_TAG=tag.split("=", 1)[1])
     log = tmp_path / "train.log"
     with open(log, "w") as out:
-        p = subprocess.Popen([sys.executable, "-m", "smoldist", "train", str(recipe), "--accelerate-config", "cpu_ddp",
-                              "--num-processes", "2", "--main-process-port", "0"], stdout=out, stderr=subprocess.STDOUT,
-                             env=env, cwd=REPO, start_new_session=True)
+        p = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "smoldist",
+                "train",
+                str(recipe),
+                "--accelerate-config",
+                "cpu_ddp",
+                "--num-processes",
+                "2",
+                "--main-process-port",
+                "0",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=REPO,
+            start_new_session=True,
+        )
     try:
         end = time.monotonic() + 300
         while "smoldist | step" not in log.read_text() and time.monotonic() < end and p.poll() is None:

@@ -16,16 +16,24 @@ def pretrained_tiny_model(path):
     from smoldist.config.recipe import PACKAGE_DIR
 
     tok = AutoTokenizer.from_pretrained(PACKAGE_DIR / "demo" / "tokenizer")
-    cfg = LlamaConfig(vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                      pad_token_id=tok.pad_token_id, **TINY_INIT)
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        **TINY_INIT,
+    )
     LlamaForCausalLM(cfg).save_pretrained(path)
     tok.save_pretrained(path)
     return path
 
 
 def test_zero3_builds_the_model_partitioned(tmp_path, conversations_file):
-    raw = recipe_dict(tmp_path, [{"path": str(conversations_file)}],
-                      train={"max_steps": 1, "save_steps": 100, "per_device_train_batch_size": 1})
+    raw = recipe_dict(
+        tmp_path,
+        [{"path": str(conversations_file)}],
+        train={"max_steps": 1, "save_steps": 100, "per_device_train_batch_size": 1},
+    )
     raw["model"] = {"name_or_path": str(pretrained_tiny_model(tmp_path / "tiny")), "dtype": "float32"}
     recipe = write_recipe(tmp_path, raw)
     p = accelerate(["--config_file", str(CONFIGS / "cpu_zero3.yaml"), "-m", "smoldist.train", str(recipe)], timeout=900)

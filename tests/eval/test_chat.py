@@ -48,8 +48,15 @@ def test_chat_without_a_prompt_answers_each_line_of_stdin(model_dir, monkeypatch
     assert capsys.readouterr().out == "".join(replies)
 
 
-@pytest.mark.parametrize("command", [["chat", "{missing}", "Hi"], ["eval", "{missing}", "--data", str(GSM8K_4)],
-                                     ["eval", "{missing}", "--loss"], ["merge", "{missing}"]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["chat", "{missing}", "Hi"],
+        ["eval", "{missing}", "--data", str(GSM8K_4)],
+        ["eval", "{missing}", "--loss"],
+        ["merge", "{missing}"],
+    ],
+)
 def test_a_missing_run_directory_is_one_line_naming_it(command, tmp_path, capsys):
     missing = tmp_path / "runs" / "nope"
     assert main([a.format(missing=missing) for a in command]) == 2

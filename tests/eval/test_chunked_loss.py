@@ -26,14 +26,26 @@ def transformed_head_model(family: str):
     """A tiny model of a family whose forward transforms the head's logits, set so that it matters here."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    shape = dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                 num_key_value_heads=2, head_dim=8, max_position_embeddings=256)
-    extra = {"gemma2": {"final_logit_softcapping": 0.05}, "cohere": {"logit_scale": 4.0},
-             "granite": {"logits_scaling": 0.25}}[family]
+    shape = dict(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+        max_position_embeddings=256,
+    )
+    extra = {
+        "gemma2": {"final_logit_softcapping": 0.05},
+        "cohere": {"logit_scale": 4.0},
+        "granite": {"logits_scaling": 0.25},
+    }[family]
     torch.manual_seed(0)
     attn = "eager" if family == "gemma2" else "sdpa"  # transformers refuses sdpa for Gemma 2
-    return AutoModelForCausalLM.from_config(AutoConfig.for_model(family, **shape, **extra),
-                                            attn_implementation=attn).eval()
+    return AutoModelForCausalLM.from_config(
+        AutoConfig.for_model(family, **shape, **extra), attn_implementation=attn
+    ).eval()
 
 
 @pytest.mark.parametrize("family", ["gemma2", "cohere", "granite"])

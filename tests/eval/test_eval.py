@@ -40,15 +40,18 @@ def check_result(result: dict, data: Path, n: int) -> None:
     assert result["accuracy"] == pytest.approx(sum(r["correct"] for r in result["records"]) / n)
 
 
-@pytest.mark.parametrize("text, want", [
-    ("so 9 * 2 = 18.\n#### 18", ("18", "####")),
-    ("#### 1,234.", ("1234", "####")),
-    ("#### $70,000", ("70000", "####")),
-    ("####18.00", ("18", "####")),
-    ("#### -3.50", ("-3.5", "####")),
-    ("She has 5 apples, then 7. The answer is 12.", ("12", "last number")),
-    ("I do not know.", (None, "none")),
-])
+@pytest.mark.parametrize(
+    "text, want",
+    [
+        ("so 9 * 2 = 18.\n#### 18", ("18", "####")),
+        ("#### 1,234.", ("1234", "####")),
+        ("#### $70,000", ("70000", "####")),
+        ("####18.00", ("18", "####")),
+        ("#### -3.50", ("-3.5", "####")),
+        ("She has 5 apples, then 7. The answer is 12.", ("12", "last number")),
+        ("I do not know.", (None, "none")),
+    ],
+)
 def test_answers_are_read_from_the_hash_line_with_the_last_number_as_fallback(text, want):
     assert extract_answer(text) == want
 
@@ -118,14 +121,32 @@ def test_eval_scores_a_lora_run(tmp_path, conversations_file):
     raw = recipe_dict(tmp_path, [{"path": str(conversations_file)}], train={"max_steps": 2})
     raw["model"] = {"name_or_path": str(save_tiny_base(tmp_path / "base")), "dtype": "float32", "lora": dict(LORA)}
     run(load_recipe(write_recipe(tmp_path, raw)))
-    assert main(["eval", str(tmp_path / "run"), "--data", str(GSM8K_4), "-n", "2", "--max-new-tokens", "4",
-                 "--out", str(tmp_path / "e.json")]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                str(tmp_path / "run"),
+                "--data",
+                str(GSM8K_4),
+                "-n",
+                "2",
+                "--max-new-tokens",
+                "4",
+                "--out",
+                str(tmp_path / "e.json"),
+            ]
+        )
+        == 0
+    )
     check_result(json.loads((tmp_path / "e.json").read_text()), GSM8K_4, 2)
 
 
 def test_eval_loss_equals_the_trainers_own_eval_of_the_saved_model(tmp_path, conversations_file, capsys):
-    raw = recipe_dict(tmp_path, [{"path": str(conversations_file)}],
-                      train={"eval_strategy": "steps", "eval_steps": 3, "per_device_eval_batch_size": 2})
+    raw = recipe_dict(
+        tmp_path,
+        [{"path": str(conversations_file)}],
+        train={"eval_strategy": "steps", "eval_steps": 3, "per_device_eval_batch_size": 2},
+    )
     raw["data"]["eval_fraction"] = 0.25
     run(load_recipe(write_recipe(tmp_path, raw)))
     history = json.loads((tmp_path / "run" / "trainer_state.json").read_text())["log_history"]
@@ -207,9 +228,24 @@ def train_with_tracking_eval(tiny_recipe, tmp_path, *overrides: str, **env_extra
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
     env.update(HOME=str(tmp_path / "home"), **env_extra)
-    p = subprocess.run([sys.executable, "-m", "smoldist", "train", str(tiny_recipe), "tracking.wandb.mode=offline",
-                        f"tracking.eval.data={GSM8K_4}", "tracking.eval.max_new_tokens=4", *overrides],
-                       capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "smoldist",
+            "train",
+            str(tiny_recipe),
+            "tracking.wandb.mode=offline",
+            f"tracking.eval.data={GSM8K_4}",
+            "tracking.eval.max_new_tokens=4",
+            *overrides,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=600,
+    )
     assert p.returncode == 0, p.stderr[-3000:]
     (run_file,) = (tmp_path / "run" / "wandb").glob("offline-run-*/run-*.wandb")
     return p, read_run(run_file).history
@@ -241,8 +277,13 @@ def test_tracking_eval_compare_scores_the_start_too_and_logs_the_verdict(tiny_re
 
 def test_a_stop_during_tracking_eval_ends_it_at_the_batch_and_keeps_the_saved_model(tiny_recipe, tmp_path):
     """The model is saved before tracking.eval: a stop signal (Slurm's time limit) must not wait for every question."""
-    p, history = train_with_tracking_eval(tiny_recipe, tmp_path, "tracking.eval.n=4", "tracking.eval.batch_size=1",
-                                          SMOLDIST_FAULT_SIGNAL_AT_END_EVAL_BATCH="2")
+    p, history = train_with_tracking_eval(
+        tiny_recipe,
+        tmp_path,
+        "tracking.eval.n=4",
+        "tracking.eval.batch_size=1",
+        SMOLDIST_FAULT_SIGNAL_AT_END_EVAL_BATCH="2",
+    )
     assert "eval gsm8k stopped by signal 10 after 2 of 4 questions" in p.stdout, p.stdout[-2000:]
     result = json.loads((tmp_path / "run" / "eval_gsm8k.json").read_text())
     check_result(result, GSM8K_4, 2)

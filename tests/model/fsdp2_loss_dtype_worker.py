@@ -19,8 +19,16 @@ from trl.trainer.utils import add_fused_lm_head
 
 from smoldist.model.precision import reduce_in_fp32
 
-CONFIG = LlamaConfig(vocab_size=256, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                     num_key_value_heads=2, max_position_embeddings=64, tie_word_embeddings=True)
+CONFIG = LlamaConfig(
+    vocab_size=256,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=64,
+    tie_word_embeddings=True,
+)
 
 
 def build() -> LlamaForCausalLM:
@@ -46,9 +54,13 @@ def sharded_loss(policy: MixedPrecisionPolicy, mesh, ids, labels) -> dict:
     sharded = all(hasattr(p, "to_local") and p.to_local().numel() < p.numel() for p in params)
     with torch.no_grad():
         loss, log_probs = trl_loss(model, ids, labels)
-    return {"loss": loss.float().item(), "loss_dtype": str(loss.dtype), "log_probs_dtype": str(log_probs.dtype),
-            "policy": [str(policy.param_dtype), str(policy.reduce_dtype), str(policy.output_dtype)],
-            "sharded": sharded}
+    return {
+        "loss": loss.float().item(),
+        "loss_dtype": str(loss.dtype),
+        "log_probs_dtype": str(log_probs.dtype),
+        "policy": [str(policy.param_dtype), str(policy.reduce_dtype), str(policy.output_dtype)],
+        "sharded": sharded,
+    }
 
 
 dist.init_process_group("gloo")
@@ -66,8 +78,14 @@ ours = sharded_loss(plugin.mixed_precision_policy, mesh, ids, labels)
 old = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.bfloat16, output_dtype=torch.bfloat16)
 with torch.no_grad():
     unsharded = trl_loss(build(), ids, labels)[0].item()
-result = {"rank": rank, "world_size": world, "sharded": ours.pop("sharded"), "smoldist": ours,
-          "accelerate-1.15": sharded_loss(old, mesh, ids, labels), "unsharded_loss": unsharded}
+result = {
+    "rank": rank,
+    "world_size": world,
+    "sharded": ours.pop("sharded"),
+    "smoldist": ours,
+    "accelerate-1.15": sharded_loss(old, mesh, ids, labels),
+    "unsharded_loss": unsharded,
+}
 print("RESULT " + json.dumps(result), flush=True)
 dist.barrier()
 dist.destroy_process_group()

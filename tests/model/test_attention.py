@@ -160,9 +160,17 @@ def test_training_with_varlen_equals_sdpa_and_saves_a_plain_transformers_model(t
     register()
     losses = {}
     for attn in ("sdpa", "varlen"):
-        raw = recipe_dict(tmp_path, [{"path": str(conversations_file)}],
-                          train={"output_dir": str(tmp_path / attn), "eval_strategy": "steps", "eval_steps": 3,
-                                 "save_steps": 100, "per_device_eval_batch_size": 2})  # the same eval batches
+        raw = recipe_dict(
+            tmp_path,
+            [{"path": str(conversations_file)}],
+            train={
+                "output_dir": str(tmp_path / attn),
+                "eval_strategy": "steps",
+                "eval_steps": 3,
+                "save_steps": 100,
+                "per_device_eval_batch_size": 2,
+            },
+        )  # the same eval batches
         # for both (eval_loss is per label token, but each attention's numerics follow the batch's shape)
         raw["data"]["eval_fraction"] = 0.2
         raw["model"]["attn_implementation"] = attn
@@ -175,8 +183,10 @@ def test_training_with_varlen_equals_sdpa_and_saves_a_plain_transformers_model(t
     assert losses["varlen"] == pytest.approx(losses["sdpa"], rel=1e-4)
     saved = json.loads((tmp_path / "varlen" / "config.json").read_text())
     assert "varlen" not in json.dumps(saved)
-    probe = ("import torch; from transformers import AutoModelForCausalLM as M; "
-             f"m = M.from_pretrained({str(tmp_path / 'varlen')!r}); print(m.config._attn_implementation)")
+    probe = (
+        "import torch; from transformers import AutoModelForCausalLM as M; "
+        f"m = M.from_pretrained({str(tmp_path / 'varlen')!r}); print(m.config._attn_implementation)"
+    )
     p = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-2000:]
 
@@ -215,8 +225,14 @@ def test_two_process_ddp_with_varlen_trains_as_one_job_like_sdpa(tmp_path, conve
     from tests.helpers import REPO, accelerate, assert_one_job, losses, write_recipe
     from tests.helpers import recipe_dict as rd
 
-    recipe = write_recipe(tmp_path, rd(tmp_path, [{"path": str(conversations_file)}],
-                                       train={"max_steps": 3, "save_steps": 100, "per_device_train_batch_size": 1}))
+    recipe = write_recipe(
+        tmp_path,
+        rd(
+            tmp_path,
+            [{"path": str(conversations_file)}],
+            train={"max_steps": 3, "save_steps": 100, "per_device_train_batch_size": 1},
+        ),
+    )
     config = str(REPO / "accelerate_configs" / "cpu_ddp.yaml")
     seen = {}
     for attn in ("sdpa", "varlen"):

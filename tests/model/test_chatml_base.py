@@ -72,9 +72,10 @@ def test_trained_base_model_stops_on_im_end_under_plain_generate(base, tmp_path)
     tok, model = AutoTokenizer.from_pretrained(out), AutoModelForCausalLM.from_pretrained(out)
     im_end = tok.convert_tokens_to_ids("<|im_end|>")
     assert len(tok.tokenize("<|im_end|>")) == 1 and model.config.vocab_size == len(tok)
-    prompt = tok.apply_chat_template([{"role": "user", "content": "Hello 3!"}], add_generation_prompt=True,
-                                     return_tensors="pt", return_dict=True)
+    prompt = tok.apply_chat_template(
+        [{"role": "user", "content": "Hello 3!"}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )
     with torch.no_grad():
-        out_ids = model.generate(**prompt, max_new_tokens=20, do_sample=False)[0, prompt["input_ids"].shape[1]:]
+        out_ids = model.generate(**prompt, max_new_tokens=20, do_sample=False)[0, prompt["input_ids"].shape[1] :]
     assert out_ids.tolist()[-1] == im_end and len(out_ids) < 20  # stopped by itself, at the end of its turn
     assert tok.decode(out_ids) == "ok<|im_end|>"

@@ -16,9 +16,17 @@ import torch
 from tests.helpers import REPO, recipe_dict, write_recipe
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
-SHAPE_135M = {"hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30, "num_attention_heads": 9,
-              "num_key_value_heads": 3, "vocab_size": 49152, "tie_word_embeddings": True, "rms_norm_eps": 1e-5,
-              "max_position_embeddings": 2048}
+SHAPE_135M = {
+    "hidden_size": 576,
+    "intermediate_size": 1536,
+    "num_hidden_layers": 30,
+    "num_attention_heads": 9,
+    "num_key_value_heads": 3,
+    "vocab_size": 49152,
+    "tie_word_embeddings": True,
+    "rms_norm_eps": 1e-5,
+    "max_position_embeddings": 2048,
+}
 DEMO = REPO / "smoldist" / "demo" / "conversations.jsonl"
 
 
@@ -55,8 +63,11 @@ def test_packed_loss_and_gradients_equal_the_documents_run_one_by_one_in_bf16(at
 
     docs = packed_documents()
     model = gpu_model(attn)
-    row = {"input_ids": [t for d in docs for t in d], "labels": [t for d in docs for t in d],
-           "seq_lengths": [len(d) for d in docs]}
+    row = {
+        "input_ids": [t for d in docs for t in d],
+        "labels": [t for d in docs for t in d],
+        "seq_lengths": [len(d) for d in docs],
+    }
     batch = DataCollatorForLanguageModeling(pad_token_id=0, padding_free=True)([row])
     batch = {k: v.cuda() if torch.is_tensor(v) else v for k, v in batch.items()}
     packed = model(**batch, use_cache=False).loss
@@ -83,8 +94,8 @@ def test_varlen_kernel_matches_sdpa_per_document():
     t = sum(lengths)
     q = torch.randn(t, 9, 64, device="cuda", dtype=torch.bfloat16)
     k, v = (torch.randn(t, 3, 64, device="cuda", dtype=torch.bfloat16) for _ in range(2))
-    fast = _kernel_attention(q, k, v, cu, max(lengths), 64 ** -0.5)
-    ref = _reference_attention(q.float(), k.float(), v.float(), cu.cpu(), 64 ** -0.5)
+    fast = _kernel_attention(q, k, v, cu, max(lengths), 64**-0.5)
+    ref = _reference_attention(q.float(), k.float(), v.float(), cu.cpu(), 64**-0.5)
     assert (fast.float() - ref).abs().max().item() < 2e-2
 
 
@@ -120,8 +131,13 @@ def engine_recipe(tmp_path, attn: str, out) -> dict:
     return raw
 
 
-ENGINES = {"single_gpu": {"single"}, "multi_gpu": {"ddp", "single"}, "fsdp2": {"fsdp2"}, "zero2": {"deepspeed-zero2"},
-           "zero3": {"deepspeed-zero3"}}
+ENGINES = {
+    "single_gpu": {"single"},
+    "multi_gpu": {"ddp", "single"},
+    "fsdp2": {"fsdp2"},
+    "zero2": {"deepspeed-zero2"},
+    "zero3": {"deepspeed-zero3"},
+}
 
 
 @pytest.mark.parametrize("config", list(ENGINES))
@@ -146,8 +162,14 @@ def test_engine_trains_the_135m_shape_and_saves_a_model_that_reloads_with_the_sa
         "smoldist.train",
         str(recipe),
     ]
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=REPO,
-                       env=dict(os.environ, WANDB_MODE="disabled", TOKENIZERS_PARALLELISM="false"))
+    p = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=REPO,
+        env=dict(os.environ, WANDB_MODE="disabled", TOKENIZERS_PARALLELISM="false"),
+    )
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-5000:]
     rank = json.loads((out / "ranks" / "rank-0.json").read_text())
     assert rank["engine"] in ENGINES[config] and rank["world_size"] == 1, rank

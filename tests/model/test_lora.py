@@ -135,8 +135,11 @@ def test_lora_recipe_checks(tmp_path, conversations_file, tiny_base):
 def test_lora_trains_as_one_distributed_job(tmp_path, conversations_file, tiny_base, config, engine):
     from tests.helpers import CONFIGS, accelerate, assert_one_job, ranks
 
-    raw = recipe_dict(tmp_path, [{"path": str(conversations_file)}],
-                      train={"max_steps": 4, "save_steps": 2, "per_device_train_batch_size": 1})
+    raw = recipe_dict(
+        tmp_path,
+        [{"path": str(conversations_file)}],
+        train={"max_steps": 4, "save_steps": 2, "per_device_train_batch_size": 1},
+    )
     raw["model"] = {"name_or_path": str(tiny_base), "dtype": "float32", "lora": dict(LORA)}
     recipe = write_recipe(tmp_path, raw)
     cfg = str(CONFIGS / f"{config}.yaml")

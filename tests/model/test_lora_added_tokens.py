@@ -24,11 +24,12 @@ def plain_reply(model, tok, prompt: str) -> str:
     """Greedy generate() with the model's own generation config: no stop ids passed in."""
     import torch
 
-    inputs = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                     return_tensors="pt", return_dict=True)
+    inputs = tok.apply_chat_template(
+        [{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )
     with torch.no_grad():
         out = model.eval().generate(**inputs, max_new_tokens=20, do_sample=False)
-    return tok.decode(out[0, inputs["input_ids"].shape[1]:])
+    return tok.decode(out[0, inputs["input_ids"].shape[1] :])
 
 
 def probe_logits(model, vocab: int):
@@ -107,8 +108,11 @@ def test_added_rows_train_through_trls_fused_head_tied_or_not(tmp_path, tied):
     model = build_model(cfg, tok)
     rows = trainable_token_rows(model, tok.smoldist_added)
     vocab = len(tok)
-    assert rows == ({"model.embed_tokens": [vocab - 2, vocab - 1]} if tied else
-                    {"model.embed_tokens": [vocab - 2, vocab - 1], "lm_head": [vocab - 2, vocab - 1]})
+    assert rows == (
+        {"model.embed_tokens": [vocab - 2, vocab - 1]}
+        if tied
+        else {"model.embed_tokens": [vocab - 2, vocab - 1], "lm_head": [vocab - 2, vocab - 1]}
+    )
     model = get_peft_model(model, peft_config(LoraConfig(**LORA), rows))
     fit_trainable_tokens(model)
     add_fused_lm_head(model.get_base_model(), outputs=("log_probs",))
@@ -116,8 +120,9 @@ def test_added_rows_train_through_trls_fused_head_tied_or_not(tmp_path, tied):
     out = model(input_ids=ids, labels=ids, fused_lm_head=True)
     (-out.log_probs.sum()).backward()
     deltas = {n: p for n, p in model.named_parameters() if "trainable_tokens_delta" in n}
-    assert len(deltas) == (1 if tied else 2) and all(p.grad is not None and p.grad.abs().sum() > 0
-                                                      for p in deltas.values())
+    assert len(deltas) == (1 if tied else 2) and all(
+        p.grad is not None and p.grad.abs().sum() > 0 for p in deltas.values()
+    )
     assert [n for n, p in model.named_parameters() if p.requires_grad and "lora_" not in n] == list(deltas)
 
 
@@ -129,8 +134,17 @@ def test_added_rows_train_as_one_ddp_job(base, tmp_path):
     from tests.helpers import CONFIGS, accelerate, assert_one_job
 
     recipe = chatml_base_recipe(tmp_path, base, "today", lora=dict(LORA))
-    done = accelerate(["--config_file", str(CONFIGS / "cpu_ddp.yaml"), "-m", "smoldist.train", str(recipe),
-                       "train.max_steps=4", "train.per_device_train_batch_size=2"])
+    done = accelerate(
+        [
+            "--config_file",
+            str(CONFIGS / "cpu_ddp.yaml"),
+            "-m",
+            "smoldist.train",
+            str(recipe),
+            "train.max_steps=4",
+            "train.per_device_train_batch_size=2",
+        ]
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     out = tmp_path / "run"
     assert_one_job(out, 2)

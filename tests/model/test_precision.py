@@ -19,13 +19,35 @@ from tests.helpers import CONVERSATIONS, recipe_dict, write_jsonl, write_recipe
 
 def eval_losses(tmp_path, dtype: str, extra: tuple[str, ...] = ()) -> tuple[float, float, dict]:
     data = write_jsonl(tmp_path / "chats.jsonl", CONVERSATIONS * 10)
-    raw = recipe_dict(tmp_path, [{"path": str(data)}], model={"dtype": dtype, "init": {
-        "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
-        "num_key_value_heads": 2, "max_position_embeddings": 256, "tie_word_embeddings": True}},
-        data={"eval_fraction": 0.25})
+    raw = recipe_dict(
+        tmp_path,
+        [{"path": str(data)}],
+        model={
+            "dtype": dtype,
+            "init": {
+                "hidden_size": 64,
+                "intermediate_size": 128,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 4,
+                "num_key_value_heads": 2,
+                "max_position_embeddings": 256,
+                "tie_word_embeddings": True,
+            },
+        },
+        data={"eval_fraction": 0.25},
+    )
     out = tmp_path / f"run-{dtype}"
-    raw["train"].update(output_dir=str(out), max_steps=12, learning_rate=2e-5, lr_scheduler_type="constant",
-                        eval_strategy="steps", eval_steps=12, eval_on_start=True, save_steps=12, weight_decay=0.0)
+    raw["train"].update(
+        output_dir=str(out),
+        max_steps=12,
+        learning_rate=2e-5,
+        lr_scheduler_type="constant",
+        eval_strategy="steps",
+        eval_steps=12,
+        eval_on_start=True,
+        save_steps=12,
+        weight_decay=0.0,
+    )
     recipe = load_recipe(write_recipe(tmp_path, raw, f"{dtype}.yaml"), list(extra))
     run(recipe)
     state = json.loads((out / "trainer_state.json").read_text())
@@ -98,9 +120,14 @@ def test_push_to_hub_uploads_the_model_in_model_dtype_with_the_run_files(tmp_pat
 
         def upload_folder(self, repo_id, folder_path, commit_message=None, run_as_future=False, **kw):
             weights = sorted(p for p in Path(folder_path).glob("model*.safetensors"))
-            uploads.append((commit_message, {t.dtype for w in weights for t in load_file(str(w)).values()},
-                            json.loads((Path(folder_path) / "config.json").read_text()).get("dtype"),
-                            {p.name for p in Path(folder_path).iterdir()}))
+            uploads.append(
+                (
+                    commit_message,
+                    {t.dtype for w in weights for t in load_file(str(w)).values()},
+                    json.loads((Path(folder_path) / "config.json").read_text()).get("dtype"),
+                    {p.name for p in Path(folder_path).iterdir()},
+                )
+            )
             done = Future()
             done.set_result(None)
             return done if run_as_future else None

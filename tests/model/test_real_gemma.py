@@ -26,11 +26,20 @@ MAX_NEW = 40
 def finetune(tmp, model_dir, chat_template: str, lr: float = 1e-4, *overrides: str):
     from smoldist.train.run import run
 
-    data = write_jsonl(tmp / "chat.jsonl", [{"messages": [{"role": "user", "content": QUESTION},
-                                                          {"role": "assistant", "content": ANSWER}]}])
+    data = write_jsonl(
+        tmp / "chat.jsonl",
+        [{"messages": [{"role": "user", "content": QUESTION}, {"role": "assistant", "content": ANSWER}]}],
+    )
     path = real_recipe(tmp, model_dir, max_steps=6, learning_rate=lr, lr_scheduler_type="constant", warmup_steps=0)
-    recipe = load_recipe(path, [f"model.chat_template={chat_template}", f"data.sources.0.path={data}",
-                                "data.sources.0.format=messages", *overrides])
+    recipe = load_recipe(
+        path,
+        [
+            f"model.chat_template={chat_template}",
+            f"data.sources.0.path={data}",
+            "data.sources.0.format=messages",
+            *overrides,
+        ],
+    )
     run(recipe)
     return tmp / "run", tmp / "store"
 
@@ -60,12 +69,13 @@ def reply(folder, question: str) -> tuple[list[int], object]:
 
     tok = AutoTokenizer.from_pretrained(folder)
     model = load_model(folder).eval()
-    inputs = tok.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True,
-                                     return_tensors="pt", return_dict=True)
+    inputs = tok.apply_chat_template(
+        [{"role": "user", "content": question}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )
     assert inputs["input_ids"][0, 0] == tok.convert_tokens_to_ids("<bos>")  # Gemma reads <bos> first
     with torch.no_grad():
         gen = model.generate(**inputs, max_new_tokens=MAX_NEW, do_sample=False)  # no eos passed
-    return gen[0, inputs["input_ids"].shape[1]:].tolist(), tok
+    return gen[0, inputs["input_ids"].shape[1] :].tolist(), tok
 
 
 def losses(out) -> list[float]:

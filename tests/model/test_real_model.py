@@ -64,8 +64,9 @@ def test_prepare_gives_apply_chat_templates_tokens_and_an_assistant_only_mask(re
     for row, rec in zip(rows, records):
         conv = [{"role": "user", "content": rec["question"]}, {"role": "assistant", "content": rec["answer"]}]
         stock_ids = tok.apply_chat_template(conv, tokenize=True, return_dict=True)["input_ids"]
-        enc = tok.apply_chat_template(conv, chat_template=store.template, tokenize=True, return_dict=True,
-                                      return_assistant_tokens_mask=True)
+        enc = tok.apply_chat_template(
+            conv, chat_template=store.template, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
+        )
         want_labels = [t if m else -100 for t, m in zip(enc["input_ids"], enc["assistant_masks"])]
         want_labels[0] = -100
         assert row["input_ids"] == stock_ids == enc["input_ids"]
@@ -80,8 +81,10 @@ def base_finetune(real_base, tmp_path_factory):
     from smoldist.train.run import run
 
     tmp = tmp_path_factory.mktemp("real-ft")
-    recipe = load_recipe(real_recipe(tmp, real_base, max_steps=6, learning_rate=1e-4, lr_scheduler_type="constant",
-                                     warmup_steps=0), ["data.sources.0.max_samples=1"])  # one row: every step sees it
+    recipe = load_recipe(
+        real_recipe(tmp, real_base, max_steps=6, learning_rate=1e-4, lr_scheduler_type="constant", warmup_steps=0),
+        ["data.sources.0.max_samples=1"],
+    )  # one row: every step sees it
     metrics = run(recipe)
     return tmp / "run", metrics
 
@@ -115,7 +118,7 @@ def test_the_fine_tuned_base_model_stops_at_im_end_under_plain_transformers(base
     inputs = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
     with torch.no_grad():
         gen = model.generate(**inputs, max_new_tokens=96, do_sample=False)  # no eos passed: the saved config decides
-    new = gen[0, inputs["input_ids"].shape[1]:].tolist()
+    new = gen[0, inputs["input_ids"].shape[1] :].tolist()
     assert new[-1] == im_end and len(new) < 96, tok.decode(new)
     reply = pipeline("text-generation", model=model, tokenizer=tok)(messages, max_new_tokens=96, do_sample=False)
     assert reply[0]["generated_text"][-1]["content"].strip() == tok.decode(new[:-1]).strip()

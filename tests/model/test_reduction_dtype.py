@@ -45,8 +45,16 @@ def test_fsdp2_outputs_keep_their_dtype_whatever_accelerate_chose(output_dtype):
 def test_fsdp2_bf16_loss_as_trl_computes_it_is_float32():
     """Two gloo ranks under torch's fully_shard with the policy smoldist leaves (accelerate's FSDP cannot run without a
     GPU): TRL's fused-head loss comes back float32, and under accelerate 1.15's policy it came back bfloat16."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
-           str(Path(__file__).with_name("fsdp2_loss_dtype_worker.py"))]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(free_port()),
+        str(Path(__file__).with_name("fsdp2_loss_dtype_worker.py")),
+    ]
     path = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=path)
     p = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300, env=env)
@@ -68,8 +76,13 @@ def test_deepspeed_config_keeps_what_the_user_set():
 
 
 def test_deepspeed_bf16_engine_accumulates_16_micro_batches_in_fp32():
-    p = subprocess.run([sys.executable, str(Path(__file__).with_name("ds_accum_worker.py")), str(free_port())],
-                       capture_output=True, text=True, cwd=REPO, timeout=300)
+    p = subprocess.run(
+        [sys.executable, str(Path(__file__).with_name("ds_accum_worker.py")), str(free_port())],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     res = json.loads(p.stdout.strip().splitlines()[-1])
     ours, default = res["smoldist"], res["deepspeed_default"]
@@ -83,12 +96,33 @@ def test_deepspeed_bf16_engine_accumulates_16_micro_batches_in_fp32():
 def test_zero2_bf16_run_reports_the_engine_accumulating_and_reducing_in_fp32(tmp_path, conversations_file):
     recipe = one_row_recipe(tmp_path, conversations_file, max_steps=2, save_steps=100)
     out = tmp_path / "run"
-    p = subprocess.run([sys.executable, "-m", "smoldist", "train", str(recipe), f"train.output_dir={out}",
-                        "model.dtype=bfloat16", "train.global_batch_tokens=1024", "--accelerate-config", "cpu_zero2",
-                        "--num-processes", "2"], capture_output=True, text=True, cwd=REPO, timeout=600,
-                       env=dict(os.environ, TOKENIZERS_PARALLELISM="false"))
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "smoldist",
+            "train",
+            str(recipe),
+            f"train.output_dir={out}",
+            "model.dtype=bfloat16",
+            "train.global_batch_tokens=1024",
+            "--accelerate-config",
+            "cpu_zero2",
+            "--num-processes",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600,
+        env=dict(os.environ, TOKENIZERS_PARALLELISM="false"),
+    )
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     assert_one_job(out, 2)
     for rank in ranks(out):  # read from the DeepSpeed engine the trainer built (DeepSpeedEngine.get_data_types())
-        assert rank["precision"] == {"mixed_precision": "bf16", "param_dtype": "torch.bfloat16",
-                                     "grad_accum_dtype": "torch.float32", "reduce_dtype": "torch.float32"}
+        assert rank["precision"] == {
+            "mixed_precision": "bf16",
+            "param_dtype": "torch.bfloat16",
+            "grad_accum_dtype": "torch.float32",
+            "reduce_dtype": "torch.float32",
+        }

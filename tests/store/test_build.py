@@ -22,7 +22,7 @@ def documents(ds):
     for row in ds:
         start = 0
         for n in row["seq_lengths"]:
-            yield row["input_ids"][start:start + n], row["labels"][start:start + n]
+            yield row["input_ids"][start : start + n], row["labels"][start : start + n]
             start += n
 
 
@@ -33,8 +33,9 @@ def test_store_documents_equal_apply_chat_template(tiny_recipe):
     template = recipe_template(r.model, r.data)
     expected = []
     for conv in CONVERSATIONS * 5:
-        enc = tok.apply_chat_template(conv["messages"], chat_template=template, tokenize=True, return_dict=True,
-                                      return_assistant_tokens_mask=True)
+        enc = tok.apply_chat_template(
+            conv["messages"], chat_template=template, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
+        )
         mask = list(enc["assistant_masks"])
         mask[0] = 0  # the first token of a document is never a target
         expected.append((list(enc["input_ids"]), [t if m else -100 for t, m in zip(enc["input_ids"], mask)]))
@@ -46,8 +47,10 @@ def test_labels_decode_to_exactly_the_assistant_turns(tiny_recipe):
     r = load_recipe(tiny_recipe)
     result = prepare(r.model, r.data, verbose=False)
     tok = load_tokenizer(r.model)
-    want = sorted("".join(m["content"] + "<|im_end|>" for m in c["messages"] if m["role"] == "assistant")
-                  for c in CONVERSATIONS * 5)
+    want = sorted(
+        "".join(m["content"] + "<|im_end|>" for m in c["messages"] if m["role"] == "assistant")
+        for c in CONVERSATIONS * 5
+    )
     got = sorted(
         tok.decode([t for t, lab in zip(ids, labels) if lab != -100])
         for ids, labels in documents(load_split(result.path, "train"))
@@ -75,8 +78,14 @@ def test_same_recipe_reuses_and_token_inputs_change_the_key(tiny_recipe, tmp_pat
     assert not first.reused
     again = load_recipe(tiny_recipe, ["train.learning_rate=0.5", "data.num_proc=2", "data.num_shards=2"])
     assert prepare(again.model, again.data, verbose=False).path == first.path
-    for override in ["data.seq_len=96", "data.packing=wrapped", "data.overflow=drop", "data.loss_on=all",
-                     "model.default_system_prompt=false", "data.eval_fraction=0.2"]:
+    for override in [
+        "data.seq_len=96",
+        "data.packing=wrapped",
+        "data.overflow=drop",
+        "data.loss_on=all",
+        "model.default_system_prompt=false",
+        "data.eval_fraction=0.2",
+    ]:
         changed = load_recipe(tiny_recipe, [override])
         assert prepare(changed.model, changed.data, verbose=False).path != first.path, override
     data_file = tmp_path / "chats.jsonl"
@@ -154,8 +163,10 @@ def test_a_source_read_in_the_wrong_format_says_which_fields_it_needs_and_has(ti
     from smoldist.store.preview import preview
 
     r = load_recipe(tiny_recipe, ["data.sources.0.format=gsm8k"])
-    want = ("data.sources.0: format 'gsm8k' needs fields question, answer; the records have fields: messages "
-            "(format 'messages' reads them: data.sources.0.format=messages)")
+    want = (
+        "data.sources.0: format 'gsm8k' needs fields question, answer; the records have fields: messages "
+        "(format 'messages' reads them: data.sources.0.format=messages)"
+    )
     with pytest.raises(DataError) as e:
         prepare(r.model, r.data, verbose=False)
     assert want in str(e.value)

@@ -26,8 +26,17 @@ def test_concurrent_prepares_build_the_store_once(recipe, tmp_path):
     env = dict(
         os.environ, SMOLDIST_TEST_BUILD_DELAY_S="6", SMOLDIST_STORE_WAIT_REPORT_S="1", TOKENIZERS_PARALLELISM="false"
     )
-    procs = [subprocess.Popen([sys.executable, "-m", "smoldist", "prepare", str(recipe)], stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "smoldist", "prepare", str(recipe)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+            cwd=REPO,
+        )
+        for _ in range(2)
+    ]
     outs = [p.communicate(timeout=300)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     builders = [o for o in outs if "smoldist prepare: building store" in o]

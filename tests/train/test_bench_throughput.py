@@ -13,8 +13,21 @@ PATHS = {"trl-nopack", "trl-bfd", "smoldist"}
 
 def test_cpu_smoke_runs_three_paths_on_the_same_data(tmp_path):
     out = tmp_path / "x.json"
-    p = subprocess.run([sys.executable, str(REPO / "bench" / "train_throughput.py"), "--cpu-smoke", "--out", str(out),
-                        "--work", str(tmp_path / "work")], capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    p = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "bench" / "train_throughput.py"),
+            "--cpu-smoke",
+            "--out",
+            str(out),
+            "--work",
+            str(tmp_path / "work"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=600,
+    )
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     assert "smoldist/trl-bfd" in p.stdout  # the table and the ratios were printed
     result = json.loads(out.read_text())
@@ -54,9 +67,25 @@ def test_cpu_smoke_runs_three_paths_on_the_same_data(tmp_path):
 
 def test_cpu_smoke_runs_the_packed_paths_under_varlen(tmp_path):
     out = tmp_path / "v.json"
-    p = subprocess.run([sys.executable, str(REPO / "bench" / "train_throughput.py"), "--cpu-smoke", "--attn", "varlen",
-                        "--paths", "trl-bfd,smoldist", "--out", str(out), "--work", str(tmp_path / "work")],
-                       capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    p = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "bench" / "train_throughput.py"),
+            "--cpu-smoke",
+            "--attn",
+            "varlen",
+            "--paths",
+            "trl-bfd,smoldist",
+            "--out",
+            str(out),
+            "--work",
+            str(tmp_path / "work"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=600,
+    )
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     result = json.loads(out.read_text())
     (config,) = result["configs"]

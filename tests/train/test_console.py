@@ -12,14 +12,23 @@ from tests.helpers import recipe_dict, write_recipe
 
 
 def test_console_has_one_line_per_log_and_per_eval_and_no_trainer_dicts(tmp_path, conversations_file, capsys):
-    raw = recipe_dict(tmp_path, [{"path": str(conversations_file)}],
-                      train={"max_steps": 4, "eval_strategy": "steps", "eval_steps": 2, "logging_steps": 1})
+    raw = recipe_dict(
+        tmp_path,
+        [{"path": str(conversations_file)}],
+        train={"max_steps": 4, "eval_strategy": "steps", "eval_steps": 2, "logging_steps": 1},
+    )
     raw["data"]["eval_fraction"] = 0.25
     run(load_recipe(write_recipe(tmp_path, raw)))
     out, err = capsys.readouterr()
     lines = out.splitlines()
     assert [line.split(" | ")[1] for line in lines if line.startswith("smoldist | ")] == [
-        "step 1", "step 2", "eval step 2", "step 3", "step 4", "eval step 4"]
+        "step 1",
+        "step 2",
+        "eval step 2",
+        "step 3",
+        "step 4",
+        "eval step 4",
+    ]
     assert not [line for line in (out + err).splitlines() if "{'" in line], "a raw trainer dict reached the console"
     history = json.loads((tmp_path / "run" / "trainer_state.json").read_text())["log_history"]
     assert [h["step"] for h in history if "loss" in h] == [1, 2, 3, 4]  # the dicts are kept where they belong

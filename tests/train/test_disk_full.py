@@ -27,8 +27,9 @@ def small_disk(tmp_path):
         pytest.skip("mounting a tmpfs needs root (and mount); the free-space check is covered by test_faults.py")
     disk = tmp_path / "disk"
     disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=40m", "tmpfs", str(disk)], capture_output=True,
-                             timeout=60)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=40m", "tmpfs", str(disk)], capture_output=True, timeout=60
+    )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
     yield disk
@@ -36,10 +37,20 @@ def small_disk(tmp_path):
 
 
 def train(recipe, out, max_steps, env=None) -> subprocess.CompletedProcess:
-    args = [sys.executable, "-m", "smoldist", "train", str(recipe), f"train.output_dir={out}",
-            "train.per_device_train_batch_size=1", f"train.max_steps={max_steps}", "train.save_steps=2"]
-    return subprocess.run(args, capture_output=True, text=True, cwd=REPO, timeout=300,
-                          env=dict(os.environ, **(env or {})))
+    args = [
+        sys.executable,
+        "-m",
+        "smoldist",
+        "train",
+        str(recipe),
+        f"train.output_dir={out}",
+        "train.per_device_train_batch_size=1",
+        f"train.max_steps={max_steps}",
+        "train.save_steps=2",
+    ]
+    return subprocess.run(
+        args, capture_output=True, text=True, cwd=REPO, timeout=300, env=dict(os.environ, **(env or {}))
+    )
 
 
 def error_line(p: subprocess.CompletedProcess) -> str:

@@ -19,10 +19,19 @@ from tests.helpers import REPO
 
 
 def train(recipe, out, *overrides, env=None) -> subprocess.CompletedProcess:
-    args = [sys.executable, "-m", "smoldist", "train", str(recipe), f"train.output_dir={out}",
-            "train.per_device_train_batch_size=1", *overrides]
-    return subprocess.run(args, capture_output=True, text=True, cwd=REPO, timeout=300,
-                          env=dict(os.environ, **(env or {})))
+    args = [
+        sys.executable,
+        "-m",
+        "smoldist",
+        "train",
+        str(recipe),
+        f"train.output_dir={out}",
+        "train.per_device_train_batch_size=1",
+        *overrides,
+    ]
+    return subprocess.run(
+        args, capture_output=True, text=True, cwd=REPO, timeout=300, env=dict(os.environ, **(env or {}))
+    )
 
 
 def sha256(path) -> str:
@@ -61,8 +70,14 @@ def test_nan_weights_in_the_latest_checkpoint_stop_the_resumed_run_with_one_line
 
 def test_a_nan_loss_stops_at_its_step_before_it_is_applied_or_saved(tiny_recipe, tmp_path):
     out = tmp_path / "run"
-    p = train(tiny_recipe, out, "train.max_steps=6", "train.save_steps=2", "tracking.wandb.mode=offline",
-              env={NAN_LOSS_AT_STEP: "3"})
+    p = train(
+        tiny_recipe,
+        out,
+        "train.max_steps=6",
+        "train.save_steps=2",
+        "tracking.wandb.mode=offline",
+        env={NAN_LOSS_AT_STEP: "3"},
+    )
     assert p.returncode == NonFiniteError.exit_code, p.stdout[-2000:] + p.stderr[-3000:]
     line = p.stderr.strip().splitlines()[-1]
     assert line.startswith("smoldist: error:") and "step 3" in line and "loss" in line, p.stderr[-3000:]
@@ -101,10 +116,13 @@ def test_a_save_that_does_not_fit_is_refused_with_the_path_and_the_bytes(tiny_re
     assert not (out / "checkpoint-2").exists()
 
 
-@pytest.mark.parametrize("overrides, expected", [
-    (["train.max_steps=-3", "train.num_train_epochs=-1"], "train.num_train_epochs"),
-    (["train.max_steps=0", "train.num_train_epochs=0"], "train.num_train_epochs"),
-])
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        (["train.max_steps=-3", "train.num_train_epochs=-1"], "train.num_train_epochs"),
+        (["train.max_steps=0", "train.num_train_epochs=0"], "train.num_train_epochs"),
+    ],
+)
 def test_a_run_that_would_train_nothing_is_refused(overrides, expected):
     from smoldist.config import load_recipe
     from smoldist.errors import RecipeError

@@ -13,9 +13,16 @@ from smoldist.train.throughput import FlopModel, head_on_trained_tokens
 
 def llama(tied: bool):
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                      tie_word_embeddings=tied)
+    cfg = LlamaConfig(
+        vocab_size=512,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        tie_word_embeddings=tied,
+    )
     model = LlamaForCausalLM(cfg)
     model.config._attn_implementation = "eager"  # every attention matmul is an op FlopCounterMode sees
     return model

@@ -70,16 +70,22 @@ def test_a_step_that_overran_or_died_is_recorded_failed_and_the_others_kept(tmp_
     results.main(["step", str(path), "fsdp2", "0", "0", "50"])
     checks = json.loads(path.read_text())["checks"]
     assert checks["env"]["ok"] is True and checks["env"]["seconds"] == 3
-    assert checks["kernels"] == {"exit": 124, "seconds": 70, "limit_s": 70, "ok": False,
-                                 "error": "timed out after 70 s"}
+    assert checks["kernels"] == {
+        "exit": 124,
+        "seconds": 70,
+        "limit_s": 70,
+        "ok": False,
+        "error": "timed out after 70 s",
+    }
     assert checks["flops"]["ok"] is False and checks["flops"]["error"] == "exit 1"
     assert checks["fsdp2"]["ok"] is None and checks["fsdp2"]["skipped"] == "no cuda"
     assert "skipped: no cuda" in results.summary(path)
 
 
 def test_fetch_wheels_has_a_help_and_checks_a_wheel_set_by_name(tmp_path):
-    p = subprocess.run([sys.executable, str(GPU / "fetch_wheels.py"), "--help"], capture_output=True, text=True,
-                       timeout=60)
+    p = subprocess.run(
+        [sys.executable, str(GPU / "fetch_wheels.py"), "--help"], capture_output=True, text=True, timeout=60
+    )
     assert p.returncode == 0 and "--check" in p.stdout and "--without" in p.stdout
     assert not (tmp_path / ".whl").exists()
     sys.path.insert(0, str(GPU))
@@ -88,8 +94,11 @@ def test_fetch_wheels_has_a_help_and_checks_a_wheel_set_by_name(tmp_path):
     for name in ("trl-1.16.0-py3-none-any.whl", "trl-1.15.0-py3-none-any.whl", "hjson-3.1.0-py3-none-any.whl"):
         (tmp_path / name).touch()
     problems = fetch_wheels.check(tmp_path, {"trl": "1.16.0", "deepspeed": "0.19.8"})
-    assert problems == ["missing: deepspeed==0.19.8", "two versions of trl: 1.15.0, 1.16.0 (pip install stops on both)",
-                        "not needed: hjson"]
+    assert problems == [
+        "missing: deepspeed==0.19.8",
+        "two versions of trl: 1.15.0, 1.16.0 (pip install stops on both)",
+        "not needed: hjson",
+    ]
 
 
 def test_fetch_wheels_carries_the_locked_versions():
@@ -128,8 +137,9 @@ print("RESULT" + json.dumps(out))
 
 
 def run_probe(code: str) -> dict:
-    p = subprocess.run([sys.executable, "-c", code, str(free_port()), str(GPU)], capture_output=True, text=True,
-                       timeout=600, cwd=REPO)
+    p = subprocess.run(
+        [sys.executable, "-c", code, str(free_port()), str(GPU)], capture_output=True, text=True, timeout=600, cwd=REPO
+    )
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
     return json.loads(p.stdout.split("RESULT", 1)[1])
 
@@ -137,8 +147,10 @@ def run_probe(code: str) -> dict:
 def test_the_probe_reads_the_mp_policy_fully_shard_gave_the_model():
     """FSDP2 (torch fully_shard) runs on CPU with gloo: the probe's reading of the live policy, both ways."""
     out = run_probe(FSDP2_PROBE)
-    assert out["fp32"] == [[{"param_dtype": "bfloat16", "reduce_dtype": "float32", "output_dtype": None,
-                             "cast_forward_inputs": True}], True]
+    assert out["fp32"] == [
+        [{"param_dtype": "bfloat16", "reduce_dtype": "float32", "output_dtype": None, "cast_forward_inputs": True}],
+        True,
+    ]
     assert out["default"][0][0]["reduce_dtype"] is None and out["default"][1] is False  # reduces in bf16
 
 
@@ -174,8 +186,14 @@ def test_the_recipes_dry_run_runs_every_step_to_a_result(tmp_path):
     """recipes.sh --cpu-smoke end to end (~4 min on 2 cores): every step ok, or skipped for want of CUDA."""
     env = {k: v for k, v in os.environ.items() if k not in ("OUT", "WORK", "RESULTS", "SMOKE")}
     env.update(OUT=str(tmp_path / "out"), WORK=str(tmp_path / "work"), PY=sys.executable)
-    p = subprocess.run(["bash", str(GPU / "recipes.sh"), "--cpu-smoke"], capture_output=True, text=True, timeout=1200,
-                       env=env, cwd=tmp_path)
+    p = subprocess.run(
+        ["bash", str(GPU / "recipes.sh"), "--cpu-smoke"],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        env=env,
+        cwd=tmp_path,
+    )
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     assert sorted(f.name for f in (tmp_path / "out").iterdir()) == ["gpu_recipes.json", "recipes.log"]
     data = json.loads((tmp_path / "out" / "gpu_recipes.json").read_text())

@@ -29,15 +29,31 @@ def test_a_float32_recipe_under_a_bf16_launch_is_refused_naming_both(tmp_path, c
 def test_a_float32_recipe_launched_with_a_bf16_config_trains_in_float32(tmp_path, conversations_file):
     recipe = one_row_recipe(tmp_path, conversations_file, max_steps=2, save_steps=100)
     config = tmp_path / "cpu_bf16.yaml"  # one CPU process whose config asks for bf16 autocast
-    config.write_text("compute_environment: LOCAL_MACHINE\ndistributed_type: 'NO'\nuse_cpu: true\n"
-                      "num_machines: 1\nnum_processes: 1\nmixed_precision: bf16\n")
+    config.write_text(
+        "compute_environment: LOCAL_MACHINE\ndistributed_type: 'NO'\nuse_cpu: true\n"
+        "num_machines: 1\nnum_processes: 1\nmixed_precision: bf16\n"
+    )
     env = dict(os.environ, TOKENIZERS_PARALLELISM="false")
     runs = {}
     for name, extra in [("plain", []), ("launched", ["--accelerate-config", str(config)])]:
         out = tmp_path / name
-        p = subprocess.run([sys.executable, "-m", "smoldist", "train", str(recipe), f"train.output_dir={out}",
-                            "train.logging_steps=1", *extra], capture_output=True, text=True, env=env, cwd=REPO,
-                           timeout=600)
+        p = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "smoldist",
+                "train",
+                str(recipe),
+                f"train.output_dir={out}",
+                "train.logging_steps=1",
+                *extra,
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=REPO,
+            timeout=600,
+        )
         assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
         runs[name] = losses(out)
     assert runs["launched"] == runs["plain"]  # bf16 autocast would change the losses in their 3rd digit

@@ -79,17 +79,19 @@ def test_global_batch_that_does_not_divide_is_refused():
 
 def test_cli_bad_input_prints_one_line_and_exits_2(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("model: {init: {hidden_size: 8}, tokenizer: pkg:demo/tokenizer}\n"
-                   "data: {sources: [{path: missing.jsonl}], seq_len: oops}\n")
-    p = subprocess.run([sys.executable, "-m", "smoldist", "prepare", str(bad)], capture_output=True, text=True,
-                       timeout=120)
+    bad.write_text(
+        "model: {init: {hidden_size: 8}, tokenizer: pkg:demo/tokenizer}\n"
+        "data: {sources: [{path: missing.jsonl}], seq_len: oops}\n"
+    )
+    p = subprocess.run(
+        [sys.executable, "-m", "smoldist", "prepare", str(bad)], capture_output=True, text=True, timeout=120
+    )
     assert p.returncode == 2
     assert p.stderr.strip() == "smoldist: error: data.seq_len: expected an integer, got 'oops'"
     bad.write_text(
         "model: {init: {hidden_size: 8}, tokenizer: pkg:demo/tokenizer}\ndata: {sources: [{path: missing.jsonl}]}\n"
     )
-    p = subprocess.run([sys.executable, "-m", "smoldist.train", str(bad)], capture_output=True, text=True,
-                       timeout=120)
+    p = subprocess.run([sys.executable, "-m", "smoldist.train", str(bad)], capture_output=True, text=True, timeout=120)
     # a relative path in a recipe is read from the recipe's folder, and the error names where it looked
     want = f"data.sources.0.path: no file matches '{bad.parent / 'missing.jsonl'}'"
     assert p.returncode == 2 and p.stderr.strip().endswith(want), p.stderr
@@ -98,8 +100,9 @@ def test_cli_bad_input_prints_one_line_and_exits_2(tmp_path):
 def test_train_defaults_have_one_source_and_hub_keys_pass_through(tiny_recipe):
     from smoldist.train.arguments import sft_config, train_defaults
 
-    r = load_recipe(tiny_recipe, ["train.push_to_hub=true", "train.hub_model_id=me/smol-lora",
-                                  "train.hub_private_repo=true"])
+    r = load_recipe(
+        tiny_recipe, ["train.push_to_hub=true", "train.hub_model_id=me/smol-lora", "train.hub_private_repo=true"]
+    )
     r.train.pop("output_dir")  # as if the recipe had none
     args = sft_config(r, 1, [])
     assert args.output_dir == train_defaults(r)["output_dir"] == f"runs/{r.name}"

@@ -16,8 +16,15 @@ from smoldist.train.throughput import FlopModel, batch_stats
 from smoldist.train.wandb_offline import read_run
 from tests.helpers import REPO
 
-PERF = ["perf/tokens_per_s_per_device", "perf/trained_tokens_per_s_per_device", "perf/step_time_s",
-        "perf/data_wait_fraction", "perf/mfu", "perf/tflops_per_device", "perf/peak_memory_gib"]
+PERF = [
+    "perf/tokens_per_s_per_device",
+    "perf/trained_tokens_per_s_per_device",
+    "perf/step_time_s",
+    "perf/data_wait_fraction",
+    "perf/mfu",
+    "perf/tflops_per_device",
+    "perf/peak_memory_gib",
+]
 SECRET = "wandb-secret-0123456789abcdef"
 
 
@@ -25,8 +32,14 @@ def train(recipe, out, *overrides, env=None, home=None) -> subprocess.CompletedP
     full = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
     full.update(HOME=str(home or Path(out).parent / "home"), **(env or {}))
     Path(full["HOME"]).mkdir(parents=True, exist_ok=True)
-    return subprocess.run([sys.executable, "-m", "smoldist", "train", str(recipe), f"train.output_dir={out}",
-                           *overrides], capture_output=True, text=True, cwd=REPO, env=full, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "smoldist", "train", str(recipe), f"train.output_dir={out}", *overrides],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=full,
+        timeout=300,
+    )
 
 
 def run_files(out: Path) -> list[Path]:
@@ -87,8 +100,15 @@ def test_disabled_mode_writes_nothing(tiny_recipe, tmp_path):
 def llama(tied: bool):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    cfg = LlamaConfig(vocab_size=100, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, tie_word_embeddings=tied)
+    cfg = LlamaConfig(
+        vocab_size=100,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        tie_word_embeddings=tied,
+    )
     return LlamaForCausalLM(cfg)
 
 

@@ -69,8 +69,9 @@ def tokenizer_template(model: ModelConfig) -> str:
 @functools.cache  # the bundled files do not change while a process runs
 def bundled_templates() -> frozenset[str]:
     """Every text a bundled template can have (with and without BOS, the smollm2 system prompt)."""
-    return frozenset(load_template(name, system, bos) for name in BUNDLED for system in (True, False)
-                     for bos in (True, False))
+    return frozenset(
+        load_template(name, system, bos) for name in BUNDLED for system in (True, False) for bos in (True, False)
+    )
 
 
 def recipe_template(model: ModelConfig, data: DataConfig, bos: bool = False) -> str:

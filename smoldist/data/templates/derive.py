@@ -25,7 +25,7 @@ def end_of_turn_text(template: str, special_tokens: list[str], kwargs: dict) -> 
     text = render_texts(template, [probe], False, kwargs)[0]
     if SENTINEL not in text:
         return None
-    after = text[text.index(SENTINEL) + len(SENTINEL):]
+    after = text[text.index(SENTINEL) + len(SENTINEL) :]
     return next((t for t in sorted(special_tokens, key=len, reverse=True) if t and after.startswith(t)), None)
 
 
@@ -39,7 +39,7 @@ def check_end_of_turn(template: str, backend, kwargs: dict) -> str:
     if eot is None:
         probe = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": SENTINEL}]
         text = render_texts(template, [probe], False, kwargs)[0]
-        after = text[text.index(SENTINEL) + len(SENTINEL):] if SENTINEL in text else ""
+        after = text[text.index(SENTINEL) + len(SENTINEL) :] if SENTINEL in text else ""
         raise DataError(
             f"model.chat_template: the template ends an assistant turn with {after[:20]!r}, not a single token "
             "of this tokenizer, so the model could not learn to stop there; use the model's own template "
@@ -52,7 +52,7 @@ def derive_spans(template: str, kwargs: dict, eot: str, conversations: list[list
     """Full texts, and per conversation the [start, end) character spans of each assistant turn + end-of-turn."""
     turns = [[i for i, m in enumerate(msgs) if m.get("role") == "assistant"] for msgs in conversations]
     before = [msgs[:i] for msgs, idx in zip(conversations, turns) for i in idx]
-    upto = [msgs[:i + 1] for msgs, idx in zip(conversations, turns) for i in idx]
+    upto = [msgs[: i + 1] for msgs, idx in zip(conversations, turns) for i in idx]
     texts = render_texts(template, conversations, False, kwargs)
     before_texts = iter(render_texts(template, before, True, kwargs))
     upto_texts = iter(render_texts(template, upto, False, kwargs))
@@ -62,10 +62,13 @@ def derive_spans(template: str, kwargs: dict, eot: str, conversations: list[list
         for i in idx:
             head, whole = next(before_texts), next(upto_texts)
             if not (whole.startswith(head) and full.startswith(whole)):
-                refuse(msgs, f"the template is not prefix-stable at message {i}: rendering the conversation up to "
-                             "that turn is not a prefix of the full rendering (it rewrites or drops earlier turns, "
-                             "e.g. reasoning)")
-            turn = whole[len(head):]
+                refuse(
+                    msgs,
+                    f"the template is not prefix-stable at message {i}: rendering the conversation up to "
+                    "that turn is not a prefix of the full rendering (it rewrites or drops earlier turns, "
+                    "e.g. reasoning)",
+                )
+            turn = whole[len(head) :]
             cut = turn.rfind(eot)
             if cut < 0:
                 refuse(msgs, f"assistant message {i} as rendered has no end-of-turn token {eot!r}")

@@ -45,8 +45,9 @@ def render_with_jinja(template: str, template_kwargs: dict) -> Renderer:
     def render(conversations):
         from transformers.utils.chat_template_utils import render_jinja_template
 
-        return render_jinja_template(conversations=conversations, chat_template=template,
-                                     return_assistant_tokens_mask=True, **template_kwargs)
+        return render_jinja_template(
+            conversations=conversations, chat_template=template, return_assistant_tokens_mask=True, **template_kwargs
+        )
 
     return render
 
@@ -57,8 +58,9 @@ def render_texts(template: str, conversations: list[list[dict]], generation_prom
 
     if not conversations:
         return []
-    return render_jinja_template(conversations=conversations, chat_template=template,
-                                 add_generation_prompt=generation_prompt, **kwargs)[0]
+    return render_jinja_template(
+        conversations=conversations, chat_template=template, add_generation_prompt=generation_prompt, **kwargs
+    )[0]
 
 
 def make_renderer(template: str, template_kwargs: dict) -> Renderer:
