@@ -44,9 +44,10 @@ demo: install
 	@echo "--- better than the model it started from? (held-out loss, same rows)"
 	$(BIN)/smoldist eval runs/demo --loss --compare
 
-# The house rules (docs/design.md): ruff, and import-linter's stage contracts in pyproject.toml.
+# The house rules (docs/design.md): ruff (its rules and one format), and import-linter's stage contracts in pyproject.toml.
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 
 # The default suite: lint, then the fast single-process tests.

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 PIP = [sys.executable, "-m", "pip", "--no-input", "--disable-pip-version-check"]
 SKIP = shutil.ignore_patterns(
     ".git",
-    ".venv",
+    ".venv*",
     "runs",
     "prepared",
     "build",

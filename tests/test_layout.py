@@ -8,6 +8,7 @@ functions too, so a lazy import cannot hide a cycle.
 from __future__ import annotations
 
 import ast
+import subprocess
 
 import grimp
 import pytest
@@ -92,3 +93,20 @@ def test_no_file_over_the_limit():
     files = [*PACKAGE.rglob("*.py"), *(REPO / "tests").rglob("*.py"), *(REPO / "bench").rglob("*.py")]
     long = {str(f.relative_to(REPO)): n for f in files if (n := len(f.read_text().splitlines())) > MAX_LINES}
     assert not long, long
+
+
+@pytest.mark.skipif(not (REPO / ".git").exists(), reason="not a git checkout")
+def test_blame_skips_only_commits_that_reformat():
+    """.git-blame-ignore-revs names only commits of this history that say they are formatting only."""
+    revs = [line for line in (REPO / ".git-blame-ignore-revs").read_text().splitlines() if line and line[0] != "#"]
+    assert revs
+    shallow = subprocess.run(
+        ["git", "rev-parse", "--is-shallow-repository"], cwd=REPO, capture_output=True, text=True, timeout=30
+    )
+    if shallow.stdout.strip() != "false":
+        pytest.skip("a shallow clone (or no git): the history is not here")
+    for rev in revs:
+        subject = subprocess.run(
+            ["git", "log", "-1", "--format=%s", rev], cwd=REPO, capture_output=True, text=True, timeout=30
+        )
+        assert subject.returncode == 0 and "formatting only" in subject.stdout, (rev, subject.stdout + subject.stderr)
