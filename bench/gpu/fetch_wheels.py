@@ -4,10 +4,11 @@
     python bench/gpu/fetch_wheels.py --check                  # only check .whl/ against requirements.lock
     python bench/gpu/fetch_wheels.py --without transformers    # use the GPU image's transformers (5.17) instead
 
-What: trl, datasets, deepspeed, wandb, transformers and peft at the versions requirements.lock pins (the set CI passed
-on), plus every package they need that the GPU image does not hold (walked from this environment's metadata, each at
-its locked version). The GPU image's packages (device KINDS.md, read 2026-11-17) are taken as they are there. Wheels
-are for CPython 3.12 on x86-64 manylinux; deepspeed has only an sdist, so its pure-Python wheel is built here.
+What: trl, datasets, deepspeed, wandb, transformers, peft and accelerate at the versions requirements.lock pins (the
+set CI passed on), plus every package they need that the GPU image does not hold (walked from this environment's
+metadata, each at its locked version). The GPU image's packages (device KINDS.md, read 2026-11-17) are taken as they
+are there. Wheels are for CPython 3.12 on x86-64 manylinux; deepspeed has only an sdist, so its pure-Python wheel is
+built here.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from tests.lock_drift import norm, read_lock  # noqa: E402  (the one reader of r
 
 DEST = REPO / ".whl"
 CARRY_LIMIT = 64 * 2**20  # what one device call carries: tracked tree + carried paths
-WANTED = ["trl", "datasets", "deepspeed", "wandb", "transformers", "peft"]  # peft: the image's version is unread
+# peft: the image's version is unread; accelerate: the image has 1.15, CI another (its FSDP2 policy differs)
+WANTED = ["trl", "datasets", "deepspeed", "wandb", "transformers", "peft", "accelerate"]
 ON_GPU_IMAGE = {
     "absl-py",
     "accelerate",
