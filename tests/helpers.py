@@ -97,6 +97,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def torchrun(worker: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Two gloo ranks of a test worker script under a real torchrun, with this checkout importable."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port())]
+    path = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=path)
+    return subprocess.run(
+        [*cmd, str(worker), *args], capture_output=True, text=True, cwd=REPO, timeout=timeout, env=env
+    )
+
+
 def accelerate(args: list[str], env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--main_process_port", str(free_port()), *args]
     full_env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", **(env or {}))

@@ -18,20 +18,12 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from smoldist.distributed.fingerprint import final_fingerprint
 from smoldist.model.lora import frozen_checksum
+from tests.helpers import TINY_INIT
 
 dist.init_process_group("gloo")
 rank, world = dist.get_rank(), dist.get_world_size()
 torch.manual_seed(0)  # same weights on every rank, as after from_pretrained
-config = LlamaConfig(
-    vocab_size=256,
-    hidden_size=32,
-    intermediate_size=64,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    max_position_embeddings=64,
-    tie_word_embeddings=True,
-)
+config = LlamaConfig(vocab_size=256, **TINY_INIT)
 model = LlamaForCausalLM(config)
 unsharded = final_fingerprint(copy.deepcopy(model))
 frozen_unsharded = frozen_checksum(copy.deepcopy(model))  # a LoRA run's frozen-weight checksum, hashed alike

@@ -9,33 +9,17 @@ frozen-weight checksum (model/lora.py), which hashes through the same function.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
-from tests.helpers import REPO, free_port
+from tests.helpers import REPO, torchrun
 
 pytestmark = pytest.mark.slow
 
 
 def test_fingerprints_of_a_fully_sharded_model_match_the_unsharded_ones(tmp_path):
     """final_fingerprint and LoRA's frozen_checksum (which crashed on DTensors: `.numpy()` of a tensor subclass)."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        str(free_port()),
-        str(REPO / "tests" / "distributed" / "fsdp2_fingerprint_worker.py"),
-        str(tmp_path),
-    ]
-    path = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=path)
-    p = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300, env=env)
+    p = torchrun(REPO / "tests" / "distributed" / "fsdp2_fingerprint_worker.py", str(tmp_path))
     written = sorted(f.name for f in tmp_path.glob("rank-*.json"))  # a failure: before or after the work?
     assert p.returncode == 0, f"written: {written}\n" + p.stdout[-2000:] + p.stderr[-4000:]
     seen = [json.loads((tmp_path / f"rank-{r}.json").read_text()) for r in (0, 1)]

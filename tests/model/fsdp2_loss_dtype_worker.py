@@ -1,12 +1,13 @@
 """One rank of tests/model/test_reduction_dtype.py: the dtype of the loss TRL's SFTTrainer computes under FSDP2 with a
 bf16 launch, with the policy smoldist leaves and with the one accelerate 1.15 built.
 
-torchrun --nproc_per_node 2 tests/model/fsdp2_loss_dtype_worker.py    # prints one `RESULT {json}` line per rank
+torchrun --nproc_per_node 2 tests/model/fsdp2_loss_dtype_worker.py OUT_DIR    # writes OUT_DIR/rank-N.json
 """
 
 import json
 import os
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import torch
@@ -18,17 +19,9 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from trl.trainer.utils import add_fused_lm_head
 
 from smoldist.model.precision import reduce_in_fp32
+from tests.helpers import TINY_INIT
 
-CONFIG = LlamaConfig(
-    vocab_size=256,
-    hidden_size=32,
-    intermediate_size=64,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    max_position_embeddings=64,
-    tie_word_embeddings=True,
-)
+CONFIG = LlamaConfig(vocab_size=256, **TINY_INIT)
 
 
 def build() -> LlamaForCausalLM:
@@ -86,7 +79,7 @@ result = {
     "accelerate-1.15": sharded_loss(old, mesh, ids, labels),
     "unsharded_loss": unsharded,
 }
-print("RESULT " + json.dumps(result), flush=True)
+Path(sys.argv[1], f"rank-{rank}.json").write_text(json.dumps(result))  # a file each: stdout lines interleave
 dist.barrier()
 dist.destroy_process_group()
 sys.stdout.flush()

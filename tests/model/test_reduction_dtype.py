@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from smoldist.model.precision import reduce_in_fp32
-from tests.helpers import REPO, assert_one_job, free_port, one_row_recipe, ranks
+from tests.helpers import REPO, assert_one_job, free_port, one_row_recipe, ranks, torchrun
 
 
 def test_fsdp2_policy_from_a_bf16_launch_reduces_in_fp32():
@@ -42,25 +42,13 @@ def test_fsdp2_outputs_keep_their_dtype_whatever_accelerate_chose(output_dtype):
 
 
 @pytest.mark.slow
-def test_fsdp2_bf16_loss_as_trl_computes_it_is_float32():
+def test_fsdp2_bf16_loss_as_trl_computes_it_is_float32(tmp_path):
     """Two gloo ranks under torch's fully_shard with the policy smoldist leaves (accelerate's FSDP cannot run without a
     GPU): TRL's fused-head loss comes back float32, and under accelerate 1.15's policy it came back bfloat16."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        str(free_port()),
-        str(Path(__file__).with_name("fsdp2_loss_dtype_worker.py")),
-    ]
-    path = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=path)
-    p = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300, env=env)
+    p = torchrun(Path(__file__).with_name("fsdp2_loss_dtype_worker.py"), str(tmp_path))
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
-    seen = [json.loads(line.split(" ", 1)[1]) for line in p.stdout.splitlines() if line.startswith("RESULT ")]
-    assert sorted(s["rank"] for s in seen) == [0, 1] and {s["world_size"] for s in seen} == {2}
+    seen = [json.loads((tmp_path / f"rank-{r}.json").read_text()) for r in (0, 1)]
+    assert [s["rank"] for s in seen] == [0, 1] and {s["world_size"] for s in seen} == {2}
     for s in seen:
         assert s["sharded"], "the model was not sharded"  # every parameter a DTensor holding part of the whole
         assert s["smoldist"]["policy"] == ["torch.bfloat16", "torch.float32", "None"]
