@@ -19,6 +19,7 @@ from smoldist.data.templates import has_generation_markers
 from smoldist.data.templates.derive import check_end_of_turn, check_token_edges, derive_spans
 from smoldist.data.templates.render import make_renderer
 from smoldist.data.tokenizer import PrepTokenizer
+from smoldist.errors import DataError
 
 IGNORE = -100
 
@@ -58,15 +59,16 @@ class Encoder:
         without generation markers whose assistant turns alone are trained, spans derived from the template)."""
         if loss_on == "assistant" and not has_generation_markers(template):
             eot = check_end_of_turn(template, tok.backend, tok.special_tokens)
-            render = lambda convs: derive_spans(template, tok.special_tokens, eot, convs)  # noqa: E731
+            render = lambda convs, tools=None: derive_spans(template, tok.special_tokens, eot, convs, tools)  # noqa: E731
             return cls(tok.backend, render, loss_on, tok.eos_token_id, derived=True, bos_id=tok.bos_prefix)
         return cls(
             tok.backend, make_renderer(template, tok.special_tokens), loss_on, tok.eos_token_id, bos_id=tok.bos_prefix
         )
 
     def encode(self, docs: list[Document]) -> EncodedBatch:
-        chats = [d.messages for d in docs if d.messages is not None]
-        texts, spans = self.render(chats) if chats else ([], [])
+        chat_docs = [d for d in docs if d.messages is not None]
+        chats = [d.messages for d in chat_docs]
+        texts, spans = self.render(chats, [d.tools for d in chat_docs]) if chats else ([], [])
         chat_encs = self.tok.encode_batch(texts, add_special_tokens=False) if texts else []
         plain = [d.text for d in docs if d.messages is None]
         plain_encs = self.tok.encode_batch_fast(plain, add_special_tokens=False) if plain else []
@@ -79,7 +81,11 @@ class Encoder:
                 ids = np.asarray(enc.ids, dtype=np.int32)
                 if self.derived:
                     check_token_edges(enc, doc_spans, chats[ci - 1])
-                trained = span_mask(enc, doc_spans) if self.loss_on == "assistant" else np.ones(len(ids), dtype=bool)
+                kept, context = weighted_spans(chat_docs[ci - 1], doc_spans)
+                if self.loss_on == "assistant":
+                    trained = span_mask(enc, kept)
+                else:
+                    trained = ~span_mask(enc, context)
             else:  # plain text: every token trained, and the document ends with EOS (starts with BOS if the model's do)
                 bos = [] if self.bos_id is None else [self.bos_id]
                 ids = np.asarray(bos + plain_encs[pi].ids + [self.eos_id], dtype=np.int32)
@@ -91,6 +97,21 @@ class Encoder:
             ids_out.append(ids), lab_out.append(labels), lengths.append(len(ids))
         cat = lambda xs: np.concatenate(xs) if xs else np.zeros(0, np.int32)  # noqa: E731
         return EncodedBatch(cat(ids_out), cat(lab_out), np.asarray(lengths, dtype=np.int64))
+
+
+def weighted_spans(doc: Document, spans: list[tuple[int, int]]) -> tuple[list, list]:
+    """(spans trained, spans of assistant turns kept as context by `weight: 0`): one span per assistant turn."""
+    if not doc.untrained:
+        return spans, []
+    assistant = [i for i, m in enumerate(doc.messages) if m["role"] == "assistant"]
+    if len(spans) != len(assistant):
+        raise DataError(
+            f"model.chat_template: it marks {len(spans)} trained span(s) in a conversation with {len(assistant)} "
+            "assistant turn(s), so a turn's weight cannot be applied; use a template with one {% generation %} block "
+            "per assistant turn"
+        )
+    off = {assistant.index(i) for i in doc.untrained}
+    return [s for k, s in enumerate(spans) if k not in off], [s for k, s in enumerate(spans) if k in off]
 
 
 def span_mask(enc, spans: list[tuple[int, int]]) -> np.ndarray:

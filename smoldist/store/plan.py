@@ -58,7 +58,7 @@ def store_key_inputs(
     )
     inputs = {
         "sources": [
-            {"identity": source_identity(s, hashes), "converter": {k: getattr(s.spec, k) for k in converter_keys}}
+            {"identity": source_identity(s, hashes), "converter": converter_inputs(s.spec, converter_keys)}
             for s in sources
         ],
         "tokenizer_sha256": tok_hash,
@@ -75,6 +75,14 @@ def store_key_inputs(
     if bos_prefix is not None:  # documents start with it (PrepTokenizer.bos_prefix); other keys stay what they were
         inputs["bos_prefix"] = bos_prefix
     return inputs
+
+
+def converter_inputs(spec, keys: tuple) -> dict:
+    """A source's converter options in the key; `serialize` only when set, so other stores keep their keys."""
+    out = {k: getattr(spec, k) for k in keys}
+    if spec.serialize is not None:
+        out["serialize"] = spec.serialize
+    return out
 
 
 @dataclass

@@ -19,6 +19,7 @@ from smoldist.config import DataConfig, ModelConfig
 from smoldist.data.encode import IGNORE, Encoder
 from smoldist.data.records import Tally, iter_documents
 from smoldist.store.plan import plan_store
+from smoldist.store.report import ignored_line
 
 OPEN, CLOSE = "[[", "]]"
 
@@ -72,6 +73,8 @@ def preview(model: ModelConfig, data: DataConfig, n: int = 3, color: bool | None
             else:
                 text.append(f"{OPEN}{piece}{CLOSE}" if trained else piece)
         console.rule(f"record {i} (source {doc_source[i]}): {length} tokens, {n_trained} trained")
+        if docs[i].untrained:
+            console.print(f"{len(docs[i].untrained)} assistant turn(s) not trained (weight 0 / train: false)")
         console.print(text)
         warns = warnings_for(length, n_trained, data)
         for w in warns:
@@ -82,4 +85,7 @@ def preview(model: ModelConfig, data: DataConfig, n: int = 3, color: bool | None
         console.print(f"skipped invalid records while reading: {dict(invalid)}")
     for line in tally.format_mismatches():
         console.print(line)
+    for i, c in enumerate(tally.counts):
+        if c.ignored:
+            console.print(f"data.sources.{i}: {ignored_line(c.ignored)}")
     return shown

@@ -10,6 +10,11 @@ from pathlib import Path
 from smoldist.data.converters import REASONS
 
 
+def ignored_line(ignored: dict) -> str:
+    """'ignored: source in 20,000 records, id in 20,000 records': the fields no format reads, listed once."""
+    return "ignored: " + ", ".join(f"{k} in {n:,} record{'s' if n != 1 else ''}" for k, n in ignored.items())
+
+
 def report_data(manifest: dict) -> dict:
     counts = manifest["counts"]
     return {
@@ -17,7 +22,8 @@ def report_data(manifest: dict) -> dict:
         "records": {k: counts[k] for k in ("records_read", "records_valid", "records_invalid")},
         "invalid_by_reason": counts["invalid_by_reason"],
         "per_source": [
-            {k: s[k] for k in ("path", "read", "valid", "documents", "tokens", "invalid")} for s in counts["per_source"]
+            {k: s.get(k, {}) for k in ("path", "read", "valid", "documents", "tokens", "invalid", "ignored")}
+            for s in counts["per_source"]
         ],
         "splits": manifest["splits"],
         "length_histogram": manifest["length_histogram"],
@@ -133,6 +139,8 @@ def print_summary(path: Path, manifest: dict) -> None:
             console.print(f"  skipped {n:,} invalid record(s) in {s['path']}: {REASONS.get(reason, reason)} [{reason}]")
         for line in s["first_invalid"]:
             console.print(f"    e.g. {line}")
+        if s.get("ignored"):
+            console.print(f"  {s['path']}: {ignored_line(s['ignored'])} (not read by its format; the records train)")
     for split, v in manifest["splits"].items():
         o = v["overflow"]
         lost = f"{o['tokens_lost']:,} tokens lost ({o['docs_truncated']} truncated, {o['docs_dropped']} dropped)"
