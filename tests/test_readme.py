@@ -12,7 +12,7 @@ import yaml
 
 from smoldist.config import SourceConfig, load_recipe
 from smoldist.data.converters import CONVERTERS
-from smoldist.data.templates import SMOLLM2_DEFAULT_SYSTEM_BLOCK
+from smoldist.data.templates import SMOLLM2_SYSTEM_PROMPT
 from tests.helpers import REPO
 
 README = (REPO / "README.md").read_text()
@@ -45,8 +45,7 @@ def test_the_recipe_template_loads_with_data_beside_it(tmp_path, monkeypatch):
 
 
 def test_the_default_system_prompt_is_stated():
-    prompt = re.search(r"<\|im_start\|>system\n(.*?)<\|im_end\|>", SMOLLM2_DEFAULT_SYSTEM_BLOCK).group(1)
-    assert f"`{prompt}`" in section("Your own data")
+    assert f"`{SMOLLM2_SYSTEM_PROMPT}`" in section("Your own data")
 
 
 def test_the_readme_says_how_to_log_in_to_wandb():

@@ -170,7 +170,7 @@ def _tokenize(plan: StorePlan, data: DataConfig, num_proc: int, writer: StoreWri
 
     tally = Tally(plan.sources, data.on_invalid)
     work = PrepareWork(
-        BatchConverter(plan.sources, data.seed, data.loss_on),
+        BatchConverter(plan.sources, data.seed, data.loss_on, plan.tool_support),
         Encoder.for_template(plan.tok, plan.template, data.loss_on),
     )
     buffer = TokenBuffer(writer.scratch / "tokens")  # tokens go to disk as they come: memory stays bounded

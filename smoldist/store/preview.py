@@ -54,7 +54,7 @@ def preview(model: ModelConfig, data: DataConfig, n: int = 3, color: bool | None
     sources, tok = plan.sources, plan.tok
     encoder = Encoder.for_template(tok, plan.template, data.loss_on)
     tally = Tally(sources, data.on_invalid)
-    first = list(itertools.islice(iter_documents(sources, data.seed, data.loss_on, tally), n))
+    first = list(itertools.islice(iter_documents(sources, data.seed, data.loss_on, tally, plan.tool_support), n))
     doc_source, docs = [s for s, _ in first], [d for _, d in first]
     shown = []
     if not docs:
