@@ -98,7 +98,8 @@ class DataConfig:
         "bfd", "bfd: best-fit-decreasing bins; wrapped: concat+split; none: one document a row"
     )
     overflow: Literal["split", "truncate", "drop"] = help_field(
-        "split", "documents longer than seq_len: split into chunks, truncate, or drop (always counted)"
+        "split",
+        "documents longer than seq_len: split (conversations at turn boundaries, with context), truncate, or drop",
     )
     loss_on: Literal["assistant", "all"] = help_field("assistant", "which tokens carry loss")
     on_invalid: Literal["skip", "error"] = help_field(

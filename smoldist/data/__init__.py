@@ -10,6 +10,7 @@ Takes the recipe's `data` and `model` sections; gives token buffers with loss ma
     templates/      chat templates with {% generation %} markers, and the renderers that use them
     tokenizer.py    the Rust tokenizer, its special tokens and its content hash
     encode.py       render + tokenize + loss mask in batches; the on-disk token buffer
+    turn_split.py   a conversation over seq_len cut at its turns, each piece with its context
     worker_pool.py  an ordered map over forked workers (convert + encode run there)
     packing.py      overflow policies and packing (BFD, wrapped, none) into rows of seq_len
 

@@ -129,7 +129,7 @@ def _build(
     num_proc = data.num_proc or available_cpus()
     writer = StoreWriter(data.store, plan.key)
     try:
-        ids, labels, lengths, doc_source, counts = _tokenize(plan, data, num_proc, writer, verbose)
+        ids, labels, lengths, doc_source, counts, long = _tokenize(plan, data, num_proc, writer, verbose)
         t_tok = time.perf_counter() - t0
         with ReportPainter() as painter:  # imports matplotlib in another process while this one packs and writes
             offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
@@ -143,7 +143,9 @@ def _build(
                     "model": {"tokenizer": model.tokenizer or model.name_or_path, "chat_template": model.chat_template},
                     "data": {k: v for k, v in data.__dict__.items() if k != "sources"},
                 },
-                "counts": count_summary(counts, plan.sources, lengths, np.asarray(doc_source)),
+                "counts": dict(
+                    count_summary(counts, plan.sources, lengths, np.asarray(doc_source)), long_conversations=long
+                ),
                 "splits": splits,
                 "length_histogram": length_histogram(lengths, data.seq_len),
                 "versions": library_versions(),
@@ -171,16 +173,19 @@ def _tokenize(plan: StorePlan, data: DataConfig, num_proc: int, writer: StoreWri
     tally = Tally(plan.sources, data.on_invalid)
     work = PrepareWork(
         BatchConverter(plan.sources, data.seed, data.loss_on, plan.tool_support),
-        Encoder.for_template(plan.tok, plan.template, data.loss_on),
+        Encoder.for_template(plan.tok, plan.template, data.loss_on, data.seq_len, data.overflow),
     )
+    cut = LongConversations()
     buffer = TokenBuffer(writer.scratch / "tokens")  # tokens go to disk as they come: memory stays bounded
     doc_source = array("i")
     with tqdm(desc="tokenize", unit=" docs", disable=not verbose, file=sys.stderr) as bar:
         for batch, (conv, encoded) in ordered_map(work, read_batches(plan.sources, tally.counts), num_proc):
             kept = tally.take(batch, conv)  # in source order: counts, max_samples, on_invalid: error
             if kept:
-                buffer.append(encoded.head(kept))
-                doc_source.extend(array("i", [batch.source]) * kept)
+                head = encoded.head(kept)
+                buffer.append(head)
+                doc_source.extend(array("i", [batch.source]) * len(head.lengths))
+                cut.add(head.cuts)
                 bar.update(kept)
     ids, labels, lengths = buffer.close()
     if not len(lengths):
@@ -191,7 +196,31 @@ def _tokenize(plan: StorePlan, data: DataConfig, num_proc: int, writer: StoreWri
                 + tally.format_mismatches()
             )
         )
-    return ids, labels, lengths, doc_source, tally.counts
+    return ids, labels, lengths, doc_source, tally.counts, cut.as_dict()
+
+
+@dataclass
+class LongConversations:
+    """Conversations over seq_len, cut at their turns (data/turn_split.py): how many, and how."""
+
+    over_seq_len: int = 0
+    split: int = 0  # became more than one piece
+    pieces: int = 0
+    context_trimmed: int = 0  # pieces whose oldest context turns were left out
+    turns_dropped: int = 0  # trained turns that did not fit with their own prompt
+    dropped: int = 0  # conversations none of whose turns fit
+
+    def add(self, cuts: list) -> None:
+        for _, c in cuts:
+            self.over_seq_len += 1
+            self.split += c.pieces > 1
+            self.pieces += c.pieces
+            self.context_trimmed += c.trimmed
+            self.turns_dropped += c.turns_dropped
+            self.dropped += c.pieces == 0
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
 
 
 def count_summary(counts: list, sources: list[ResolvedSource], lengths: np.ndarray, doc_source: np.ndarray) -> dict:

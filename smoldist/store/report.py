@@ -15,12 +15,23 @@ def ignored_line(ignored: dict) -> str:
     return "ignored: " + ", ".join(f"{k} in {n:,} record{'s' if n != 1 else ''}" for k, n in ignored.items())
 
 
+def long_line(long: dict) -> str:
+    """How the conversations over seq_len were cut at their turns (data/turn_split.py)."""
+    return (
+        f"{long['over_seq_len']:,} conversation(s) over seq_len, cut at turn boundaries: {long['split']:,} split into "
+        f"{long['pieces']:,} piece(s) ({long['context_trimmed']:,} with their oldest context turns trimmed), "
+        f"{long['turns_dropped']:,} assistant turn(s) dropped (too long with their own prompt), "
+        f"{long['dropped']:,} conversation(s) dropped whole"
+    )
+
+
 def report_data(manifest: dict) -> dict:
     counts = manifest["counts"]
     return {
         "key": manifest.get("key"),
         "records": {k: counts[k] for k in ("records_read", "records_valid", "records_invalid")},
         "invalid_by_reason": counts["invalid_by_reason"],
+        "long_conversations": counts.get("long_conversations", {}),
         "per_source": [
             {k: s.get(k, {}) for k in ("path", "read", "valid", "documents", "tokens", "invalid", "ignored")}
             for s in counts["per_source"]
@@ -141,6 +152,9 @@ def print_summary(path: Path, manifest: dict) -> None:
             console.print(f"    e.g. {line}")
         if s.get("ignored"):
             console.print(f"  {s['path']}: {ignored_line(s['ignored'])} (not read by its format; the records train)")
+    long = counts.get("long_conversations") or {}
+    if long.get("over_seq_len"):
+        console.print(f"  {long_line(long)}")
     for split, v in manifest["splits"].items():
         o = v["overflow"]
         lost = f"{o['tokens_lost']:,} tokens lost ({o['docs_truncated']} truncated, {o['docs_dropped']} dropped)"
