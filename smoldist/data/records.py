@@ -36,6 +36,7 @@ class SourceCounts:
     done: bool = False  # max_samples reached: the rest of the source is not read
     fields_seen: list | None = None  # the fields of the first record that lacked one its format reads
     ignored: Counter = field(default_factory=Counter)  # fields smoldist does not read -> valid records holding them
+    system_prompts: list = field(default_factory=list)  # the first distinct system prompts (None: the template's)
 
     def as_dict(self) -> dict:
         return {
@@ -70,6 +71,7 @@ class Converted:
     invalid: list  # (record number in the batch, reason, detail)
     docs: list
     ignored: list = field(default_factory=list)  # (record number in the batch, fields it holds that are not read)
+    systems: list = field(default_factory=list)  # (record number, its system prompt or None) of each conversation
 
 
 def selected(index: int, fraction: float | None, seed: int, source_no: int) -> bool:
@@ -127,7 +129,7 @@ class BatchConverter:
         spec = self.specs[batch.source]
         convert = CONVERTERS[spec.format]
         outcomes = np.full(len(batch.records), VALID, dtype=np.int8)
-        invalid, docs, ignored = [], [], []
+        invalid, docs, ignored, systems = [], [], [], []
         for i, record in enumerate(batch.records):
             if not selected(batch.first + i, spec.fraction, self.seed, batch.source):
                 outcomes[i] = NOT_SELECTED
@@ -148,7 +150,10 @@ class BatchConverter:
             keys = [*ignored_fields(record, spec), *doc.ignored]
             if keys:
                 ignored.append((i, keys))
-        return Converted(outcomes, invalid, docs, ignored)
+            if doc.messages is not None:
+                first = doc.messages[0]
+                systems.append((i, first["content"] if first["role"] == "system" else None))
+        return Converted(outcomes, invalid, docs, ignored, systems)
 
 
 class Tally:
@@ -193,6 +198,9 @@ class Tally:
         for i, keys in conv.ignored:
             if i < n:
                 c.ignored.update(keys)
+        for i, prompt in conv.systems:
+            if i < n and len(c.system_prompts) < 2 and prompt not in c.system_prompts:
+                c.system_prompts.append(prompt)
         kept = int((outcomes == VALID).sum())
         c.read += n
         c.valid += kept

@@ -29,6 +29,7 @@ from smoldist.errors import DataError
 from smoldist.store.lock import build_turn
 from smoldist.store.manifest import library_versions, verify_store
 from smoldist.store.plan import StorePlan, plan_store
+from smoldist.store.system_prompt import saved_template, system_prompt_summary
 from smoldist.store.writer import StoreWriter, write_rows
 
 
@@ -37,7 +38,7 @@ class PrepareResult:
     path: Path
     manifest: dict
     reused: bool
-    template: str  # the exact chat template the store was built with
+    template: str  # the chat template the model is saved with: the store's, inserting the one trained system prompt
 
 
 class PrepareWork:
@@ -116,7 +117,7 @@ def _reuse(plan: StorePlan, t0: float, verbose: bool, verify_shards: bool) -> Pr
     plan.hashes.save()
     if verbose:
         print(f"smoldist prepare: reusing store {plan.path} ({time.perf_counter() - t0:.2f} s)")
-    return PrepareResult(plan.path, manifest, reused=True, template=plan.template)
+    return PrepareResult(plan.path, manifest, reused=True, template=saved_template(plan.template, manifest))
 
 
 def _build(
@@ -144,7 +145,9 @@ def _build(
                     "data": {k: v for k, v in data.__dict__.items() if k != "sources"},
                 },
                 "counts": dict(
-                    count_summary(counts, plan.sources, lengths, np.asarray(doc_source)), long_conversations=long
+                    count_summary(counts, plan.sources, lengths, np.asarray(doc_source)),
+                    long_conversations=long,
+                    system_prompt=system_prompt_summary(counts),
                 ),
                 "splits": splits,
                 "length_histogram": length_histogram(lengths, data.seq_len),
@@ -161,7 +164,7 @@ def _build(
     manifest = verify_store(final, plan.key, check_shards=False)
     if verbose:
         print_summary(final, manifest)
-    return PrepareResult(final, manifest, reused=False, template=plan.template)
+    return PrepareResult(final, manifest, reused=False, template=saved_template(plan.template, manifest))
 
 
 def _tokenize(plan: StorePlan, data: DataConfig, num_proc: int, writer: StoreWriter, verbose: bool):

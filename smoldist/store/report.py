@@ -8,6 +8,7 @@ import signal
 from pathlib import Path
 
 from smoldist.data.converters import REASONS
+from smoldist.store.system_prompt import mixed_prompts_line
 
 
 def ignored_line(ignored: dict) -> str:
@@ -163,3 +164,6 @@ def print_summary(path: Path, manifest: dict) -> None:
             f"({v['trained_tokens']:,} trained), fill {v['fill']:.2%}; {o['docs_split']} split; {lost}"
         )
     console.print(f"  took {manifest['seconds']['total']:.2f} s; report: {path / 'report.png'}")
+    mixed = mixed_prompts_line(counts.get("system_prompt") or {})
+    if mixed:
+        console.print(f"  note: {mixed}")

@@ -52,6 +52,16 @@ def load_template(spec: str, default_system_prompt: bool = True, bos: bool = Fal
     return path.read_text()
 
 
+def with_default_system(template: str, prompt: str) -> str:
+    """The template that inserts `prompt` as the system turn when a conversation has none: what a run trained with
+    one fixed system prompt saves, so chat, eval and plain transformers users see what training saw."""
+    given = json.dumps(prompt, ensure_ascii=False)  # a JSON string is a jinja string literal
+    return (
+        "{%- if not messages or messages[0]['role'] != 'system' %}"
+        f"{{%- set messages = [{{'role': 'system', 'content': {given}}}] + messages %}}{{%- endif %}}" + template
+    )
+
+
 def has_generation_markers(template: str) -> bool:
     return bool(GENERATION_RE.search(template))
 
