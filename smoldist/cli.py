@@ -6,7 +6,7 @@
                      [--fresh]
     smoldist submit  RECIPE --nodes N [--gpus-per-node G] [--partition P] [--time T] [--account A]
                      [--prepare-partition P] [--prepare-time T] [--accelerate-config NAME] [--dry-run] [--wait]
-    smoldist chat    RUN_DIR ["What is 2 plus 3?"]      # no prompt: one prompt a line from stdin
+    smoldist chat    RUN_DIR ["What is 2 plus 3?"] [--system S] [--conversation FILE]   # no prompt: a session
     smoldist eval    RUN_DIR --data FILE --format gsm8k [--split S] [-n N] [--batch-size B] [--max-new-tokens M]
                      [--out FILE]
     smoldist eval    RUN_DIR --data openai/gsm8k [--data-config main|socratic] [--split test|train] ...
@@ -70,7 +70,18 @@ def make_parser() -> argparse.ArgumentParser:
     add_submit_arguments(m)
     c = sub.add_parser("chat", help="answer a prompt (or each line of stdin) with a trained model, via its template")
     c.add_argument("run", metavar="RUN_DIR", help=RUN_DIR_HELP)
-    c.add_argument("prompt", nargs="?", help="the user turn to answer (default: read one prompt a line from stdin)")
+    c.add_argument(
+        "prompt",
+        nargs="?",
+        help="the user turn to answer (default: a session that keeps the turns in a terminal; from a pipe, one "
+        "fresh chat a line)",
+    )
+    c.add_argument("--system", help="the system prompt (default: the one the run trained with, via its template)")
+    c.add_argument(
+        "--conversation",
+        metavar="FILE",
+        help="answer the next assistant turn of this conversation (a JSON list of {role, content}, or one a line)",
+    )
     c.add_argument(
         "--max-new-tokens",
         type=int,
@@ -125,14 +136,7 @@ def run_command(ns: argparse.Namespace) -> int:
     from smoldist.config import load_recipe
 
     if ns.command == "chat":
-        from smoldist.eval.generate import chat_lines
-
-        if ns.prompt is None and sys.stdin.isatty():
-            print("smoldist chat: one prompt a line; Ctrl-D ends", file=sys.stderr)
-        prompts = [ns.prompt] if ns.prompt is not None else (line.strip() for line in sys.stdin if line.strip())
-        for reply in chat_lines(ns.run, prompts, max_new_tokens=ns.max_new_tokens):
-            print(reply, flush=True)
-        return 0
+        return chat_command(ns)
     if ns.command in ("eval", "merge"):
         return run_model_command(ns)
     if ns.command in ("configs", "recipes"):
@@ -176,6 +180,21 @@ def run_command(ns: argparse.Namespace) -> int:
     from smoldist.train.run import run
 
     return stopped_exit_code() if "stopped_at" in run(recipe) else 0
+
+
+def chat_command(ns: argparse.Namespace) -> int:
+    from smoldist.eval.generate import chat_lines, continue_conversation, read_conversation
+
+    if ns.conversation:
+        print(continue_conversation(ns.run, read_conversation(ns.conversation), ns.max_new_tokens, ns.system))
+        return 0
+    session = ns.prompt is None and sys.stdin.isatty()
+    if session:
+        print("smoldist chat: a session; each line is your turn, the turns are kept; Ctrl-D ends", file=sys.stderr)
+    prompts = [ns.prompt] if ns.prompt is not None else (line.strip() for line in sys.stdin if line.strip())
+    for reply in chat_lines(ns.run, prompts, ns.max_new_tokens, ns.system, keep_turns=session):
+        print(reply, flush=True)
+    return 0
 
 
 def run_model_command(ns: argparse.Namespace) -> int:

@@ -9,7 +9,7 @@ from smoldist.config import load_recipe
 from smoldist.store.build import prepare
 from tests.helpers import recipe_dict, write_jsonl, write_recipe
 
-PROMPT = 'Answer with one JSON object. {"quotes": \'ok\'}'
+PROMPT = "Answer with one JSON object. {\"quotes\": 'ok'}"
 
 
 def render(template: str, msgs: list[dict], gen: bool = True) -> str:
@@ -36,7 +36,9 @@ def test_a_sources_system_prompt_becomes_the_saved_templates_default(tmp_path):
 
 
 def test_conversations_without_one_keep_the_templates_default(tmp_path):
-    f = write_jsonl(tmp_path / "m.jsonl", [{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}])
+    f = write_jsonl(
+        tmp_path / "m.jsonl", [{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}]
+    )
     res = prepared(tmp_path, [{"path": str(f)}])
     assert res.manifest["counts"]["system_prompt"]["prompt"] is None
     assert "You are a helpful AI assistant named SmolLM" in render(res.template, [{"role": "user", "content": "x"}])
