@@ -10,6 +10,7 @@
     smoldist eval    RUN_DIR --data FILE --format gsm8k [--split S] [-n N] [--batch-size B] [--max-new-tokens M]
                      [--out FILE]
     smoldist eval    RUN_DIR --data openai/gsm8k [--data-config main|socratic] [--split test|train] ...
+    smoldist eval    RUN_DIR --data FILE --format prompt_completion [--metric exact|json]   # your own task
     smoldist eval    RUN_DIR --loss
     smoldist eval    RUN_DIR --compare [BASE] (--data FILE | --loss)   # better than the model it started from?
     smoldist merge   RUN_DIR [OUT]
@@ -102,8 +103,13 @@ def make_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--format",
         default="gsm8k",
-        choices=["gsm8k"],
-        help="how to read questions and gold answers (default: %(default)s)",
+        choices=["gsm8k", "prompt_completion"],
+        help="how to read questions and gold answers (default: %(default)s); prompt_completion: your own task",
+    )
+    e.add_argument(
+        "--metric",
+        choices=["exact", "json"],
+        help="prompt_completion: exact match (default), or json: parses as JSON, and equal to the gold as objects",
     )
     e.add_argument("-n", type=int, help="score only the first N questions (default: all)")
     e.add_argument(
@@ -199,11 +205,15 @@ def chat_command(ns: argparse.Namespace) -> int:
 
 def run_model_command(ns: argparse.Namespace) -> int:
     """Commands that take a trained model or run rather than a recipe."""
+    from smoldist.eval.results import write_json
+
     if ns.command == "merge":
         from smoldist.model.merge import merge
 
         print(f"smoldist merge: wrote {merge(ns.run, ns.out)}")
         return 0
+    if ns.metric is not None and ns.format != "prompt_completion":
+        raise SmoldistError(f"eval --metric {ns.metric}: scores --format prompt_completion; gsm8k reads `#### N`")
     if ns.compare is not None:
         return compare_command(ns)
     if ns.loss:
@@ -214,6 +224,14 @@ def run_model_command(ns: argparse.Namespace) -> int:
         return 0
     if not ns.data:
         raise SmoldistError("eval: give --data FILE (questions with gold answers) or --loss")
+    if ns.format == "prompt_completion":
+        from smoldist.eval.task import eval_task, summary_line
+
+        batch = ns.batch_size or GSM8K_BATCH
+        res = eval_task(ns.run, ns.data, ns.metric or "exact", ns.n, batch, ns.max_new_tokens, split=ns.split)
+        write_json(ns.out, res)
+        print(f"smoldist eval: {ns.run}: {summary_line(res)}" + (f"; wrote {ns.out}" if ns.out else ""))
+        return 0
     from smoldist.eval.gsm8k import eval_gsm8k
     from smoldist.eval.results import print_gsm8k
 
@@ -241,6 +259,10 @@ def compare_command(ns: argparse.Namespace) -> int:
     base = ns.compare or None
     if ns.loss:
         res = compare.compare_loss(ns.run, base, ns.batch_size)
+    elif ns.data and ns.format == "prompt_completion":
+        res = compare.compare_task(
+            ns.run, base, ns.data, ns.metric or "exact", ns.n, ns.batch_size or GSM8K_BATCH, ns.max_new_tokens
+        )
     elif ns.data:
         res = compare.compare_gsm8k(
             ns.run,

@@ -32,10 +32,16 @@ def test_a_session_keeps_the_turns_and_a_conversation_file_continues_them(model_
     first, second = session.say("Hi"), session.say("And then?")
     assert [m["role"] for m in session.messages] == ["system", "user", "assistant", "user", "assistant"]
     assert session.messages[2]["content"] == first
-    turns = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": first}, {"role": "user", "content": "And then?"}]
+    turns = [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": first},
+        {"role": "user", "content": "And then?"},
+    ]
     f = tmp_path / "chat.json"
     f.write_text(json.dumps({"messages": turns}))
-    assert main(["chat", str(model_dir), "--conversation", str(f), "--system", "Be brief.", "--max-new-tokens", "5"]) == 0
+    assert (
+        main(["chat", str(model_dir), "--conversation", str(f), "--system", "Be brief.", "--max-new-tokens", "5"]) == 0
+    )
     assert capsys.readouterr().out == second + "\n"
     lines = tmp_path / "chat.jsonl"
     lines.write_text("".join(json.dumps(m) + "\n" for m in [{"role": "system", "content": "Be brief."}, *turns]))
@@ -57,5 +63,5 @@ def test_a_conversation_file_that_is_not_one_is_named(tmp_path):
 
     f = tmp_path / "bad.json"
     f.write_text(json.dumps([{"speaker": "user", "text": "hi"}]))
-    with pytest.raises(DataError, match="bad.json: expected a list of turns"):
+    with pytest.raises(DataError, match=r"bad\.json: expected a list of turns"):
         read_conversation(str(f))
