@@ -1,7 +1,8 @@
 """The README works as written: in "Your own data": one sample line per format converts through that
-format, the recipe template loads with its data read from the recipe's folder, and the default system prompt it
-states is the one the template inserts; how to log in to W&B; the install for a GPU machine and for `pip install`
-users, whose recipe names and `pkg:` paths exist in the package; docs/ names nothing a user does not have."""
+format, and so do the tool-calling and content-parts records; the recipe template loads with its data read from
+the recipe's folder, and the default system prompt it states is the one the template inserts; how to log in to
+W&B; the install for a GPU machine and for `pip install` users, whose recipe names and `pkg:` paths exist in the
+package; docs/ names nothing a user does not have."""
 
 from __future__ import annotations
 
@@ -32,6 +33,21 @@ def test_each_format_has_a_sample_line_that_converts():
         spec = SourceConfig(**yaml.safe_load(source)[0])
         doc = CONVERTERS[fmt](json.loads(line), spec, "all" if fmt == "text" else "assistant")
         assert doc.text if fmt == "text" else doc.messages[-1]["role"] == "assistant", fmt
+
+
+def test_the_tool_calling_and_parts_records_convert():
+    records = [json.loads(x) for x in re.findall(r"```json\n([^\n]+)\n```", section("Your own data"))]
+    tool = next(r for r in records if "tools" in r)
+    parts = next(r for r in records if "messages" in r and isinstance(r["messages"][0]["content"], list))
+    doc = CONVERTERS["messages"](tool, SourceConfig(path="x"), "assistant")
+    assert doc.tools == tool["tools"] and [m["role"] for m in doc.messages] == [
+        "user",
+        "assistant",
+        "tool",
+        "assistant",
+    ]
+    doc = CONVERTERS["messages"](parts, SourceConfig(path="x"), "assistant")
+    assert doc.messages[0]["content"] == "Translate: good night" and doc.untrained == (1,)
 
 
 def test_the_recipe_template_loads_with_data_beside_it(tmp_path, monkeypatch):
