@@ -59,9 +59,9 @@ def text_field(record: Any, name: str, serialize: str | None) -> str:
     )
 
 
-def check_conversation(messages: list[dict], loss_on: str, trained: list[bool] | None = None, **doc: Any) -> Document:
-    """The checks every conversation passes before templating, whatever format it came from; `trained`: per
-    message, False where a weight keeps an assistant turn as context without loss."""
+def check_conversation(messages: list[dict], loss_on: str, untrained: tuple = (), **doc: Any) -> Document:
+    """The checks every conversation passes before templating, whatever format it came from; `untrained`: the
+    assistant turns a weight keeps as context without loss."""
     if not messages:
         raise InvalidRecord("empty_conversation", "conversation has no messages")
     for i, m in enumerate(messages):
@@ -73,10 +73,10 @@ def check_conversation(messages: list[dict], loss_on: str, trained: list[bool] |
             raise InvalidRecord(
                 "content_not_string", f"message {i} content is a {type(m['content']).__name__}, not a string"
             )
-    untrained = tuple(i for i, t in enumerate(trained or []) if not t and messages[i]["role"] == "assistant")
-    assistant = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
-    if loss_on == "assistant" and not set(assistant) - set(untrained):
-        why = "every assistant turn has weight 0" if assistant else "no assistant message to train on"
+    untrained = tuple(i for i in untrained if messages[i]["role"] == "assistant")
+    trained = (m for i, m in enumerate(messages) if i not in untrained) if untrained else messages
+    if loss_on == "assistant" and not any(m["role"] == "assistant" for m in trained):
+        why = "every assistant turn has weight 0" if untrained else "no assistant message to train on"
         raise InvalidRecord("no_assistant_turn", why)
     return Document(messages=messages, untrained=untrained, **doc)
 
@@ -87,17 +87,23 @@ def turns(
     """A conversation from a record's list of turns and its `tools`, each turn checked by data/turns.py."""
     raw = field(record, list_field, list)
     ignored: Counter = Counter()
-    msgs, trained = [], []
+    msgs, untrained = [], []
     for i, m in enumerate(raw):
+        if type(m) is dict and len(m) == 2 and type(m.get(content_key)) is str and role_key in m:
+            role = m[role_key]  # the common turn, role and text alone: prepare's hot path
+            msgs.append({"role": role_map.get(role, role) if role_map else role, "content": m[content_key]})
+            continue
         if not isinstance(m, dict):
             raise InvalidRecord("wrong_type", f"{list_field}[{i}] is a {type(m).__name__}, not an object")
         for k in (role_key, content_key):
             if k not in m:
                 raise InvalidRecord("missing_field", f"{list_field}[{i}] has no '{k}'")
-        msg, flag = message(m, i, list_field, role_key, content_key, role_map, ignored)
-        msgs.append(msg), trained.append(flag)
+        msg, trained = message(m, i, list_field, role_key, content_key, role_map, ignored)
+        msgs.append(msg)
+        if not trained:
+            untrained.append(i)
     tools = check_tools(record.get(TOOLS_FIELD))
-    return check_conversation(msgs, loss_on, trained, tools=tools, ignored=tuple(ignored))
+    return check_conversation(msgs, loss_on, tuple(untrained), tools=tools, ignored=tuple(ignored))
 
 
 def convert_messages(record: Any, opts: Any, loss_on: str) -> Document:
@@ -179,10 +185,9 @@ DEFAULT_FIELDS = (
 )
 
 
-def ignored_fields(record: Any, spec: Any) -> list[str]:
-    """The record's fields its format does not read (ids, sources, metadata): listed with counts, never refused."""
-    read = set(required_fields(spec)) | ({TOOLS_FIELD} if spec.format in ("messages", "sharegpt") else set())
-    return [k for k, v in record.items() if k not in read and v is not None] if isinstance(record, dict) else []
+def read_fields(spec: Any) -> frozenset[str]:
+    """Every record field a source's format reads; the others are listed as ignored, with counts, never refused."""
+    return frozenset(required_fields(spec)) | ({TOOLS_FIELD} if spec.format in ("messages", "sharegpt") else set())
 
 
 def format_mismatch(spec: Any, fields: list[str], where: str) -> str | None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from smoldist.data.converters import CONVERTERS, Document, InvalidRecord, format_mismatch, ignored_fields
+from smoldist.data.converters import CONVERTERS, Document, InvalidRecord, format_mismatch, read_fields
 from smoldist.data.sources import ResolvedSource, Unreadable, iter_records, jsonl_lines, parse_line
 from smoldist.errors import DataError
 
@@ -122,6 +122,7 @@ class BatchConverter:
 
     def __init__(self, sources: list[ResolvedSource], seed: int, loss_on: str, check=None):
         self.specs = [s.spec for s in sources]
+        self.read = [read_fields(s) for s in self.specs]
         self.seed, self.loss_on = seed, loss_on
         self.check = check  # a document check that needs the template (templates/tools.py), raising InvalidRecord
 
@@ -147,7 +148,8 @@ class BatchConverter:
                 outcomes[i] = INVALID
                 invalid.append((i, e.reason, e.detail))
                 continue
-            keys = [*ignored_fields(record, spec), *doc.ignored]
+            read = self.read[batch.source]
+            keys = [k for k, v in record.items() if k not in read and v is not None] + list(doc.ignored)
             if keys:
                 ignored.append((i, keys))
             if doc.messages is not None:

@@ -18,6 +18,7 @@ from smoldist.data.document import InvalidRecord
 # Keys a message may carry that smoldist renders as given (templates read them with the role and content).
 PASSED_ON = ("tool_calls", "tool_call_id", "name")
 WEIGHT_KEYS = ("weight", "train")
+KNOWN_KEYS = frozenset(PASSED_ON + WEIGHT_KEYS)
 # Keys that change what a turn means and that smoldist does not use: never ignored silently.
 REFUSED_KEYS = ("reasoning_content", "reasoning", "thinking", "function_call", "refusal", "audio", "images")
 
@@ -96,11 +97,13 @@ def message(
     raw: dict, i: int, list_field: str, role_key: str, content_key: str, role_map: dict | None, ignored: Counter
 ) -> tuple[dict, bool]:
     """(the message as rendered, whether it is trained); keys it does not read are counted in `ignored`."""
-    where = f"message {i}"
     role = raw[role_key]
     role = role_map.get(role, role) if role_map is not None else role
+    content = raw[content_key]
+    where = f"message {i}"
+    known = {role_key, content_key, *KNOWN_KEYS}
     for key, value in raw.items():
-        if value is None or key in (role_key, content_key, *PASSED_ON, *WEIGHT_KEYS):
+        if value is None or key in known:
             continue
         if key in REFUSED_KEYS:
             raise InvalidRecord(
@@ -108,7 +111,6 @@ def message(
             )
         ignored[f"{list_field}[].{key}"] += 1
     calls = raw.get("tool_calls")
-    content = raw[content_key]
     if content is None and calls is not None:  # OpenAI: an assistant turn that only calls tools has content null
         content = ""
     out = {"role": role, "content": text_of(content, where)}
