@@ -33,12 +33,14 @@ def spans(ids: np.ndarray, labels: np.ndarray) -> list[tuple[bool, list[int]]]:
     return out
 
 
-def warnings_for(n_tokens: int, n_trained: int, data: DataConfig) -> list[str]:
+def warnings_for(n_tokens: int, n_trained: int, data: DataConfig, conversation: bool = False) -> list[str]:
     out = []
     if n_trained == 0:
         out.append("no token of this record is trained (empty trained span)")
     if n_tokens > data.seq_len:
-        out.append(f"{n_tokens} tokens > data.seq_len {data.seq_len}: overflow policy '{data.overflow}' applies")
+        turns = conversation and data.overflow == "split" and data.loss_on == "assistant"
+        how = "it is cut at its turns, each piece with its context" if turns else f"overflow '{data.overflow}' applies"
+        out.append(f"{n_tokens} tokens > data.seq_len {data.seq_len}: {how}")
     return out
 
 
@@ -76,7 +78,7 @@ def preview(model: ModelConfig, data: DataConfig, n: int = 3, color: bool | None
         if docs[i].untrained:
             console.print(f"{len(docs[i].untrained)} assistant turn(s) not trained (weight 0 / train: false)")
         console.print(text)
-        warns = warnings_for(length, n_trained, data)
+        warns = warnings_for(length, n_trained, data, docs[i].messages is not None)
         for w in warns:
             console.print(f"warning: {w}", style="yellow" if color else None)
         shown.append({"tokens": length, "trained": n_trained, "warnings": warns})
