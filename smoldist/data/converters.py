@@ -8,7 +8,6 @@ format does not read are named in the document (`ignored`), so the report lists 
 from __future__ import annotations
 
 import json
-from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -86,7 +85,7 @@ def turns(
 ) -> Document:
     """A conversation from a record's list of turns and its `tools`, each turn checked by data/turns.py."""
     raw = field(record, list_field, list)
-    ignored: Counter = Counter()
+    ignored: set = set()  # keys of its turns that are not read: the record counts once per key
     msgs, untrained = [], []
     for i, m in enumerate(raw):
         if type(m) is dict and len(m) == 2 and type(m.get(content_key)) is str and role_key in m:
@@ -103,7 +102,7 @@ def turns(
         if not trained:
             untrained.append(i)
     tools = check_tools(record.get(TOOLS_FIELD))
-    return check_conversation(msgs, loss_on, tuple(untrained), tools=tools, ignored=tuple(ignored))
+    return check_conversation(msgs, loss_on, tuple(untrained), tools=tools, ignored=tuple(sorted(ignored)))
 
 
 def convert_messages(record: Any, opts: Any, loss_on: str) -> Document:

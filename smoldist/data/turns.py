@@ -10,7 +10,6 @@ the record invalid, naming it; any other key is ignored and counted, so the prep
 from __future__ import annotations
 
 import json
-from collections import Counter
 from typing import Any
 
 from smoldist.data.document import InvalidRecord
@@ -94,7 +93,7 @@ def check_tools(tools: Any) -> list | None:
 
 
 def message(
-    raw: dict, i: int, list_field: str, role_key: str, content_key: str, role_map: dict | None, ignored: Counter
+    raw: dict, i: int, list_field: str, role_key: str, content_key: str, role_map: dict | None, ignored: set
 ) -> tuple[dict, bool]:
     """(the message as rendered, whether it is trained); keys it does not read are counted in `ignored`."""
     role = raw[role_key]
@@ -109,8 +108,8 @@ def message(
             raise InvalidRecord(
                 "unsupported_key", f"{where} has '{key}', which changes the turn and smoldist does not train it"
             )
-        ignored[f"{list_field}[].{key}"] += 1
-    calls = raw.get("tool_calls")
+        ignored.add(f"{list_field}[].{key}")
+    calls = raw.get("tool_calls") or None  # an empty list calls nothing
     if content is None and calls is not None:  # OpenAI: an assistant turn that only calls tools has content null
         content = ""
     out = {"role": role, "content": text_of(content, where)}
