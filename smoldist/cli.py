@@ -6,10 +6,11 @@
                      [--fresh]
     smoldist submit  RECIPE --nodes N [--gpus-per-node G] [--partition P] [--time T] [--account A]
                      [--prepare-partition P] [--prepare-time T] [--accelerate-config NAME] [--dry-run] [--wait]
-    smoldist chat    RUN_DIR ["What is 2 plus 3?"]      # no prompt: one prompt a line from stdin
+    smoldist chat    RUN_DIR ["What is 2 plus 3?"] [--system S] [--conversation FILE]   # no prompt: a session
     smoldist eval    RUN_DIR --data FILE --format gsm8k [--split S] [-n N] [--batch-size B] [--max-new-tokens M]
                      [--out FILE]
     smoldist eval    RUN_DIR --data openai/gsm8k [--data-config main|socratic] [--split test|train] ...
+    smoldist eval    RUN_DIR --data FILE --format prompt_completion [--metric exact|json]   # your own task
     smoldist eval    RUN_DIR --loss
     smoldist eval    RUN_DIR --compare [BASE] (--data FILE | --loss)   # better than the model it started from?
     smoldist merge   RUN_DIR [OUT]
@@ -70,7 +71,18 @@ def make_parser() -> argparse.ArgumentParser:
     add_submit_arguments(m)
     c = sub.add_parser("chat", help="answer a prompt (or each line of stdin) with a trained model, via its template")
     c.add_argument("run", metavar="RUN_DIR", help=RUN_DIR_HELP)
-    c.add_argument("prompt", nargs="?", help="the user turn to answer (default: read one prompt a line from stdin)")
+    c.add_argument(
+        "prompt",
+        nargs="?",
+        help="the user turn to answer (default: a session that keeps the turns in a terminal; from a pipe, one "
+        "fresh chat a line)",
+    )
+    c.add_argument("--system", help="the system prompt (default: the one the run trained with, via its template)")
+    c.add_argument(
+        "--conversation",
+        metavar="FILE",
+        help="answer the next assistant turn of this conversation (a JSON list of {role, content}, or one a line)",
+    )
     c.add_argument(
         "--max-new-tokens",
         type=int,
@@ -91,8 +103,13 @@ def make_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--format",
         default="gsm8k",
-        choices=["gsm8k"],
-        help="how to read questions and gold answers (default: %(default)s)",
+        choices=["gsm8k", "prompt_completion"],
+        help="how to read questions and gold answers (default: %(default)s); prompt_completion: your own task",
+    )
+    e.add_argument(
+        "--metric",
+        choices=["exact", "json"],
+        help="prompt_completion: exact match (default), or json: parses as JSON, and equal to the gold as objects",
     )
     e.add_argument("-n", type=int, help="score only the first N questions (default: all)")
     e.add_argument(
@@ -125,14 +142,7 @@ def run_command(ns: argparse.Namespace) -> int:
     from smoldist.config import load_recipe
 
     if ns.command == "chat":
-        from smoldist.eval.generate import chat_lines
-
-        if ns.prompt is None and sys.stdin.isatty():
-            print("smoldist chat: one prompt a line; Ctrl-D ends", file=sys.stderr)
-        prompts = [ns.prompt] if ns.prompt is not None else (line.strip() for line in sys.stdin if line.strip())
-        for reply in chat_lines(ns.run, prompts, max_new_tokens=ns.max_new_tokens):
-            print(reply, flush=True)
-        return 0
+        return chat_command(ns)
     if ns.command in ("eval", "merge"):
         return run_model_command(ns)
     if ns.command in ("configs", "recipes"):
@@ -178,13 +188,32 @@ def run_command(ns: argparse.Namespace) -> int:
     return stopped_exit_code() if "stopped_at" in run(recipe) else 0
 
 
+def chat_command(ns: argparse.Namespace) -> int:
+    from smoldist.eval.generate import chat_lines, continue_conversation, read_conversation
+
+    if ns.conversation:
+        print(continue_conversation(ns.run, read_conversation(ns.conversation), ns.max_new_tokens, ns.system))
+        return 0
+    session = ns.prompt is None and sys.stdin.isatty()
+    if session:
+        print("smoldist chat: a session; each line is your turn, the turns are kept; Ctrl-D ends", file=sys.stderr)
+    prompts = [ns.prompt] if ns.prompt is not None else (line.strip() for line in sys.stdin if line.strip())
+    for reply in chat_lines(ns.run, prompts, ns.max_new_tokens, ns.system, keep_turns=session):
+        print(reply, flush=True)
+    return 0
+
+
 def run_model_command(ns: argparse.Namespace) -> int:
     """Commands that take a trained model or run rather than a recipe."""
+    from smoldist.eval.results import write_json
+
     if ns.command == "merge":
         from smoldist.model.merge import merge
 
         print(f"smoldist merge: wrote {merge(ns.run, ns.out)}")
         return 0
+    if ns.metric is not None and ns.format != "prompt_completion":
+        raise SmoldistError(f"eval --metric {ns.metric}: scores --format prompt_completion; gsm8k reads `#### N`")
     if ns.compare is not None:
         return compare_command(ns)
     if ns.loss:
@@ -195,6 +224,14 @@ def run_model_command(ns: argparse.Namespace) -> int:
         return 0
     if not ns.data:
         raise SmoldistError("eval: give --data FILE (questions with gold answers) or --loss")
+    if ns.format == "prompt_completion":
+        from smoldist.eval.task import eval_task, summary_line
+
+        batch = ns.batch_size or GSM8K_BATCH
+        res = eval_task(ns.run, ns.data, ns.metric or "exact", ns.n, batch, ns.max_new_tokens, split=ns.split)
+        write_json(ns.out, res)
+        print(f"smoldist eval: {ns.run}: {summary_line(res)}" + (f"; wrote {ns.out}" if ns.out else ""))
+        return 0
     from smoldist.eval.gsm8k import eval_gsm8k
     from smoldist.eval.results import print_gsm8k
 
@@ -222,6 +259,10 @@ def compare_command(ns: argparse.Namespace) -> int:
     base = ns.compare or None
     if ns.loss:
         res = compare.compare_loss(ns.run, base, ns.batch_size)
+    elif ns.data and ns.format == "prompt_completion":
+        res = compare.compare_task(
+            ns.run, base, ns.data, ns.metric or "exact", ns.n, ns.batch_size or GSM8K_BATCH, ns.max_new_tokens
+        )
     elif ns.data:
         res = compare.compare_gsm8k(
             ns.run,

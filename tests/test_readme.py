@@ -1,7 +1,8 @@
 """The README works as written: in "Your own data": one sample line per format converts through that
-format, the recipe template loads with its data read from the recipe's folder, and the default system prompt it
-states is the one the template inserts; how to log in to W&B; the install for a GPU machine and for `pip install`
-users, whose recipe names and `pkg:` paths exist in the package; docs/ names nothing a user does not have."""
+format, and so do the tool-calling and content-parts records; the recipe template loads with its data read from
+the recipe's folder, and the default system prompt it states is the one the template inserts; how to log in to
+W&B; the install for a GPU machine and for `pip install` users, whose recipe names and `pkg:` paths exist in the
+package; docs/ names nothing a user does not have."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import yaml
 
 from smoldist.config import SourceConfig, load_recipe
 from smoldist.data.converters import CONVERTERS
-from smoldist.data.templates import SMOLLM2_DEFAULT_SYSTEM_BLOCK
+from smoldist.data.templates import SMOLLM2_SYSTEM_PROMPT
 from tests.helpers import REPO
 
 README = (REPO / "README.md").read_text()
@@ -34,6 +35,21 @@ def test_each_format_has_a_sample_line_that_converts():
         assert doc.text if fmt == "text" else doc.messages[-1]["role"] == "assistant", fmt
 
 
+def test_the_tool_calling_and_parts_records_convert():
+    records = [json.loads(x) for x in re.findall(r"```json\n([^\n]+)\n```", section("Your own data"))]
+    tool = next(r for r in records if "tools" in r)
+    parts = next(r for r in records if "messages" in r and isinstance(r["messages"][0]["content"], list))
+    doc = CONVERTERS["messages"](tool, SourceConfig(path="x"), "assistant")
+    assert doc.tools == tool["tools"] and [m["role"] for m in doc.messages] == [
+        "user",
+        "assistant",
+        "tool",
+        "assistant",
+    ]
+    doc = CONVERTERS["messages"](parts, SourceConfig(path="x"), "assistant")
+    assert doc.messages[0]["content"] == "Translate: good night" and doc.untrained == (1,)
+
+
 def test_the_recipe_template_loads_with_data_beside_it(tmp_path, monkeypatch):
     (template,) = re.findall(r"```yaml\n(# my-recipe\.yaml\n.*?)```", section("Your own data"), re.S)
     (tmp_path / "project").mkdir()
@@ -45,8 +61,7 @@ def test_the_recipe_template_loads_with_data_beside_it(tmp_path, monkeypatch):
 
 
 def test_the_default_system_prompt_is_stated():
-    prompt = re.search(r"<\|im_start\|>system\n(.*?)<\|im_end\|>", SMOLLM2_DEFAULT_SYSTEM_BLOCK).group(1)
-    assert f"`{prompt}`" in section("Your own data")
+    assert f"`{SMOLLM2_SYSTEM_PROMPT}`" in section("Your own data")
 
 
 def test_the_readme_says_how_to_log_in_to_wandb():

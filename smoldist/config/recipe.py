@@ -82,6 +82,9 @@ class SourceConfig:
     text_field: str = help_field("text", "text: the document column (the-stack-smol: content)")
     columns: dict | None = help_field(None, "columns: role -> column, e.g. {user: instruction, assistant: output}")
     system_prompt: str | None = help_field(None, "gsm8k/prompt_completion/columns: a fixed system message")
+    serialize: Literal["json"] | None = help_field(
+        None, "prompt_completion: json writes a prompt or completion that is a JSON object or list with json.dumps"
+    )
     prefix: str = help_field("", "text put before each user turn (or text document), e.g. 'Write a Python file:\\n'")
     max_samples: int | None = help_field(None, "take at most this many records from this source")
     fraction: float | None = help_field(None, "take this fraction of the records (seeded, after max_samples)")
@@ -95,7 +98,8 @@ class DataConfig:
         "bfd", "bfd: best-fit-decreasing bins; wrapped: concat+split; none: one document a row"
     )
     overflow: Literal["split", "truncate", "drop"] = help_field(
-        "split", "documents longer than seq_len: split into chunks, truncate, or drop (always counted)"
+        "split",
+        "documents longer than seq_len: split (conversations at turn boundaries, with context), truncate, or drop",
     )
     loss_on: Literal["assistant", "all"] = help_field("assistant", "which tokens carry loss")
     on_invalid: Literal["skip", "error"] = help_field(

@@ -1,47 +1,32 @@
 """Converters: each turns one raw record into a conversation (list of {role, content}) or a plain text.
 
 Selected per source by `format`. A record that cannot be converted raises `InvalidRecord` with a
-short reason code (counted in the manifest) and a human detail (printed with its position).
+short reason code (counted in the manifest) and a human detail (printed with its position). Fields a
+format does not read are named in the document (`ignored`), so the report lists them with counts.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-ROLES = ("system", "user", "assistant")
-SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
+from smoldist.data.document import REASONS, Document, InvalidRecord
+from smoldist.data.turns import check_tools, message
 
-# Reason codes, in the order a record is checked.
-REASONS = {
-    "not_utf8": "unreadable line (not UTF-8)",
-    "bad_json": "unreadable line (bad JSON)",
-    "not_a_record": "record is not a JSON object",
-    "missing_field": "a required field is missing",
-    "wrong_type": "a field has the wrong type",
-    "empty_conversation": "conversation has no messages",
-    "unknown_role": "a message has a role other than system/user/assistant",
-    "system_not_first": "a system message is not the first message",
-    "content_not_string": "a message's content is not a string",
-    "no_assistant_turn": "no assistant turn to train on (loss_on: assistant)",
-    "empty_text": "text document is empty",
+__all__ = ["CONVERTERS", "REASONS", "Document", "InvalidRecord"]
+
+ROLES = ("system", "user", "assistant", "tool")
+COLUMN_ROLES = ("system", "user", "assistant")
+SHAREGPT_ROLES = {
+    "system": "system",
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+    "tool": "tool",
 }
-
-
-class InvalidRecord(Exception):
-    def __init__(self, reason: str, detail: str):
-        assert reason in REASONS, reason
-        super().__init__(detail)
-        self.reason, self.detail = reason, detail
-
-
-@dataclass
-class Document:
-    """What the converters produce: a conversation to template, or a text to train on whole."""
-
-    messages: list[dict] | None = None
-    text: str | None = None
+TOOLS_FIELD = "tools"  # messages/sharegpt: the record's tool schemas, given to the template as `tools=`
 
 
 def field(record: Any, name: str, kind: type | tuple = str) -> Any:
@@ -58,8 +43,24 @@ def field(record: Any, name: str, kind: type | tuple = str) -> Any:
     return value
 
 
-def check_conversation(messages: list[dict], loss_on: str) -> list[dict]:
-    """The checks every conversation passes before templating, whatever format it came from."""
+def text_field(record: Any, name: str, serialize: str | None) -> str:
+    """A string field; a JSON object or list is written with json.dumps (keys in order) under `serialize: json`,
+    else refused with that hint (a bare `wrong_type` would not say what to do)."""
+    value = field(record, name, (str, dict, list))
+    if isinstance(value, str):
+        return value
+    if serialize == "json":
+        return json.dumps(value, ensure_ascii=False)
+    raise InvalidRecord(
+        "json_completion",
+        f"field '{name}' is a JSON {'object' if isinstance(value, dict) else 'list'}, not text; add "
+        "`serialize: json` to the source to train on it as json.dumps writes it (keys in order)",
+    )
+
+
+def check_conversation(messages: list[dict], loss_on: str, untrained: tuple = (), **doc: Any) -> Document:
+    """The checks every conversation passes before templating, whatever format it came from; `untrained`: the
+    assistant turns a weight keeps as context without loss."""
     if not messages:
         raise InvalidRecord("empty_conversation", "conversation has no messages")
     for i, m in enumerate(messages):
@@ -71,35 +72,45 @@ def check_conversation(messages: list[dict], loss_on: str) -> list[dict]:
             raise InvalidRecord(
                 "content_not_string", f"message {i} content is a {type(m['content']).__name__}, not a string"
             )
-    if loss_on == "assistant" and not any(m["role"] == "assistant" for m in messages):
-        raise InvalidRecord("no_assistant_turn", "no assistant message to train on")
-    return messages
+    untrained = tuple(i for i in untrained if messages[i]["role"] == "assistant")
+    trained = (m for i, m in enumerate(messages) if i not in untrained) if untrained else messages
+    if loss_on == "assistant" and not any(m["role"] == "assistant" for m in trained):
+        why = "every assistant turn has weight 0" if untrained else "no assistant message to train on"
+        raise InvalidRecord("no_assistant_turn", why)
+    return Document(messages=messages, untrained=untrained, **doc)
 
 
-def turns(record: Any, list_field: str, role_key: str, content_key: str, role_map: dict | None = None) -> list[dict]:
+def turns(
+    record: Any, list_field: str, role_key: str, content_key: str, role_map: dict | None, loss_on: str
+) -> Document:
+    """A conversation from a record's list of turns and its `tools`, each turn checked by data/turns.py."""
     raw = field(record, list_field, list)
-    out = []
+    ignored: set = set()  # keys of its turns that are not read: the record counts once per key
+    msgs, untrained = [], []
     for i, m in enumerate(raw):
+        if type(m) is dict and len(m) == 2 and type(m.get(content_key)) is str and role_key in m:
+            role = m[role_key]  # the common turn, role and text alone: prepare's hot path
+            msgs.append({"role": role_map.get(role, role) if role_map else role, "content": m[content_key]})
+            continue
         if not isinstance(m, dict):
             raise InvalidRecord("wrong_type", f"{list_field}[{i}] is a {type(m).__name__}, not an object")
         for k in (role_key, content_key):
             if k not in m:
                 raise InvalidRecord("missing_field", f"{list_field}[{i}] has no '{k}'")
-        role = m[role_key]
-        if role_map is not None:
-            role = role_map.get(role, role)
-        out.append({"role": role, "content": m[content_key]})
-    return out
+        msg, trained = message(m, i, list_field, role_key, content_key, role_map, ignored)
+        msgs.append(msg)
+        if not trained:
+            untrained.append(i)
+    tools = check_tools(record.get(TOOLS_FIELD))
+    return check_conversation(msgs, loss_on, tuple(untrained), tools=tools, ignored=tuple(sorted(ignored)))
 
 
 def convert_messages(record: Any, opts: Any, loss_on: str) -> Document:
-    msgs = turns(record, opts.messages_field or "messages", opts.role_field, opts.content_field)
-    return Document(messages=check_conversation(msgs, loss_on))
+    return turns(record, opts.messages_field or "messages", opts.role_field, opts.content_field, None, loss_on)
 
 
 def convert_sharegpt(record: Any, opts: Any, loss_on: str) -> Document:
-    msgs = turns(record, opts.messages_field or "conversations", "from", "value", SHAREGPT_ROLES)
-    return Document(messages=check_conversation(msgs, loss_on))
+    return turns(record, opts.messages_field or "conversations", "from", "value", SHAREGPT_ROLES, loss_on)
 
 
 def system_first(opts: Any) -> list[dict]:
@@ -109,36 +120,29 @@ def system_first(opts: Any) -> list[dict]:
 def convert_gsm8k(record: Any, opts: Any, loss_on: str) -> Document:
     # The answer is kept as written: worked solution, <<calc>> annotations and the '#### n' line.
     q, a = field(record, "question"), field(record, "answer")
-    return Document(
-        messages=check_conversation(
-            [*system_first(opts), {"role": "user", "content": opts.prefix + q}, {"role": "assistant", "content": a}],
-            loss_on,
-        )
-    )
+    user = {"role": "user", "content": opts.prefix + q}
+    return check_conversation([*system_first(opts), user, {"role": "assistant", "content": a}], loss_on)
 
 
 def convert_prompt_completion(record: Any, opts: Any, loss_on: str) -> Document:
-    p, c = field(record, opts.prompt_field), field(record, opts.completion_field)
-    return Document(
-        messages=check_conversation(
-            [*system_first(opts), {"role": "user", "content": opts.prefix + p}, {"role": "assistant", "content": c}],
-            loss_on,
-        )
-    )
+    p = text_field(record, opts.prompt_field, opts.serialize)
+    c = text_field(record, opts.completion_field, opts.serialize)
+    user = {"role": "user", "content": opts.prefix + p}
+    return check_conversation([*system_first(opts), user, {"role": "assistant", "content": c}], loss_on)
 
 
 def convert_columns(record: Any, opts: Any, loss_on: str) -> Document:
     if not opts.columns:
         raise InvalidRecord("missing_field", "format 'columns' needs a 'columns' mapping of role -> column")
     msgs = system_first(opts)
-    for role in ROLES:
+    for role in COLUMN_ROLES:
         col = opts.columns.get(role)
         if col is None:
             continue
         text = field(record, col)
         msgs.append({"role": role, "content": (opts.prefix + text) if role == "user" else text})
-    msgs.sort(key=lambda m: ROLES.index(m["role"]))
-    return Document(messages=check_conversation(msgs, loss_on))
+    msgs.sort(key=lambda m: COLUMN_ROLES.index(m["role"]))
+    return check_conversation(msgs, loss_on)
 
 
 def convert_text(record: Any, opts: Any, loss_on: str) -> Document:
@@ -178,6 +182,11 @@ DEFAULT_FIELDS = (
     ("prompt_completion", {"prompt", "completion"}),
     ("text", {"text"}),
 )
+
+
+def read_fields(spec: Any) -> frozenset[str]:
+    """Every record field a source's format reads; the others are listed as ignored, with counts, never refused."""
+    return frozenset(required_fields(spec)) | ({TOOLS_FIELD} if spec.format in ("messages", "sharegpt") else set())
 
 
 def format_mismatch(spec: Any, fields: list[str], where: str) -> str | None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from smoldist.data.converters import CONVERTERS, Document, InvalidRecord, format_mismatch
+from smoldist.data.converters import CONVERTERS, Document, InvalidRecord, format_mismatch, read_fields
 from smoldist.data.sources import ResolvedSource, Unreadable, iter_records, jsonl_lines, parse_line
 from smoldist.errors import DataError
 
@@ -35,6 +35,8 @@ class SourceCounts:
     first_invalid: list = field(default_factory=list)
     done: bool = False  # max_samples reached: the rest of the source is not read
     fields_seen: list | None = None  # the fields of the first record that lacked one its format reads
+    ignored: Counter = field(default_factory=Counter)  # fields smoldist does not read -> valid records holding them
+    system_prompts: list = field(default_factory=list)  # the first distinct system prompts (None: the template's)
 
     def as_dict(self) -> dict:
         return {
@@ -43,6 +45,7 @@ class SourceCounts:
             "not_selected": self.skipped_by_selection,
             "invalid": dict(self.invalid),
             "first_invalid": self.first_invalid,
+            "ignored": dict(self.ignored),
         }
 
 
@@ -67,6 +70,8 @@ class Converted:
     outcomes: np.ndarray  # int8: NOT_SELECTED | VALID | INVALID, one per record
     invalid: list  # (record number in the batch, reason, detail)
     docs: list
+    ignored: list = field(default_factory=list)  # (record number in the batch, fields it holds that are not read)
+    systems: list = field(default_factory=list)  # (record number, its system prompt or None) of each conversation
 
 
 def selected(index: int, fraction: float | None, seed: int, source_no: int) -> bool:
@@ -115,15 +120,17 @@ def _chunks(pairs: Iterator[tuple[Any, Any]], size: int) -> Iterator[tuple[list,
 class BatchConverter:
     """RawBatch -> Converted, where the work is (a worker process); holds what each source's records need."""
 
-    def __init__(self, sources: list[ResolvedSource], seed: int, loss_on: str):
+    def __init__(self, sources: list[ResolvedSource], seed: int, loss_on: str, check=None):
         self.specs = [s.spec for s in sources]
+        self.read = [read_fields(s) for s in self.specs]
         self.seed, self.loss_on = seed, loss_on
+        self.check = check  # a document check that needs the template (templates/tools.py), raising InvalidRecord
 
     def __call__(self, batch: RawBatch) -> Converted:
         spec = self.specs[batch.source]
         convert = CONVERTERS[spec.format]
         outcomes = np.full(len(batch.records), VALID, dtype=np.int8)
-        invalid, docs = [], []
+        invalid, docs, ignored, systems = [], [], [], []
         for i, record in enumerate(batch.records):
             if not selected(batch.first + i, spec.fraction, self.seed, batch.source):
                 outcomes[i] = NOT_SELECTED
@@ -133,11 +140,22 @@ class BatchConverter:
                     record = parse_line(record)
                 if isinstance(record, Unreadable):
                     raise InvalidRecord(record.reason, record.why)
-                docs.append(convert(record, spec, self.loss_on))
+                doc = convert(record, spec, self.loss_on)
+                if self.check is not None:
+                    self.check(doc)
+                docs.append(doc)
             except InvalidRecord as e:
                 outcomes[i] = INVALID
                 invalid.append((i, e.reason, e.detail))
-        return Converted(outcomes, invalid, docs)
+                continue
+            read = self.read[batch.source]
+            keys = [k for k, v in record.items() if k not in read and v is not None] + list(doc.ignored)
+            if keys:
+                ignored.append((i, keys))
+            if doc.messages is not None:
+                first = doc.messages[0]
+                systems.append((i, first["content"] if first["role"] == "system" else None))
+        return Converted(outcomes, invalid, docs, ignored, systems)
 
 
 class Tally:
@@ -179,6 +197,12 @@ class Tally:
             c.invalid[reason] += 1
             if len(c.first_invalid) < SHOW_INVALID:
                 c.first_invalid.append(f"{where}: {reason}: {detail}")
+        for i, keys in conv.ignored:
+            if i < n:
+                c.ignored.update(keys)
+        for i, prompt in conv.systems:
+            if i < n and len(c.system_prompts) < 2 and prompt not in c.system_prompts:
+                c.system_prompts.append(prompt)
         kept = int((outcomes == VALID).sum())
         c.read += n
         c.valid += kept
@@ -196,10 +220,10 @@ class Tally:
 
 
 def iter_documents(
-    sources: list[ResolvedSource], seed: int, loss_on: str, tally: Tally
+    sources: list[ResolvedSource], seed: int, loss_on: str, tally: Tally, check=None
 ) -> Iterator[tuple[int, Document]]:
     """(source index, document) for every valid record, converted in this process (`smoldist preview`)."""
-    convert = BatchConverter(sources, seed, loss_on)
+    convert = BatchConverter(sources, seed, loss_on, check)
     for batch in read_batches(sources, tally.counts):
         conv = convert(batch)
         for doc in conv.docs[: tally.take(batch, conv)]:

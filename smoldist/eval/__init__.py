@@ -1,9 +1,10 @@
 """Stage 6, scoring: did the model get better? (it never imports the training run)
 
-Takes a saved model or run directory; gives gsm8k exact match, the held-out loss of the store the run
-trained on, a verdict against the model the run started from, and one chat reply.
+Takes a saved model or run directory; gives gsm8k exact match, your own task's exact or JSON match, the
+held-out loss of the store the run trained on, a verdict against the model the run started from, and chat replies.
 
     gsm8k.py       questions with gold `#### N` answers, asked through the chat template, scored exactly
+    task.py        your own task: prompts with gold completions, exact match or JSON (parses, equal as objects)
     generate.py    greedy generation that stops where a turn ends; `smoldist chat`
     loss.py        the per-token mean loss over a store's eval split
     compare.py     the run against its base on the same questions or rows: a verdict with a sign test

@@ -17,6 +17,7 @@ from smoldist.config import load_recipe
 from smoldist.errors import RecipeError
 from smoldist.eval.gsm8k import eval_gsm8k
 from smoldist.eval.loss import eval_loss
+from smoldist.eval.task import eval_task
 from smoldist.model.build import build_model, load_tokenizer
 from smoldist.model.lora import base_of, check_model_path, is_adapter_dir, load_model
 
@@ -120,8 +121,18 @@ def compare_gsm8k(
     return paired(*score_gsm8k(run_dir, base, data, n, batch_size, max_new_tokens, split=split, config=config))
 
 
-def paired(tuned: dict, before: dict) -> dict:
-    """The verdict on two gsm8k results over the same questions: a sign test on the questions only one got right."""
+def compare_task(
+    run_dir: str, base: str | None, data: str, metric: str, n: int | None, batch_size: int, max_new_tokens: int
+) -> dict:
+    """Your own task (eval/task.py), the run against its base asked through the run's template: the gsm8k sign test."""
+    load_base, name = find_base(run_dir, base)
+    tuned = eval_task(run_dir, data, metric, n, batch_size, max_new_tokens)
+    before = dict(eval_task(run_dir, data, metric, n, batch_size, max_new_tokens, model=load_base()), model=name)
+    return paired(tuned, before, "JSON equal" if metric == "json" else "exact match")
+
+
+def paired(tuned: dict, before: dict, metric: str = "gsm8k accuracy") -> dict:
+    """The verdict on two results over the same questions: a sign test on the questions only one got right."""
     wins = sum(t["correct"] and not b["correct"] for t, b in zip(tuned["records"], before["records"]))
     losses = sum(b["correct"] and not t["correct"] for t, b in zip(tuned["records"], before["records"]))
     p = sign_test(wins, losses)
@@ -129,7 +140,7 @@ def paired(tuned: dict, before: dict) -> dict:
     verdict = ("better" if delta > 0 else "worse") if p < SIGNIFICANCE else "no clear difference"
     return {
         "verdict": verdict,
-        "metric": "gsm8k accuracy",
+        "metric": metric,
         "delta": delta,
         "wins": wins,
         "losses": losses,
@@ -160,7 +171,7 @@ def summary(result: dict) -> str:
             f"over {run['rows']} held-out rows; base {base['model']}"
         )
     return (
-        f"{result['verdict']}: gsm8k accuracy {run['accuracy']:.1%} vs {base['accuracy']:.1%} before "
+        f"{result['verdict']}: {result['metric']} {run['accuracy']:.1%} vs {base['accuracy']:.1%} before "
         f"({100 * result['delta']:+.1f} points) on {result['n']} questions; right only after {result['wins']}, "
         f"only before {result['losses']}, sign test p = {result['p_value']:.3g}; base {base['model']}"
     )

@@ -10,5 +10,6 @@ number of ranks memory-map, and a manifest that says what went in and what was d
     lock.py        one builder per key across ranks and nodes, waiters outside any collective
     hash_cache.py  sha256 of files remembered by stat: a start-up costs a stat per unchanged file
     report.py      the summary table, report.json and report.png
+    system_prompt.py  the one system prompt training used, made the saved template's default
     preview.py     `smoldist preview`: the first records as the model will see them
 """

@@ -29,6 +29,7 @@ from smoldist.errors import DataError
 from smoldist.store.lock import build_turn
 from smoldist.store.manifest import library_versions, verify_store
 from smoldist.store.plan import StorePlan, plan_store
+from smoldist.store.system_prompt import saved_template, system_prompt_summary
 from smoldist.store.writer import StoreWriter, write_rows
 
 
@@ -37,7 +38,7 @@ class PrepareResult:
     path: Path
     manifest: dict
     reused: bool
-    template: str  # the exact chat template the store was built with
+    template: str  # the chat template the model is saved with: the store's, inserting the one trained system prompt
 
 
 class PrepareWork:
@@ -116,7 +117,7 @@ def _reuse(plan: StorePlan, t0: float, verbose: bool, verify_shards: bool) -> Pr
     plan.hashes.save()
     if verbose:
         print(f"smoldist prepare: reusing store {plan.path} ({time.perf_counter() - t0:.2f} s)")
-    return PrepareResult(plan.path, manifest, reused=True, template=plan.template)
+    return PrepareResult(plan.path, manifest, reused=True, template=saved_template(plan.template, manifest))
 
 
 def _build(
@@ -129,7 +130,7 @@ def _build(
     num_proc = data.num_proc or available_cpus()
     writer = StoreWriter(data.store, plan.key)
     try:
-        ids, labels, lengths, doc_source, counts = _tokenize(plan, data, num_proc, writer, verbose)
+        ids, labels, lengths, doc_source, counts, long = _tokenize(plan, data, num_proc, writer, verbose)
         t_tok = time.perf_counter() - t0
         with ReportPainter() as painter:  # imports matplotlib in another process while this one packs and writes
             offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
@@ -143,7 +144,11 @@ def _build(
                     "model": {"tokenizer": model.tokenizer or model.name_or_path, "chat_template": model.chat_template},
                     "data": {k: v for k, v in data.__dict__.items() if k != "sources"},
                 },
-                "counts": count_summary(counts, plan.sources, lengths, np.asarray(doc_source)),
+                "counts": dict(
+                    count_summary(counts, plan.sources, lengths, np.asarray(doc_source)),
+                    long_conversations=long,
+                    system_prompt=system_prompt_summary(counts),
+                ),
                 "splits": splits,
                 "length_histogram": length_histogram(lengths, data.seq_len),
                 "versions": library_versions(),
@@ -159,7 +164,7 @@ def _build(
     manifest = verify_store(final, plan.key, check_shards=False)
     if verbose:
         print_summary(final, manifest)
-    return PrepareResult(final, manifest, reused=False, template=plan.template)
+    return PrepareResult(final, manifest, reused=False, template=saved_template(plan.template, manifest))
 
 
 def _tokenize(plan: StorePlan, data: DataConfig, num_proc: int, writer: StoreWriter, verbose: bool):
@@ -170,17 +175,20 @@ def _tokenize(plan: StorePlan, data: DataConfig, num_proc: int, writer: StoreWri
 
     tally = Tally(plan.sources, data.on_invalid)
     work = PrepareWork(
-        BatchConverter(plan.sources, data.seed, data.loss_on),
-        Encoder.for_template(plan.tok, plan.template, data.loss_on),
+        BatchConverter(plan.sources, data.seed, data.loss_on, plan.tool_support),
+        Encoder.for_template(plan.tok, plan.template, data.loss_on, data.seq_len, data.overflow),
     )
+    cut = LongConversations()
     buffer = TokenBuffer(writer.scratch / "tokens")  # tokens go to disk as they come: memory stays bounded
     doc_source = array("i")
     with tqdm(desc="tokenize", unit=" docs", disable=not verbose, file=sys.stderr) as bar:
         for batch, (conv, encoded) in ordered_map(work, read_batches(plan.sources, tally.counts), num_proc):
             kept = tally.take(batch, conv)  # in source order: counts, max_samples, on_invalid: error
             if kept:
-                buffer.append(encoded.head(kept))
-                doc_source.extend(array("i", [batch.source]) * kept)
+                head = encoded.head(kept)
+                buffer.append(head)
+                doc_source.extend(array("i", [batch.source]) * len(head.lengths))
+                cut.add(head.cuts)
                 bar.update(kept)
     ids, labels, lengths = buffer.close()
     if not len(lengths):
@@ -191,7 +199,31 @@ def _tokenize(plan: StorePlan, data: DataConfig, num_proc: int, writer: StoreWri
                 + tally.format_mismatches()
             )
         )
-    return ids, labels, lengths, doc_source, tally.counts
+    return ids, labels, lengths, doc_source, tally.counts, cut.as_dict()
+
+
+@dataclass
+class LongConversations:
+    """Conversations over seq_len, cut at their turns (data/turn_split.py): how many, and how."""
+
+    over_seq_len: int = 0
+    split: int = 0  # became more than one piece
+    pieces: int = 0
+    context_trimmed: int = 0  # pieces whose oldest context turns were left out
+    turns_dropped: int = 0  # trained turns that did not fit with their own prompt
+    dropped: int = 0  # conversations none of whose turns fit
+
+    def add(self, cuts: list) -> None:
+        for _, c in cuts:
+            self.over_seq_len += 1
+            self.split += c.pieces > 1
+            self.pieces += c.pieces
+            self.context_trimmed += c.trimmed
+            self.turns_dropped += c.turns_dropped
+            self.dropped += c.pieces == 0
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
 
 
 def count_summary(counts: list, sources: list[ResolvedSource], lengths: np.ndarray, doc_source: np.ndarray) -> dict:

@@ -15,6 +15,7 @@ from smoldist.config import DataConfig, ModelConfig
 from smoldist.data.sources import ResolvedSource, resolve_source
 from smoldist.data.templates import recipe_template
 from smoldist.data.templates.derive import check_end_of_turn
+from smoldist.data.templates.tools import ToolSupport
 from smoldist.data.tokenizer import PrepTokenizer, load_prep_tokenizer
 from smoldist.store.hash_cache import HashCache
 from smoldist.store.manifest import compute_key, store_dir
@@ -58,7 +59,7 @@ def store_key_inputs(
     )
     inputs = {
         "sources": [
-            {"identity": source_identity(s, hashes), "converter": {k: getattr(s.spec, k) for k in converter_keys}}
+            {"identity": source_identity(s, hashes), "converter": converter_inputs(s.spec, converter_keys)}
             for s in sources
         ],
         "tokenizer_sha256": tok_hash,
@@ -77,6 +78,14 @@ def store_key_inputs(
     return inputs
 
 
+def converter_inputs(spec, keys: tuple) -> dict:
+    """A source's converter options in the key; `serialize` only when set, so other stores keep their keys."""
+    out = {k: getattr(spec, k) for k in keys}
+    if spec.serialize is not None:
+        out["serialize"] = spec.serialize
+    return out
+
+
 @dataclass
 class StorePlan:
     """Where the store for a recipe lives, and everything its key was computed from."""
@@ -88,6 +97,11 @@ class StorePlan:
     key: str
     path: Path
     hashes: HashCache  # sha256s by stat, in the store root: unchanged sources and shards are not read again
+    template_name: str = ""  # model.chat_template as the recipe says it (named when the template ignores tools)
+
+    @property
+    def tool_support(self) -> ToolSupport:
+        return ToolSupport(self.template, self.template_name, self.tok.special_tokens)
 
 
 def plan_store(model: ModelConfig, data: DataConfig) -> StorePlan:
@@ -101,4 +115,4 @@ def plan_store(model: ModelConfig, data: DataConfig) -> StorePlan:
     inputs = store_key_inputs(data, sources, tok.fingerprint, template, hashes, tok.added, tok.bos_prefix)
     hashes.save()
     key = compute_key(inputs)
-    return StorePlan(sources, tok, template, inputs, key, store_dir(data.store, key), hashes)
+    return StorePlan(sources, tok, template, inputs, key, store_dir(data.store, key), hashes, model.chat_template)

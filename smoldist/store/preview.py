@@ -19,6 +19,7 @@ from smoldist.config import DataConfig, ModelConfig
 from smoldist.data.encode import IGNORE, Encoder
 from smoldist.data.records import Tally, iter_documents
 from smoldist.store.plan import plan_store
+from smoldist.store.report import ignored_line
 
 OPEN, CLOSE = "[[", "]]"
 
@@ -32,12 +33,14 @@ def spans(ids: np.ndarray, labels: np.ndarray) -> list[tuple[bool, list[int]]]:
     return out
 
 
-def warnings_for(n_tokens: int, n_trained: int, data: DataConfig) -> list[str]:
+def warnings_for(n_tokens: int, n_trained: int, data: DataConfig, conversation: bool = False) -> list[str]:
     out = []
     if n_trained == 0:
         out.append("no token of this record is trained (empty trained span)")
     if n_tokens > data.seq_len:
-        out.append(f"{n_tokens} tokens > data.seq_len {data.seq_len}: overflow policy '{data.overflow}' applies")
+        turns = conversation and data.overflow == "split" and data.loss_on == "assistant"
+        how = "it is cut at its turns, each piece with its context" if turns else f"overflow '{data.overflow}' applies"
+        out.append(f"{n_tokens} tokens > data.seq_len {data.seq_len}: {how}")
     return out
 
 
@@ -53,7 +56,7 @@ def preview(model: ModelConfig, data: DataConfig, n: int = 3, color: bool | None
     sources, tok = plan.sources, plan.tok
     encoder = Encoder.for_template(tok, plan.template, data.loss_on)
     tally = Tally(sources, data.on_invalid)
-    first = list(itertools.islice(iter_documents(sources, data.seed, data.loss_on, tally), n))
+    first = list(itertools.islice(iter_documents(sources, data.seed, data.loss_on, tally, plan.tool_support), n))
     doc_source, docs = [s for s, _ in first], [d for _, d in first]
     shown = []
     if not docs:
@@ -72,8 +75,10 @@ def preview(model: ModelConfig, data: DataConfig, n: int = 3, color: bool | None
             else:
                 text.append(f"{OPEN}{piece}{CLOSE}" if trained else piece)
         console.rule(f"record {i} (source {doc_source[i]}): {length} tokens, {n_trained} trained")
+        if docs[i].untrained:
+            console.print(f"{len(docs[i].untrained)} assistant turn(s) not trained (weight 0 / train: false)")
         console.print(text)
-        warns = warnings_for(length, n_trained, data)
+        warns = warnings_for(length, n_trained, data, docs[i].messages is not None)
         for w in warns:
             console.print(f"warning: {w}", style="yellow" if color else None)
         shown.append({"tokens": length, "trained": n_trained, "warnings": warns})
@@ -82,4 +87,7 @@ def preview(model: ModelConfig, data: DataConfig, n: int = 3, color: bool | None
         console.print(f"skipped invalid records while reading: {dict(invalid)}")
     for line in tally.format_mismatches():
         console.print(line)
+    for i, c in enumerate(tally.counts):
+        if c.ignored:
+            console.print(f"data.sources.{i}: {ignored_line(c.ignored)}")
     return shown

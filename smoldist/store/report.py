@@ -8,6 +8,22 @@ import signal
 from pathlib import Path
 
 from smoldist.data.converters import REASONS
+from smoldist.store.system_prompt import mixed_prompts_line
+
+
+def ignored_line(ignored: dict) -> str:
+    """'ignored: source in 20,000 records, id in 20,000 records': the fields no format reads, listed once."""
+    return "ignored: " + ", ".join(f"{k} in {n:,} record{'s' if n != 1 else ''}" for k, n in ignored.items())
+
+
+def long_line(long: dict) -> str:
+    """How the conversations over seq_len were cut at their turns (data/turn_split.py)."""
+    return (
+        f"{long['over_seq_len']:,} conversation(s) over seq_len, cut at turn boundaries: {long['split']:,} split into "
+        f"{long['pieces']:,} piece(s) ({long['context_trimmed']:,} with their oldest context turns trimmed), "
+        f"{long['turns_dropped']:,} assistant turn(s) dropped (too long with their own prompt), "
+        f"{long['dropped']:,} conversation(s) dropped whole"
+    )
 
 
 def report_data(manifest: dict) -> dict:
@@ -16,8 +32,10 @@ def report_data(manifest: dict) -> dict:
         "key": manifest.get("key"),
         "records": {k: counts[k] for k in ("records_read", "records_valid", "records_invalid")},
         "invalid_by_reason": counts["invalid_by_reason"],
+        "long_conversations": counts.get("long_conversations", {}),
         "per_source": [
-            {k: s[k] for k in ("path", "read", "valid", "documents", "tokens", "invalid")} for s in counts["per_source"]
+            {k: s.get(k, {}) for k in ("path", "read", "valid", "documents", "tokens", "invalid", "ignored")}
+            for s in counts["per_source"]
         ],
         "splits": manifest["splits"],
         "length_histogram": manifest["length_histogram"],
@@ -133,6 +151,11 @@ def print_summary(path: Path, manifest: dict) -> None:
             console.print(f"  skipped {n:,} invalid record(s) in {s['path']}: {REASONS.get(reason, reason)} [{reason}]")
         for line in s["first_invalid"]:
             console.print(f"    e.g. {line}")
+        if s.get("ignored"):
+            console.print(f"  {s['path']}: {ignored_line(s['ignored'])} (not read by its format; the records train)")
+    long = counts.get("long_conversations") or {}
+    if long.get("over_seq_len"):
+        console.print(f"  {long_line(long)}")
     for split, v in manifest["splits"].items():
         o = v["overflow"]
         lost = f"{o['tokens_lost']:,} tokens lost ({o['docs_truncated']} truncated, {o['docs_dropped']} dropped)"
@@ -141,3 +164,6 @@ def print_summary(path: Path, manifest: dict) -> None:
             f"({v['trained_tokens']:,} trained), fill {v['fill']:.2%}; {o['docs_split']} split; {lost}"
         )
     console.print(f"  took {manifest['seconds']['total']:.2f} s; report: {path / 'report.png'}")
+    mixed = mixed_prompts_line(counts.get("system_prompt") or {})
+    if mixed:
+        console.print(f"  note: {mixed}")

@@ -35,6 +35,7 @@ from smoldist.model.precision import precision_report
 from smoldist.model.stop_tokens import set_stop_tokens
 from smoldist.store.build import prepare
 from smoldist.store.manifest import load_split
+from smoldist.store.system_prompt import mixed_prompts_line
 from smoldist.train.arguments import sft_config, train_defaults
 from smoldist.train.console import close_bars, quiet_console
 from smoldist.train.loss_plot import plot_loss_curve
@@ -209,4 +210,6 @@ def _run(recipe: Recipe, stop: StopFlag) -> dict:
         trainer.push_to_hub(commit_message="End of training", revision=args.hub_revision)
     finish_wandb()
     print0(f"smoldist train: saved model to {args.output_dir} (train loss {result.training_loss:.4f})")
+    if mixed := mixed_prompts_line(store.manifest["counts"].get("system_prompt") or {}):
+        print0(f"smoldist train: note: {mixed}")
     return dict(result.metrics, output_dir=args.output_dir, resumed_from=resume)

@@ -14,9 +14,16 @@ from smoldist.errors import RecipeError
 TEMPLATE_DIR = Path(__file__).resolve().parent
 BUNDLED = {"smollm2": TEMPLATE_DIR / "smollm2.jinja", "chatml": TEMPLATE_DIR / "chatml.jinja"}
 FROM_TOKENIZER = "tokenizer"
+SMOLLM2_SYSTEM_PROMPT = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 SMOLLM2_DEFAULT_SYSTEM_BLOCK = (
-    "{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\n"
-    "You are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}{% endif %}"
+    "{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\\n"
+    + SMOLLM2_SYSTEM_PROMPT
+    + "' + tools_text + '<|im_end|>\\n' }}{% endif %}"
+)
+# Without the default prompt, a conversation with tools and no system turn still gets one holding the tools.
+TOOLS_ONLY_SYSTEM_BLOCK = (
+    "{% if loop.first and messages[0]['role'] != 'system' and tools %}"
+    "{{ '<|im_start|>system\\n' + tools_text[2:] + '<|im_end|>\\n' }}{% endif %}"
 )
 GENERATION_RE = re.compile(r"{%-?\s*generation\s*-?%}")
 BOS_PREFIX = "{{ bos_token }}"
@@ -30,7 +37,7 @@ def load_template(spec: str, default_system_prompt: bool = True, bos: bool = Fal
         text = BUNDLED[spec].read_text()
         if not default_system_prompt and spec == "smollm2":
             assert SMOLLM2_DEFAULT_SYSTEM_BLOCK in text, "bundled template lost its system block"
-            text = text.replace(SMOLLM2_DEFAULT_SYSTEM_BLOCK, "")
+            text = text.replace(SMOLLM2_DEFAULT_SYSTEM_BLOCK, TOOLS_ONLY_SYSTEM_BLOCK)
         return BOS_PREFIX + text if bos else text
     path = Path(spec)
     if path.suffix != ".jinja" or not path.is_file():
@@ -43,6 +50,16 @@ def load_template(spec: str, default_system_prompt: bool = True, bos: bool = Fal
             "model.default_system_prompt: false applies to bundled templates only; edit your .jinja file instead"
         )
     return path.read_text()
+
+
+def with_default_system(template: str, prompt: str) -> str:
+    """The template that inserts `prompt` as the system turn when a conversation has none: what a run trained with
+    one fixed system prompt saves, so chat, eval and plain transformers users see what training saw."""
+    given = json.dumps(prompt, ensure_ascii=False)  # a JSON string is a jinja string literal
+    return (
+        "{%- if not messages or messages[0]['role'] != 'system' %}"
+        f"{{%- set messages = [{{'role': 'system', 'content': {given}}}] + messages %}}{{%- endif %}}" + template
+    )
 
 
 def has_generation_markers(template: str) -> bool:

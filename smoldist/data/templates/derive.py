@@ -48,14 +48,19 @@ def check_end_of_turn(template: str, backend, kwargs: dict) -> str:
     return eot
 
 
-def derive_spans(template: str, kwargs: dict, eot: str, conversations: list[list[dict]]) -> tuple[list[str], list]:
-    """Full texts, and per conversation the [start, end) character spans of each assistant turn + end-of-turn."""
+def derive_spans(
+    template: str, kwargs: dict, eot: str, conversations: list[list[dict]], tools: list | None = None
+) -> tuple[list[str], list]:
+    """Full texts, and per conversation the [start, end) character spans of each assistant turn + end-of-turn;
+    `tools`: each conversation's tool schemas (or None), rendered with every prefix of it."""
+    tools = tools or [None] * len(conversations)
     turns = [[i for i, m in enumerate(msgs) if m.get("role") == "assistant"] for msgs in conversations]
     before = [msgs[:i] for msgs, idx in zip(conversations, turns) for i in idx]
     upto = [msgs[: i + 1] for msgs, idx in zip(conversations, turns) for i in idx]
-    texts = render_texts(template, conversations, False, kwargs)
-    before_texts = iter(render_texts(template, before, True, kwargs))
-    upto_texts = iter(render_texts(template, upto, False, kwargs))
+    prefix_tools = [t for t, idx in zip(tools, turns) for _ in idx]
+    texts = render_texts(template, conversations, False, kwargs, tools)
+    before_texts = iter(render_texts(template, before, True, kwargs, prefix_tools))
+    upto_texts = iter(render_texts(template, upto, False, kwargs, prefix_tools))
     all_spans = []
     for msgs, idx, full in zip(conversations, turns, texts):
         spans = []
