@@ -39,7 +39,13 @@ from smoldist.train.arguments import sft_config, train_defaults
 from smoldist.train.console import close_bars, quiet_console
 from smoldist.train.loss_plot import plot_loss_curve
 from smoldist.train.nonfinite import NonFiniteGuard
-from smoldist.train.resume import check_same_run, checkpoint_to_resume, record_identity, run_identity
+from smoldist.train.resume import (
+    check_same_run,
+    checkpoint_to_resume,
+    finished_line,
+    record_identity,
+    run_identity,
+)
 from smoldist.train.throughput import (
     ATTENTION_CONVENTION,
     FlopModel,
@@ -84,6 +90,10 @@ def _run(recipe: Recipe, stop: StopFlag) -> dict:
     # only a checkpoint of this run (same recipe, same data) is resumed: refuse another run's before any work
     identity = run_identity(recipe)
     resume = checkpoint_to_resume(recipe.train.get("resume_from_checkpoint"), output_dir, identity)
+    finished = finished_line(output_dir, recipe.train)  # a re-run of a finished run trains and writes nothing
+    if finished:
+        print0(finished)
+        return {"finished": True, "output_dir": output_dir, "resumed_from": None}
     # a checkpoint from another world size: refuse now, before anything loads, if this world cannot take the batch
     resumed_world = resume and check_resume_world(
         resume, recipe.train.get("global_batch_tokens"), device_rows(recipe.train), recipe.data.seq_len, dist.world_size
