@@ -160,7 +160,8 @@ def run_command(ns: argparse.Namespace) -> int:
 
         preview(recipe.model, recipe.data, n=ns.n)
         return 0
-    from smoldist.cluster.launcher import plan_from_args, spawn
+    from smoldist.cluster.launcher import plan_from_args
+    from smoldist.cluster.spawn import spawn
 
     plan = plan_from_args(ns, path, overrides, recipe)  # one plan: --dry-run prints it, the run below runs it
     if ns.fresh:
@@ -256,6 +257,12 @@ def main(argv: list[str] | None = None) -> int:
     except SmoldistError as e:
         print(f"smoldist: error: {e}", file=sys.stderr)
         return e.exit_code
+    except KeyboardInterrupt:  # Ctrl-C outside training (which saves first): one line, not a traceback
+        print(
+            f"smoldist {ns.command}: interrupted (Ctrl-C); nothing more was written",
+            file=sys.stderr,
+        )
+        return 130
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 from smoldist.config import Recipe, save_recipe
-from smoldist.config.batch import device_rows
+from smoldist.config.batch import device_rows, gradient_accumulation
 from smoldist.distributed.elastic import ElasticResume, check_resume_world, prepare_resume
 from smoldist.distributed.fingerprint import write_rank_report
 from smoldist.distributed.preemption import PreemptionCallback, StopFlag, requeue_slurm_job
@@ -87,6 +87,10 @@ def _run(recipe: Recipe, stop: StopFlag) -> dict:
     expected = os.environ.get(EXPECTED_WORLD_ENV)
     check_world(dist, int(expected) if expected else None)
     output_dir = defaults["output_dir"]
+    # the batch split, before any work (a plain `accelerate launch` has no plan that checked it)
+    gradient_accumulation(
+        recipe.train.get("global_batch_tokens"), device_rows(recipe.train), recipe.data.seq_len, dist.world_size
+    )
     # only a checkpoint of this run (same recipe, same data) is resumed: refuse another run's before any work
     identity = run_identity(recipe)
     resume = checkpoint_to_resume(recipe.train.get("resume_from_checkpoint"), output_dir, identity)
