@@ -36,6 +36,7 @@ def test_a_run_of_another_recipe_or_data_is_refused_before_any_work(tiny_recipe,
     write_jsonl(tmp_path / "chats.jsonl", CONVERSATIONS * 4)
     with pytest.raises(RecipeError, match=r"holds a run of other data: store key \w+ -> \w+"):
         run(load_recipe(tiny_recipe, ["train.max_steps=5"]))
+    assert sorted((tmp_path / "store").iterdir()) == stores  # before: refused only once the new store was built
     assert logged_steps(out) == [1, 2, 3]
 
 
