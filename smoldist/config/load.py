@@ -19,6 +19,7 @@ from typing import Any, Literal, Union
 
 import yaml
 
+from smoldist.config.habits import flat_config_hint
 from smoldist.config.paths import anchor_paths
 from smoldist.config.recipe import (
     OWN_TRAIN_KEYS,
@@ -221,9 +222,11 @@ def build_recipe(raw: dict, name: str = "recipe", base_dir: str = ".") -> Recipe
             f"recipe must be a mapping with sections model, data, train, tracking; got {type(raw).__name__}"
         )
     valid = [*SECTIONS, "train"]
-    for key in raw:
-        if key not in valid:
-            raise RecipeError(f"unknown section '{key}'{closest(str(key), valid)}")
+    unknown = [str(key) for key in raw if key not in valid]
+    if unknown and (hint := flat_config_hint(unknown)):  # TRL/axolotl habits: name every key's smoldist spelling
+        raise RecipeError(hint)
+    if unknown:
+        raise RecipeError(f"unknown section '{unknown[0]}'{closest(unknown[0], valid)}")
     parts = {key: build_dataclass(cls, raw.get(key), key) for key, cls in SECTIONS.items()}
     recipe = Recipe(train=build_train_section(raw.get("train")), name=name, base_dir=base_dir, **parts)
     validate(recipe)

@@ -38,6 +38,7 @@ from smoldist.store.manifest import load_split
 from smoldist.store.plan import plan_store
 from smoldist.train.arguments import sft_config, train_defaults
 from smoldist.train.console import close_bars, quiet_console
+from smoldist.train.launched import check_launched_world
 from smoldist.train.loss_plot import plot_loss_curve
 from smoldist.train.nonfinite import NonFiniteGuard
 from smoldist.train.resume import (
@@ -102,6 +103,7 @@ def _run(recipe: Recipe, stop: StopFlag) -> dict:
     dist = dist_info(cpu=defaults["use_cpu"], timeout_s=recipe.train.get("ddp_timeout", 1800))
     expected = os.environ.get(EXPECTED_WORLD_ENV)
     check_world(dist, int(expected) if expected else None)
+    check_launched_world(dist.world_size, has_gpus=not defaults["use_cpu"])
     output_dir = defaults["output_dir"]
     # the batch split, before any work (a plain `accelerate launch` has no plan that checked it)
     gradient_accumulation(
