@@ -73,7 +73,8 @@ def test_a_finished_run_is_finished_a_rerun_trains_and_writes_nothing(tiny_recip
     out = tmp_path / "run"
     run(load_recipe(tiny_recipe))  # max_steps 3
     before, stores = files_of(out), sorted((tmp_path / "store").iterdir())
-    capsys.readouterr()
+    start = [line for line in capsys.readouterr().out.splitlines() if "M parameters" in line]
+    assert len(start) == 1 and f"store {stores[-1].resolve()}, output {out.resolve()}" in start[0], start
     assert main(["train", str(tiny_recipe)]) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
     assert len(lines) == 1, lines  # before: a resumed step 4, a new checkpoint, a re-saved model
