@@ -4,7 +4,8 @@
 
 Overrides are `section.key=value` (list items by index: `data.sources.0.path=x.jsonl`), typed by the
 field they set. Unknown keys anywhere fail with their full path and the closest valid name. `train`
-is passed to `trl.SFTConfig`; its keys are checked against SFTConfig's own fields (config/sft_fields.py).
+is passed to `trl.SFTConfig`; its keys are checked against SFTConfig's own fields (config/sft_fields.py), and
+each is honoured, derived or refused as config/sft_keys.py says.
 """
 
 from __future__ import annotations
