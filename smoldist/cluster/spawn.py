@@ -14,6 +14,7 @@ failed child is dropped, and so are the other ranks' copies of the line; the nod
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -27,6 +28,12 @@ from smoldist.distributed.state import tell_deepspeed_no_gpu, under_launcher
 STOPS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 ONE_LINERS = (b"smoldist: error:", b"smoldist train: interrupted")  # a rank's last word (cli.main); what follows
 EXIT_STATUS = re.compile(rb"exitcode\s*:\s*(\d+)")  # torchrun's report of the failed rank: "exitcode  : 2 (pid: 7)"
+
+
+def send(pids: list[int], signum: int) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):  # ended meanwhile: a raise would end the wait with a traceback
+            os.kill(pid, signum)
 
 
 def children(pid: int) -> list[int]:
@@ -104,13 +111,11 @@ def spawn(plan, machine_rank: int) -> int:
             return
         if signum == signal.SIGINT and signal.SIGINT in stops:  # a second Ctrl-C: everything ends now
             os.write(2, b"smoldist train: interrupted again: stopped at once; the last complete checkpoint is kept\n")
-            for pid in [*children(child.pid), child.pid]:
-                os.kill(pid, signal.SIGKILL)
+            send([*children(child.pid), child.pid], signal.SIGKILL)
             stops.append(-1)
             return
         stops.append(signum)
-        for pid in children(child.pid) or [child.pid]:  # not yet started: the launcher passes it on
-            os.kill(pid, signum)
+        send(children(child.pid) or [child.pid], signum)  # trainers not started yet: the launcher passes it on
 
     previous = {sig: signal.signal(sig, on_stop) for sig in STOPS}
     try:

@@ -112,20 +112,20 @@ def _run(recipe: Recipe, stop: StopFlag) -> dict:
     # only a checkpoint of this run (same recipe, same data) is resumed: refuse another run's before any work
     identity = run_identity(recipe)
     resume = checkpoint_to_resume(recipe.train.get("resume_from_checkpoint"), output_dir, identity)
-    finished = finished_line(output_dir, recipe.train)  # a re-run of a finished run trains and writes nothing
-    if finished:
-        print0(finished)
-        return {"finished": True, "output_dir": output_dir, "resumed_from": None}
     # a checkpoint from another world size: refuse now, before anything loads, if this world cannot take the batch
     resumed_world = resume and check_resume_world(
         resume, recipe.train.get("global_batch_tokens"), device_rows(recipe.train), recipe.data.seq_len, dist.world_size
     )
-    # one process builds a missing store under a file lock; the others poll for it outside any collective,
-    # so a build longer than ddp_timeout cannot time the job out (store/lock.py)
     plan = plan_store(recipe.model, recipe.data)  # the store's key, before anything is built
     for run_dir in {output_dir, *([str(Path(resume).parent)] if resume else [])}:  # same recipe, other file contents?
         check_same_run(run_dir, identity, output_dir, plan.key)
     check_eos_token(recipe.train.get("eos_token"), plan)
+    finished = finished_line(output_dir, recipe.train)  # a re-run of a finished run trains and writes nothing
+    if finished:
+        print0(finished)
+        return {"finished": True, "output_dir": output_dir, "resumed_from": None}
+    # one process builds a missing store under a file lock; the others poll for it outside any collective,
+    # so a build longer than ddp_timeout cannot time the job out (store/lock.py)
     store = prepare(recipe.model, recipe.data, verbose=dist.is_main, verify_shards=dist.is_main, plan=plan)
     train_ds, eval_ds = load_split(store.path, "train"), load_split(store.path, "eval")
     if dist.is_main:
