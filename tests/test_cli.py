@@ -67,7 +67,8 @@ def test_accelerate_spellings_get_a_one_line_hint(flag, ours, capsys):
         ),
         (["--max_length", "512"], "write data.seq_len=512"),
         (["--model_name_or_path=HuggingFaceTB/SmolLM2-135M"], "write model.name_or_path=HuggingFaceTB/SmolLM2-135M"),
-        (["--gradient_accumulation_steps", "4"], "write train.global_batch_tokens=4"),
+        (["--gradient_accumulation_steps", "4"], "write train.global_batch_tokens=... (tokens per optimiser step"),
+        (["--bf16"], "write model.dtype=bfloat16"),
     ],
 )
 def test_trl_flags_get_a_one_line_hint_with_the_override_to_write(args, hint, capsys):

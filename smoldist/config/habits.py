@@ -20,8 +20,8 @@ FLAT = {
     "torch_dtype": "model.dtype",
     "attn_implementation": "model.attn_implementation",
     "chat_template": "model.chat_template",
-    "use_peft": "model.lora.r (a lora section turns LoRA on)",
-    "adapter": "model.lora.r (a lora section turns LoRA on)",
+    "use_peft": "model.lora.r (a model.lora section turns LoRA on)",
+    "adapter": "model.lora.r (a model.lora section turns LoRA on)",
     "lora_r": "model.lora.r",
     "lora_alpha": "model.lora.alpha",
     "lora_dropout": "model.lora.dropout",
@@ -33,19 +33,19 @@ FLAT = {
     "max_length": "data.seq_len",
     "max_seq_length": "data.seq_len",
     "sequence_len": "data.seq_len",
-    "packing": "data.packing",
-    "sample_packing": "data.packing",
+    "packing": "data.packing (bfd, wrapped or none)",
+    "sample_packing": "data.packing (bfd, wrapped or none)",
     "val_set_size": "data.eval_fraction",
-    "train_on_inputs": "data.loss_on",
-    "assistant_only_loss": "data.loss_on",
-    "completion_only_loss": "data.loss_on",
+    "train_on_inputs": "data.loss_on (assistant or all)",
+    "assistant_only_loss": "data.loss_on (assistant or all)",
+    "completion_only_loss": "data.loss_on (assistant or all)",
     "dataset_num_proc": "data.num_proc",
     "dataset_prepared_path": "data.store",
     "micro_batch_size": "train.per_device_train_batch_size",
     "num_epochs": "train.num_train_epochs",
-    "gradient_accumulation_steps": "train.global_batch_tokens",
-    "bf16": "model.dtype",
-    "fp16": "model.dtype",
+    "gradient_accumulation_steps": "train.global_batch_tokens (tokens per optimiser step; accumulation is derived)",
+    "bf16": "model.dtype=bfloat16",
+    "fp16": "model.dtype=float16",
     "wandb_project": "tracking.wandb.project",
     "wandb_entity": "tracking.wandb.entity",
     "wandb_name": "tracking.wandb.name",
@@ -72,10 +72,12 @@ def flag_hint(flag: str, value: str | None, command: str) -> str | None:
     if target is None or not name.startswith("--"):
         return None
     value = flag.split("=", 1)[1] if "=" in flag else value
-    write = f"{target.split(' ')[0]}={value if value is not None else '...'}"
-    if not target.split(" ")[0].startswith(("model.", "data.", "train.", "tracking.")):
-        return f"{name} is a TRL flag; smoldist {command} takes no such setting: {target}"
-    return f"{name} is a TRL flag; smoldist {command} takes recipe overrides: write {write} (after the recipe)"
+    key, _, note = target.partition(" ")
+    if not key.startswith(("model.", "data.", "train.", "tracking.")):
+        return f"{name} is a TRL flag; smoldist {command} takes instead: {target}"
+    # a key with a note takes other values than the flag's (a step count -> tokens, true -> bfd): no copy of it
+    write = key if "=" in key else f"{key}={'...' if note or value is None else value}"
+    return f"{name} is a TRL flag; smoldist {command} takes recipe overrides: write {write}{' ' + note if note else ''}"
 
 
 def flat_config_hint(keys: list[str]) -> str | None:
