@@ -134,7 +134,8 @@ def plan_from_args(ns, recipe: str | None, overrides: list[str], loaded: Recipe)
     """The one plan `smoldist train` both prints (--dry-run) and runs: what runs is what the dry run shows.
     `loaded` is the recipe `recipe` + `overrides` already read (its precision goes into the launch)."""
     if not (ns.accelerate_config or ns.num_processes or ns.gpus_per_node or ns.num_machines):
-        check_world_sizes(loaded.train, loaded.data.seq_len, {1: "one process, no launcher"})
+        if ns.dry_run:  # the run checks it itself, at once, knowing the world of a checkpoint it resumes
+            check_world_sizes(loaded.train, loaded.data.seq_len, {1: "one process, no launcher"})
         return LaunchPlan(config=None, recipe=recipe, overrides=overrides)  # plain `smoldist train`: this process
     per_node = ns.gpus_per_node or ns.num_processes or count_gpus() or 1
     if ns.num_processes and ns.num_machines and ns.num_processes % ns.num_machines:

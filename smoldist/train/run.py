@@ -105,16 +105,16 @@ def _run(recipe: Recipe, stop: StopFlag) -> dict:
     check_world(dist, int(expected) if expected else None)
     check_launched_world(dist.world_size, has_gpus=not defaults["use_cpu"])
     output_dir = defaults["output_dir"]
-    # the batch split, before any work (a plain `accelerate launch` has no plan that checked it)
-    gradient_accumulation(
-        recipe.train.get("global_batch_tokens"), device_rows(recipe.train), recipe.data.seq_len, dist.world_size
-    )
     # only a checkpoint of this run (same recipe, same data) is resumed: refuse another run's before any work
     identity = run_identity(recipe)
     resume = checkpoint_to_resume(recipe.train.get("resume_from_checkpoint"), output_dir, identity)
     # a checkpoint from another world size: refuse now, before anything loads, if this world cannot take the batch
     resumed_world = resume and check_resume_world(
         resume, recipe.train.get("global_batch_tokens"), device_rows(recipe.train), recipe.data.seq_len, dist.world_size
+    )
+    # the batch split, before any work (a plain `accelerate launch` has no plan that checked it)
+    gradient_accumulation(
+        recipe.train.get("global_batch_tokens"), device_rows(recipe.train), recipe.data.seq_len, dist.world_size
     )
     plan = plan_store(recipe.model, recipe.data)  # the store's key, before anything is built
     for run_dir in {output_dir, *([str(Path(resume).parent)] if resume else [])}:  # same recipe, other file contents?
