@@ -170,7 +170,8 @@ def run_command(ns: argparse.Namespace) -> int:
 
         preview(recipe.model, recipe.data, n=ns.n)
         return 0
-    from smoldist.cluster.launcher import plan_from_args, spawn
+    from smoldist.cluster.launcher import plan_from_args
+    from smoldist.cluster.spawn import spawn
 
     plan = plan_from_args(ns, path, overrides, recipe)  # one plan: --dry-run prints it, the run below runs it
     if ns.fresh:
@@ -281,11 +282,26 @@ def compare_command(ns: argparse.Namespace) -> int:
     return 0
 
 
+def trl_hints(argv: list[str], command: str, unknown: list[str]) -> list[str]:
+    """One line per TRL flag (`--learning_rate 1e-4`): the recipe override that does the same."""
+    from smoldist.config.habits import flag_hint
+
+    hints = []
+    for i, arg in enumerate(argv):
+        value = argv[i + 1] if i + 1 < len(argv) and not argv[i + 1].startswith("-") else None
+        if arg in unknown and (hint := flag_hint(arg, value, command)):
+            hints.append(hint)
+    return hints
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = make_parser()
-    ns, extra = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    ns, extra = parser.parse_known_args(sys.argv[1:] if argv is None else argv)  # a TRL flag's value lands in args
     flags = [a for a in extra if a.startswith("-")]
-    hints = [h for h in (accelerate_spelling_hint(f, ns.command) for f in flags) if h]
+    args = sys.argv[1:] if argv is None else argv
+    hints = [h for h in (accelerate_spelling_hint(f, ns.command) for f in flags) if h] + trl_hints(
+        args, ns.command, flags
+    )
     if hints:
         parser.error(hints[0])
     if flags or (extra and not hasattr(ns, "args")):
@@ -297,6 +313,12 @@ def main(argv: list[str] | None = None) -> int:
     except SmoldistError as e:
         print(f"smoldist: error: {e}", file=sys.stderr)
         return e.exit_code
+    except KeyboardInterrupt:  # Ctrl-C outside training (which saves first): one line, not a traceback
+        print(
+            f"smoldist {ns.command}: interrupted (Ctrl-C); nothing more was written",
+            file=sys.stderr,
+        )
+        return 130
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 Exit statuses of `smoldist` (and of each rank under a launcher; docs/reliability.md):
     0  done                                     3  stopped by a signal with a checkpoint; run again to resume
     2  bad input (recipe, data, store)          4  the loss or gradient norm went non-finite (NonFiniteError)
-                                                5  the checkpoint's filesystem is full (DiskFullError)
+  130  a second Ctrl-C: stopped at once          5  the checkpoint's filesystem is full (DiskFullError)
 """
 
 

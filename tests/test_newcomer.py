@@ -47,7 +47,7 @@ def test_own_data_to_two_processes_eval_and_chat(tmp_path):
     run = tmp_path / "run"
 
     p = smoldist(work, "preview", recipe, "-n", "1")
-    assert p.returncode == 0 and "record 0" in p.stdout and "What is 2 plus 3?" in p.stdout, p.stderr[-3000:]
+    assert p.returncode == 0 and ".jsonl:1 (source 0)" in p.stdout and "What is 2 plus 3?" in p.stdout, p.stderr[-3000:]
 
     p = smoldist(work, "train", recipe)
     assert p.returncode == 0 and (run / "model.safetensors").is_file(), p.stderr[-3000:]

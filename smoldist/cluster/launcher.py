@@ -18,15 +18,14 @@ from __future__ import annotations
 
 import os
 import shlex
-import signal
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from smoldist.cluster.shipped import known_configs
 from smoldist.config import Recipe
-from smoldist.distributed.state import EXPECTED_WORLD_ENV, count_gpus, tell_deepspeed_no_gpu, under_launcher
+from smoldist.config.batch import check_world_sizes
+from smoldist.distributed.state import EXPECTED_WORLD_ENV, count_gpus
 from smoldist.errors import RecipeError
 from smoldist.model.precision import mixed_precision
 
@@ -135,6 +134,8 @@ def plan_from_args(ns, recipe: str | None, overrides: list[str], loaded: Recipe)
     """The one plan `smoldist train` both prints (--dry-run) and runs: what runs is what the dry run shows.
     `loaded` is the recipe `recipe` + `overrides` already read (its precision goes into the launch)."""
     if not (ns.accelerate_config or ns.num_processes or ns.gpus_per_node or ns.num_machines):
+        if ns.dry_run:  # the run checks it itself, at once, knowing the world of a checkpoint it resumes
+            check_world_sizes(loaded.train, loaded.data.seq_len, {1: "one process, no launcher"})
         return LaunchPlan(config=None, recipe=recipe, overrides=overrides)  # plain `smoldist train`: this process
     per_node = ns.gpus_per_node or ns.num_processes or count_gpus() or 1
     if ns.num_processes and ns.num_machines and ns.num_processes % ns.num_machines:
@@ -145,6 +146,8 @@ def plan_from_args(ns, recipe: str | None, overrides: list[str], loaded: Recipe)
         per_node * (ns.num_machines or 1), ns.num_machines or 1, ns.gpus_per_node is not None
     )
     config = name and find_accelerate_config(name)
+    machines = ns.num_machines or 1  # a batch the world cannot split is refused here, before any rank starts
+    check_world_sizes(loaded.train, loaded.data.seq_len, {per_node * machines: f"{machines} node(s) x {per_node}"})
     return LaunchPlan(
         config=config,
         recipe=recipe,
@@ -155,35 +158,6 @@ def plan_from_args(ns, recipe: str | None, overrides: list[str], loaded: Recipe)
         main_port=ns.main_process_port,
         mixed_precision=config and recipe_precision(loaded, config),
     )
-
-
-FORWARDED = (signal.SIGTERM, signal.SIGHUP)
-
-
-def spawn(plan: LaunchPlan, machine_rank: int) -> int:
-    """Run this node's command, passing stop signals on to it, and return its exit code.
-
-    SIGUSR1 (Slurm's warning before the time limit) is ignored here, and so by accelerate and
-    torchrun, which inherit that: its default action would kill them. The trainers install their
-    own handler and checkpoint. SIGTERM/SIGHUP sent to `smoldist train` (a `kill`, a closed
-    terminal) go on to the launcher, which passes them to its workers (torchrun starts those in
-    sessions of their own, out of reach of a process-group signal): they checkpoint and stop,
-    instead of training on as orphans. Under Slurm they are not forwarded: Slurm signals every
-    process of the step itself, and a second SIGTERM would cut torchrun's shutdown short.
-    Ctrl-C (SIGINT) reaches the launcher from the terminal already; here it only waits for it."""
-    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
-    env = dict(os.environ, **plan.env())
-    tell_deepspeed_no_gpu(env)
-    print(f"smoldist train: {plan.node_line(machine_rank)}", flush=True)  # the line --dry-run prints
-    child = subprocess.Popen(plan.command(machine_rank), env=env)
-    forward = not under_launcher()
-    previous = {sig: signal.signal(sig, lambda signum, _f: forward and child.send_signal(signum)) for sig in FORWARDED}
-    previous[signal.SIGINT] = signal.signal(signal.SIGINT, lambda *_: None)
-    try:
-        return child.wait()  # the handlers return normally, so the wait resumes after each signal (PEP 475)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def add_launch_arguments(parser) -> None:

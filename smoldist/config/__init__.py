@@ -6,7 +6,8 @@
 `recipe.py` holds the sections as typed dataclasses, `load.py` reads YAML and overrides into them,
 `paths.py` reads a recipe's relative input paths from its folder, `batch.py` is the one rule for splitting the
 global batch over processes (train and submit), `sft_fields.py` is SFTConfig's field table (the `train` section
-is checked without importing trl).
+is checked without importing trl), `sft_keys.py` says which of those keys smoldist honours, derives or refuses,
+`habits.py` maps TRL flags and flat TRL/axolotl keys to the recipe keys that do the same.
 Every stage receives only its own section.
 """
 

@@ -4,7 +4,8 @@
 
 Overrides are `section.key=value` (list items by index: `data.sources.0.path=x.jsonl`), typed by the
 field they set. Unknown keys anywhere fail with their full path and the closest valid name. `train`
-is passed to `trl.SFTConfig`; its keys are checked against SFTConfig's own fields (config/sft_fields.py).
+is passed to `trl.SFTConfig`; its keys are checked against SFTConfig's own fields (config/sft_fields.py), and
+each is honoured, derived or refused as config/sft_keys.py says.
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ from typing import Any, Literal, Union
 
 import yaml
 
+from smoldist.config.habits import flat_config_hint
 from smoldist.config.paths import anchor_paths
 from smoldist.config.recipe import (
-    DERIVED_TRAIN_KEYS,
     OWN_TRAIN_KEYS,
     PACKAGE_DIR,
     SECTIONS,
@@ -29,6 +30,7 @@ from smoldist.config.recipe import (
     resolve_path,
 )
 from smoldist.config.sft_fields import sft_choices, sft_field_types
+from smoldist.config.sft_keys import AGREEING, DERIVED, REFUSED, report_to_problem
 from smoldist.errors import RecipeError
 
 
@@ -163,8 +165,10 @@ def build_train_section(raw: Any) -> dict:
     valid = sorted(set(hints) | set(OWN_TRAIN_KEYS))
     out = {}
     for key, value in raw.items():
-        if key in DERIVED_TRAIN_KEYS:
-            raise RecipeError(f"train.{key}: set by smoldist from {DERIVED_TRAIN_KEYS[key]}; remove it from the recipe")
+        if key in DERIVED and key not in AGREEING:
+            raise RecipeError(f"train.{key}: set by smoldist from {DERIVED[key]}; remove it from the recipe")
+        if key in REFUSED:  # it would do nothing, or contradict the recipe (docs/sft-keys.md)
+            raise RecipeError(f"train.{key}: not taken by smoldist; use {REFUSED[key]}")
         if key in OWN_TRAIN_KEYS:
             out[key] = coerce(value, OWN_TRAIN_KEYS[key][0], f"train.{key}")
         elif key in hints:
@@ -219,9 +223,11 @@ def build_recipe(raw: dict, name: str = "recipe", base_dir: str = ".") -> Recipe
             f"recipe must be a mapping with sections model, data, train, tracking; got {type(raw).__name__}"
         )
     valid = [*SECTIONS, "train"]
-    for key in raw:
-        if key not in valid:
-            raise RecipeError(f"unknown section '{key}'{closest(str(key), valid)}")
+    unknown = [str(key) for key in raw if key not in valid]
+    if unknown and (hint := flat_config_hint(unknown)):  # TRL/axolotl habits: name every key's smoldist spelling
+        raise RecipeError(hint)
+    if unknown:
+        raise RecipeError(f"unknown section '{unknown[0]}'{closest(unknown[0], valid)}")
     parts = {key: build_dataclass(cls, raw.get(key), key) for key, cls in SECTIONS.items()}
     recipe = Recipe(train=build_train_section(raw.get("train")), name=name, base_dir=base_dir, **parts)
     validate(recipe)
@@ -264,6 +270,9 @@ def validate(recipe: Recipe) -> None:
             f"train.eval_strategy: '{evaluates}' needs an eval split; set data.eval_fraction > 0 "
             "(e.g. 0.05) or train.eval_strategy=no"
         )
+    check_precision_keys(recipe)
+    if "report_to" in recipe.train and (problem := report_to_problem(recipe.train["report_to"])):
+        raise RecipeError(f"train.report_to: {problem} (W&B: tracking.wandb)")
     gbt = recipe.train.get("global_batch_tokens")
     if gbt is not None and gbt <= 0:
         raise RecipeError(f"train.global_batch_tokens: {gbt} must be positive")
@@ -273,6 +282,21 @@ def validate(recipe: Recipe) -> None:
             f"train.num_train_epochs: {epochs} with train.max_steps {max_steps} trains 0 steps; "
             "set train.max_steps > 0 or train.num_train_epochs > 0"
         )
+
+
+def check_precision_keys(recipe: Recipe) -> None:
+    """train.bf16/fp16 may repeat what model.dtype derives (autocast over fp32 masters), never contradict it: a float32
+    recipe under bf16 autocast would train in bf16 and save a config that says float32."""
+    m = recipe.model
+    for key, dtype in (("bf16", "bfloat16"), ("fp16", "float16")):
+        wanted = m.dtype == dtype and m.master_weights == "float32"
+        if key in recipe.train and recipe.train[key] != wanted:
+            raise RecipeError(
+                f"train.{key}: {str(recipe.train[key]).lower()} contradicts model.dtype {m.dtype} (master_weights "
+                f"{m.master_weights}), which derives it; leave train.{key} out and set model.dtype "
+                f"({'bfloat16: bf16 autocast' if key == 'bf16' else 'float16: fp16 autocast, GPUs only'}; "
+                f"float32: none)"
+            )
 
 
 DEMO_RECIPE = PACKAGE_DIR / "demo" / "demo.yaml"

@@ -148,18 +148,6 @@ class TrackingConfig:
     )
 
 
-# smoldist derives these SFTConfig keys from the data section; setting them in `train` would contradict it.
-DERIVED_TRAIN_KEYS = {
-    "max_length": "data.seq_len",
-    "packing": "data.packing",
-    "packing_strategy": "data.packing",
-    "padding_free": "data.packing",
-    "assistant_only_loss": "data.loss_on",
-    "completion_only_loss": "data.loss_on",
-    "dataset_kwargs": "the prepared store",
-    "dataset_text_field": "the prepared store",
-    "gradient_accumulation_steps": "train.global_batch_tokens (or leave global_batch_tokens out)",
-}
 # Keys of `train` that are smoldist's own, not SFTConfig's.
 OWN_TRAIN_KEYS = {
     "global_batch_tokens": (

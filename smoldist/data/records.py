@@ -221,10 +221,12 @@ class Tally:
 
 def iter_documents(
     sources: list[ResolvedSource], seed: int, loss_on: str, tally: Tally, check=None
-) -> Iterator[tuple[int, Document]]:
-    """(source index, document) for every valid record, converted in this process (`smoldist preview`)."""
+) -> Iterator[tuple[int, Document, str]]:
+    """(source index, document, its position: file:line or index) for every valid record, converted in this process
+    (`smoldist preview`)."""
     convert = BatchConverter(sources, seed, loss_on, check)
     for batch in read_batches(sources, tally.counts):
         conv = convert(batch)
-        for doc in conv.docs[: tally.take(batch, conv)]:
-            yield batch.source, doc
+        positions = [batch.position(i) for i in np.flatnonzero(conv.outcomes == VALID)]
+        for doc, position in zip(conv.docs[: tally.take(batch, conv)], positions):
+            yield batch.source, doc, position

@@ -1,12 +1,12 @@
 """Preemption and time limits: stop at a step boundary, save a complete checkpoint, requeue, resume.
 
-SIGUSR1 (Slurm's `--signal=USR1@T` before the time limit) and SIGTERM (a workstation's kill, or
-preemption) only set a flag. At the end of the current optimiser step all ranks agree on the flag
-(one all-reduce), the trainer writes a checkpoint and stops. During an evaluation the ranks agree
-after every evaluation batch, and the evaluation ends there (`EvaluationStopped`): a long evaluation
-must not use up the time Slurm gives between the signal and the kill. Only a checkpoint that every rank has
-finished writing gets the `COMPLETE` marker, and only marked checkpoints are resumed from, so an
-interrupted save is never picked up. Under Slurm, rank 0 then requeues the job, which resumes.
+SIGUSR1 (Slurm's `--signal=USR1@T` before the time limit), SIGTERM (a workstation's kill, or preemption) and
+SIGINT (Ctrl-C) only set a flag; a second Ctrl-C stops the process at once (one line, exit 130). At the end of the
+current optimiser step all ranks agree on the flag (one all-reduce), the trainer writes a checkpoint and stops.
+During an evaluation the ranks agree after every evaluation batch, and the evaluation ends there
+(`EvaluationStopped`): a long evaluation must not use up the time Slurm gives between the signal and the kill. Only
+a checkpoint that every rank has finished writing gets the `COMPLETE` marker, and only marked checkpoints are
+resumed from, so an interrupted save is never picked up. Under Slurm, rank 0 then requeues the job, which resumes.
 """
 
 from __future__ import annotations
@@ -23,15 +23,23 @@ from smoldist.distributed.checkpoints import mark_complete, rotate_checkpoints
 from smoldist.distributed.state import any_rank, barrier, under_launcher
 
 STOPPED_EXIT_CODE = 3  # "stopped early with a checkpoint; run again to resume" (a process on its own only)
+INTERRUPTED_EXIT_CODE = 130  # a second Ctrl-C: stopped at once, as a shell reports a SIGINT death (128 + 2)
+
+
+def interrupted_at_once() -> None:
+    """A second Ctrl-C: one line (from one rank) and out, skipping the save the first one asked for."""
+    if os.environ.get("RANK", "0") == "0":
+        os.write(2, b"smoldist: interrupted again: stopped at once; the last complete checkpoint is kept\n")
+    os._exit(INTERRUPTED_EXIT_CODE)  # no unwinding: a traceback per rank is what Ctrl-C must not print
 
 
 class StopFlag:
-    """SIGUSR1/SIGTERM set a flag while training runs; the handlers that were there before come back after.
+    """SIGUSR1/SIGTERM/SIGINT set a flag while training runs; the handlers that were there before come back after.
 
     Use as `with StopFlag() as stop: ...`: scoped, so that a notebook or test that trains and then
     prepares again (forking worker processes) does not leave workers that ignore SIGTERM."""
 
-    SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
+    SIGNALS = (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)
 
     def __init__(self) -> None:
         self.signum: int | None = None
@@ -54,6 +62,8 @@ class StopFlag:
         self.restore()
 
     def _handle(self, signum, frame) -> None:  # a signal handler's signature
+        if signum == signal.SIGINT and self.signum is not None:  # Ctrl-C while a stop is under way
+            interrupted_at_once()
         self.signum = signum
 
 

@@ -95,14 +95,19 @@ def build_split(
 
 
 def prepare(
-    model: ModelConfig, data: DataConfig, force: bool = False, verbose: bool = True, verify_shards: bool = True
+    model: ModelConfig,
+    data: DataConfig,
+    force: bool = False,
+    verbose: bool = True,
+    verify_shards: bool = True,
+    plan: StorePlan | None = None,
 ) -> PrepareResult:
     """Make sure the store for (model, data) exists; build it if not. Returns where it is.
 
     `verify_shards=False` skips re-hashing the shards of an existing store (ranks other than the main
     one, which has just verified them)."""
     t0 = time.perf_counter()
-    plan = plan_store(model, data)
+    plan = plan or plan_store(model, data)  # a caller that checked the key first (train/run.py) passes its plan
     path = plan.path
     if path.exists() and not force:
         return _reuse(plan, t0, verbose, verify_shards)

@@ -18,6 +18,7 @@ import numpy as np
 from smoldist.config import DataConfig, ModelConfig
 from smoldist.data.encode import IGNORE, Encoder
 from smoldist.data.records import Tally, iter_documents
+from smoldist.errors import DataError
 from smoldist.store.plan import plan_store
 from smoldist.store.report import ignored_line
 
@@ -57,10 +58,8 @@ def preview(model: ModelConfig, data: DataConfig, n: int = 3, color: bool | None
     encoder = Encoder.for_template(tok, plan.template, data.loss_on)
     tally = Tally(sources, data.on_invalid)
     first = list(itertools.islice(iter_documents(sources, data.seed, data.loss_on, tally, plan.tool_support), n))
-    doc_source, docs = [s for s, _ in first], [d for _, d in first]
+    doc_source, docs, where = [s for s, _, _ in first], [d for _, d, _ in first], [p for _, _, p in first]
     shown = []
-    if not docs:
-        console.print("no valid records to preview")
     batch = encoder.encode(docs) if docs else None
     start = 0
     for i, length in enumerate(batch.lengths.tolist() if batch else []):
@@ -74,7 +73,8 @@ def preview(model: ModelConfig, data: DataConfig, n: int = 3, color: bool | None
                 text.append(piece, style="bold green" if trained else "dim")
             else:
                 text.append(f"{OPEN}{piece}{CLOSE}" if trained else piece)
-        console.rule(f"record {i} (source {doc_source[i]}): {length} tokens, {n_trained} trained")
+        # the record's file and line, whole (a rule would cut a long path to the terminal's width)
+        console.print(f"── {where[i]} (source {doc_source[i]}): {length} tokens, {n_trained} trained ──")
         if docs[i].untrained:
             console.print(f"{len(docs[i].untrained)} assistant turn(s) not trained (weight 0 / train: false)")
         console.print(text)
@@ -90,4 +90,6 @@ def preview(model: ModelConfig, data: DataConfig, n: int = 3, color: bool | None
     for i, c in enumerate(tally.counts):
         if c.ignored:
             console.print(f"data.sources.{i}: {ignored_line(c.ignored)}")
+    if not docs:  # nothing valid to show: a failure, as `prepare` of these sources would be
+        raise DataError(f"preview: no valid records in the first {sum(c.read for c in tally.counts)} read")
     return shown

@@ -4,6 +4,7 @@ Takes the whole recipe (it is the stage that runs all the others); gives a run d
 final model in `model.dtype`, the resolved recipe, the loss curve, one W&B run per job, and per-rank reports.
 
     run.py          what every rank does: store -> tokenizer -> model -> trainer -> train -> save -> evaluate
+    launched.py     the world the launch asked for (`accelerate launch --num_processes N`), checked first
     resume.py       which checkpoint a run continues: only its own (recipe + store key), `--fresh` to start over
     arguments.py    the trl.SFTConfig for a pre-packed store, and the accumulation a global batch needs
     trainer.py      SmoldistTrainer: SFTTrainer with honest throughput, an fp32->dtype save, stop-aware eval

@@ -1,7 +1,7 @@
 """The trl.SFTConfig of a run: TRL must not re-template, re-tokenize or re-pack the prepared store.
 
-The recipe's `train` section passes through to SFTConfig (checked against its fields when the recipe
-loads); smoldist adds what follows from the other sections: gradient accumulation from the global batch in
+The recipe's `train` section passes through to SFTConfig (its honoured keys: config/sft_keys.py, checked when the
+recipe loads); smoldist adds what follows from the other sections: gradient accumulation from the global batch in
 tokens and the world size, autocast from `model.dtype` over fp32 weights, and the flags for pre-packed,
 padding-free rows.
 """

@@ -162,6 +162,29 @@ def checkpoint_to_resume(resume_from, output_dir: str, identity: dict) -> str | 
     return str(path)
 
 
+def finished_line(output_dir: str, train: dict) -> str | None:
+    """One line when output_dir already holds this run's final model at (or past) the steps or epochs asked for;
+    None when there is training left. The final `trainer_state.json` is written only after the model is saved."""
+    try:
+        state = json.loads((Path(output_dir) / "trainer_state.json").read_text())
+    except (OSError, ValueError):
+        return None
+    step, epoch = state.get("global_step", 0), state.get("epoch") or 0.0
+    max_steps, epochs = train.get("max_steps", -1), train.get("num_train_epochs", 3.0)
+    if max_steps > 0:  # SFTConfig: max_steps > 0 wins over epochs
+        if step < max_steps:
+            return None
+        done, more = f"step {step} of train.max_steps {max_steps}", "raise train.max_steps"
+    else:
+        if epoch < epochs - 1e-6:
+            return None
+        done, more = f"epoch {epoch:g} of train.num_train_epochs {epochs:g}", "raise train.num_train_epochs"
+    return (
+        f"smoldist train: {output_dir} is finished ({done}); saved model in {Path(output_dir).resolve()}; "
+        f"nothing to do ({more} to continue it, or --fresh to start over)"
+    )
+
+
 def record_identity(output_dir: str, identity: dict, store_key: str) -> None:
     """Written by the main process once the checks passed: atomically, other ranks may be reading it."""
     out = Path(output_dir)

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 from smoldist.config import Recipe, save_recipe
-from smoldist.config.batch import device_rows
+from smoldist.config.batch import device_rows, gradient_accumulation
 from smoldist.distributed.elastic import ElasticResume, check_resume_world, prepare_resume
 from smoldist.distributed.fingerprint import write_rank_report
 from smoldist.distributed.preemption import PreemptionCallback, StopFlag, requeue_slurm_job
@@ -35,12 +35,20 @@ from smoldist.model.precision import precision_report
 from smoldist.model.stop_tokens import set_stop_tokens
 from smoldist.store.build import prepare
 from smoldist.store.manifest import load_split
+from smoldist.store.plan import plan_store
 from smoldist.store.system_prompt import mixed_prompts_line
 from smoldist.train.arguments import sft_config, train_defaults
 from smoldist.train.console import close_bars, quiet_console
+from smoldist.train.launched import check_launched_world
 from smoldist.train.loss_plot import plot_loss_curve
 from smoldist.train.nonfinite import NonFiniteGuard
-from smoldist.train.resume import check_same_run, checkpoint_to_resume, record_identity, run_identity
+from smoldist.train.resume import (
+    check_same_run,
+    checkpoint_to_resume,
+    finished_line,
+    record_identity,
+    run_identity,
+)
 from smoldist.train.throughput import (
     ATTENTION_CONVENTION,
     FlopModel,
@@ -73,6 +81,21 @@ def lora_extra(model, recipe: Recipe) -> dict:
     return {} if recipe.model.lora is None else {"frozen_sha256": frozen_checksum(model)}
 
 
+def check_eos_token(eos_token: str | None, plan) -> None:
+    """train.eos_token may name the template's end of turn (what the saved model stops on), nothing else."""
+    if eos_token is None:
+        return
+    from smoldist.data.templates.derive import check_end_of_turn
+
+    end = check_end_of_turn(plan.template, plan.tok.backend, plan.tok.special_tokens)
+    if eos_token != end:
+        raise RecipeError(
+            f"train.eos_token: '{eos_token}' contradicts the chat template, whose assistant turns end with '{end}' "
+            f"(the saved model stops there); leave train.eos_token out, or set model.chat_template to a template "
+            f"that ends turns with '{eos_token}'"
+        )
+
+
 def _run(recipe: Recipe, stop: StopFlag) -> dict:
     # ---- distributed state and the prepared store (built once, by the main process)
     check_seq_len(recipe.model, recipe.data.seq_len)  # from the model's config alone: before any work
@@ -81,6 +104,7 @@ def _run(recipe: Recipe, stop: StopFlag) -> dict:
     dist = dist_info(cpu=defaults["use_cpu"], timeout_s=recipe.train.get("ddp_timeout", 1800))
     expected = os.environ.get(EXPECTED_WORLD_ENV)
     check_world(dist, int(expected) if expected else None)
+    check_launched_world(dist.world_size, has_gpus=not defaults["use_cpu"])
     output_dir = defaults["output_dir"]
     # only a checkpoint of this run (same recipe, same data) is resumed: refuse another run's before any work
     identity = run_identity(recipe)
@@ -89,12 +113,22 @@ def _run(recipe: Recipe, stop: StopFlag) -> dict:
     resumed_world = resume and check_resume_world(
         resume, recipe.train.get("global_batch_tokens"), device_rows(recipe.train), recipe.data.seq_len, dist.world_size
     )
+    # the batch split, before any work (a plain `accelerate launch` has no plan that checked it)
+    gradient_accumulation(
+        recipe.train.get("global_batch_tokens"), device_rows(recipe.train), recipe.data.seq_len, dist.world_size
+    )
+    plan = plan_store(recipe.model, recipe.data)  # the store's key, before anything is built
+    for run_dir in {output_dir, *([str(Path(resume).parent)] if resume else [])}:  # same recipe, other file contents?
+        check_same_run(run_dir, identity, output_dir, plan.key)
+    check_eos_token(recipe.train.get("eos_token"), plan)
+    finished = finished_line(output_dir, recipe.train)  # a re-run of a finished run trains and writes nothing
+    if finished:
+        print0(finished)
+        return {"finished": True, "output_dir": output_dir, "resumed_from": None}
     # one process builds a missing store under a file lock; the others poll for it outside any collective,
     # so a build longer than ddp_timeout cannot time the job out (store/lock.py)
-    store = prepare(recipe.model, recipe.data, verbose=dist.is_main, verify_shards=dist.is_main)
+    store = prepare(recipe.model, recipe.data, verbose=dist.is_main, verify_shards=dist.is_main, plan=plan)
     train_ds, eval_ds = load_split(store.path, "train"), load_split(store.path, "eval")
-    for run_dir in {output_dir, *([str(Path(resume).parent)] if resume else [])}:  # same recipe, other file contents?
-        check_same_run(run_dir, identity, output_dir, store.manifest["key"])
     if dist.is_main:
         record_identity(output_dir, identity, store.manifest["key"])
 
@@ -157,7 +191,7 @@ def _run(recipe: Recipe, stop: StopFlag) -> dict:
         f"smoldist train: {recipe.name}: {n_params / 1e6:.2f} M parameters{trained}"
         f"{' (built partitioned, ZeRO-3 zero.Init)' if built_partitioned else ''}, world size {dist.world_size}, "
         f"{len(train_ds):,} rows x {recipe.data.seq_len} tokens, grad accumulation {args.gradient_accumulation_steps}, "
-        f"store {store.path}"
+        f"store {store.path.resolve()}, output {Path(output_dir).resolve()}"
     )
     print0(
         f"smoldist train: MFU counts the LM head on {'trained' if compact_head else 'all'} tokens; "

@@ -31,6 +31,17 @@ from smoldist.train.nonfinite import NonFiniteGuard
 from smoldist.train.throughput import ThroughputMeter
 
 
+def tied_names(model) -> set[str]:
+    """Parameter names that are another name of a parameter listed before them (tied weights)."""
+    first: dict[int, str] = {}
+    tied = set()
+    for name, p in model.named_parameters(remove_duplicate=False):
+        if id(p) in first:
+            tied.add(name)
+        first.setdefault(id(p), name)
+    return tied
+
+
 class SmoldistTrainer(SFTTrainer):
     meter: ThroughputMeter | None = None
     ship_dtype: str | None = None  # the final model is rewritten in this dtype (fp32 masters trained)
@@ -165,6 +176,14 @@ class SmoldistTrainer(SFTTrainer):
             load_rng_state(checkpoint, self.args.process_index)
         else:
             super()._load_rng_state(checkpoint)
+
+    def _issue_warnings_after_load(self, load_result) -> None:
+        # a tied weight (lm_head = embed_tokens) is saved once, so it is "missing" from every checkpoint of a tied
+        # model; it is loaded all the same, through the tensor it shares: not worth a warning on every resume
+        tied = tied_names(self.model)
+        super()._issue_warnings_after_load(
+            load_result._replace(missing_keys=[k for k in load_result.missing_keys if k not in tied])
+        )
 
     def log(self, logs: dict, start_time: float | None = None) -> None:
         if self.meter is not None and "loss" in logs:  # a training log (not eval): every rank is here

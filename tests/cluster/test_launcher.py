@@ -109,12 +109,16 @@ def test_workstation_launcher_plans_all_gpus():
 def test_node_launcher_evaluates_rank_on_the_node():
     env = {"MASTER_ADDR": "n1", "MASTER_PORT": "20001", "SLURM_JOB_NUM_NODES": "4", "GPUS_PER_NODE": "8"}
     for rank in (0, 3):
-        p = script("node.sh", "launch/smollm2-135m/gsm8k.yaml", "--dry-run", env=dict(env, SLURM_NODEID=str(rank)))
+        # 32 processes need a global batch they can split (the recipe's 65536 tokens suit 1, 2, 4 or 8)
+        split = "train.global_batch_tokens=262144"
+        p = script(
+            "node.sh", "launch/smollm2-135m/gsm8k.yaml", "--dry-run", split, env=dict(env, SLURM_NODEID=str(rank))
+        )
         assert p.returncode == 0, p.stderr
         assert f"node {rank} of 4, 8 process(es), config multi_gpu" in p.stdout
         assert (
             f"--num_processes 32 --num_machines 4 --machine_rank {rank} --main_process_ip n1 --main_process_port 20001"
-        ) in p.stdout
+        ) in p.stdout and p.stdout.strip().endswith(split)
         assert p.stdout.count("node ") == 2  # its own banner and its own command, not the other nodes'
     cpu_node = {
         "MASTER_ADDR": "n1",
@@ -138,6 +142,19 @@ def test_processes_without_a_config_plan_a_real_launch(plan, monkeypatch):
     monkeypatch.setattr("smoldist.cluster.launcher.count_gpus", lambda: 8)
     _, (_, node), _ = plan("--num-processes", "8")
     assert "accelerate_configs/multi_gpu.yaml --num_processes 8" in node
+
+
+def test_a_batch_the_processes_cannot_split_is_refused_before_any_rank_starts(tiny_recipe, capsys):
+    """`train`, `train --dry-run` (and `submit`, tests/cluster/test_submit_plan.py) check the split in one plan."""
+    recipe = [str(tiny_recipe), "train.per_device_train_batch_size=1", "train.global_batch_tokens=512"]  # 4 rows
+    for dry in ([], ["--dry-run"]):  # before: the dry run printed a plan; the run started three ranks
+        assert main(["train", *recipe, "--num-processes", "3", *dry]) == 2
+        out = capsys.readouterr()
+        assert out.out == "" and len(out.err.strip().splitlines()) == 1, out
+        assert "3 processes (1 node(s) x 3) cannot split the global batch" in out.err
+        assert "process counts that work: 1, 2, 4" in out.err
+    assert main(["train", *recipe, "train.global_batch_tokens=200", "--dry-run"]) == 2  # not a whole row
+    assert "1 processes (one process, no launcher) cannot split" in capsys.readouterr().err
 
 
 def test_no_launch_flags_dry_run_shows_the_in_process_run(plan):

@@ -170,5 +170,6 @@ def test_a_source_read_in_the_wrong_format_says_which_fields_it_needs_and_has(ti
     with pytest.raises(DataError) as e:
         prepare(r.model, r.data, verbose=False)
     assert want in str(e.value)
-    preview(r.model, r.data, n=1)
+    with pytest.raises(DataError, match="preview: no valid records"):  # and says why, above
+        preview(r.model, r.data, n=1)
     assert want in capsys.readouterr().out

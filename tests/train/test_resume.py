@@ -36,6 +36,7 @@ def test_a_run_of_another_recipe_or_data_is_refused_before_any_work(tiny_recipe,
     write_jsonl(tmp_path / "chats.jsonl", CONVERSATIONS * 4)
     with pytest.raises(RecipeError, match=r"holds a run of other data: store key \w+ -> \w+"):
         run(load_recipe(tiny_recipe, ["train.max_steps=5"]))
+    assert sorted((tmp_path / "store").iterdir()) == stores  # before: refused only once the new store was built
     assert logged_steps(out) == [1, 2, 3]
 
 
@@ -62,3 +63,35 @@ def test_a_run_from_step_0_gets_a_new_wandb_run_a_resume_keeps_it(tmp_path):
     first = run_id(str(tmp_path))
     assert run_id(str(tmp_path)) == first  # a resume continues the W&B run
     assert run_id(str(tmp_path), new_run=True) != first  # training from step 0 never logs into the old one
+
+
+def store_keys(root) -> list:
+    return sorted(p for p in root.iterdir() if not p.name.startswith("."))
+
+
+def files_of(out) -> dict:
+    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(out.rglob("*"))}
+
+
+def test_a_finished_run_is_finished_a_rerun_trains_and_writes_nothing(tiny_recipe, tmp_path, capsys):
+    out = tmp_path / "run"
+    run(load_recipe(tiny_recipe))  # max_steps 3
+    before, stores = files_of(out), store_keys(tmp_path / "store")
+    start = [line for line in capsys.readouterr().out.splitlines() if "M parameters" in line]
+    assert len(start) == 1 and f"store {stores[-1].resolve()}, output {out.resolve()}" in start[0], start
+    assert main(["train", str(tiny_recipe)]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
+    assert len(lines) == 1, lines  # before: a resumed step 4, a new checkpoint, a re-saved model
+    assert "is finished (step 3 of train.max_steps 3)" in lines[0] and str(out.resolve()) in lines[0], lines
+    assert "raise train.max_steps" in lines[0]
+    assert files_of(out) == before and store_keys(tmp_path / "store") == stores  # (its .cache of source hashes aside)
+    assert logged_steps(out) == [1, 2, 3]
+    # an epoch-based run: the same once its last epoch is done (before: 0 steps, "train loss 0.0000", re-saved)
+    epochs = [f"train.output_dir={tmp_path}/ep", "train.max_steps=-1", "train.num_train_epochs=1"]
+    run(load_recipe(tiny_recipe, epochs))
+    before = files_of(tmp_path / "ep")
+    capsys.readouterr()
+    assert main(["train", str(tiny_recipe), *epochs]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
+    assert len(lines) == 1 and "is finished (epoch 1 of train.num_train_epochs 1)" in lines[0], lines
+    assert files_of(tmp_path / "ep") == before
