@@ -232,3 +232,14 @@ def test_a_failed_wheel_install_still_writes_a_results_file_saying_so(tmp_path):
     data = json.loads((tmp_path / "out" / "gpu_proof.json").read_text())
     assert data["mode"] == "cpu-smoke" and data["checks"]["wheel-install"]["ok"] is False
     assert data["checks"]["wheel-install"]["exit"] != 0
+
+
+def test_proof_limits_keep_a_margin_over_the_recorded_cpu_dry_run():
+    """Each proof.sh step's limit is >= 1.5x that step's time in the CPU dry run (set-up a cold GPU machine pays too:
+    launch, imports, DeepSpeed's engine), read from the committed dry-run results."""
+    dry = json.loads((REPO / "bench" / "results" / "gpu_proof-cpu-smoke.json").read_text())
+    assert dry["mode"] == "cpu-smoke"
+    limits = {name: int(limit) for name, limit in STEP.findall((GPU / "proof.sh").read_text())}
+    assert set(limits) == set(dry["checks"])  # the dry run is of this script's steps
+    for name, check in dry["checks"].items():
+        assert limits[name] >= 1.5 * check["seconds"], (name, limits[name], check["seconds"])
