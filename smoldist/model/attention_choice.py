@@ -118,12 +118,3 @@ def choose(asked: str, config, device_type: str, dtype: str) -> AttentionChoice:
     else:
         how = f"per-document SDPA on {device_type} (no varlen kernel), documents of similar length batched"
     return AttentionChoice(asked, VARLEN, f"exact for {layers}, no T x T mask; {how}")
-
-
-def choose_for(cfg, device_type: str) -> AttentionChoice:
-    """`choose` for a recipe's model section, from the model's config alone (no weights)."""
-    if cfg.attn_implementation not in (AUTO, VARLEN):
-        return AttentionChoice(cfg.attn_implementation, cfg.attn_implementation, "as the recipe asks")
-    from smoldist.model.build import model_config
-
-    return choose(cfg.attn_implementation, model_config(cfg), device_type, cfg.dtype)

@@ -118,6 +118,15 @@ def check_seq_len(cfg: ModelConfig, seq_len: int) -> None:
         )
 
 
+def attention_for(cfg: ModelConfig, device_type: str):
+    """`attention_choice.choose` for a recipe's model section, from the model's config alone (no weights)."""
+    from smoldist.model.attention_choice import AUTO, VARLEN, AttentionChoice, choose
+
+    if cfg.attn_implementation not in (AUTO, VARLEN):
+        return AttentionChoice(cfg.attn_implementation, cfg.attn_implementation, "as the recipe asks")
+    return choose(cfg.attn_implementation, model_config(cfg), device_type, cfg.dtype)
+
+
 def build_model(cfg: ModelConfig, tokenizer, training: bool = True, device_type: str | None = None):
     """The model, with the attention `attention_choice.choose` picks (kept as `model.smoldist_attention`)."""
     import torch

@@ -66,14 +66,14 @@ def sft_config(recipe: Recipe, world_size: int, report_to: list[str]):
     from trl import SFTConfig
 
     from smoldist.model.attention import run_eval_rows
-    from smoldist.model.attention_choice import choose_for
+    from smoldist.model.build import attention_for
     from smoldist.model.precision import autocast_flags
 
     check_launch_precision_of(recipe)
     train = {**train_defaults(recipe), **recipe.train}
     gbt = train.pop("global_batch_tokens", None)
     rows = train.setdefault("per_device_train_batch_size", DEFAULT_DEVICE_ROWS)
-    attention = choose_for(recipe.model, device_type_of(recipe)).name
+    attention = attention_for(recipe.model, device_type_of(recipe)).name
     train["per_device_eval_batch_size"] = run_eval_rows(attention, train)
     on_gpu = torch.cuda.is_available() and not train["use_cpu"]
     for key, value in autocast_flags(recipe.model.dtype, recipe.model.master_weights, on_gpu).items():
