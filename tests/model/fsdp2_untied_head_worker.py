@@ -55,6 +55,30 @@ g = torch.Generator().manual_seed(1)
 batches = [torch.randint(0, 256, (world, 24), generator=g) for _ in range(3)]  # rank r takes row r
 grouping = sys.argv[2]
 out = {"rank": rank, "world": world, "grouping": grouping}
+if grouping == "peft-added-tokens":  # a tied model, LoRA + two added rows trained: what accelerate 1.16 sees and does
+    from peft import LoraConfig, get_peft_model
+
+    from smoldist.model.fused_head import tied_trainable_tokens
+
+    torch.manual_seed(0)
+    base = LlamaForCausalLM(LlamaConfig(vocab_size=256, **TINY_INIT))
+    add_fused_lm_head(base)
+    model = get_peft_model(base, LoraConfig(r=4, trainable_token_indices={"embed_tokens": [254, 255]}))
+    inner = model.get_base_model()
+    embed, head = inner.get_input_embeddings(), inner.get_output_embeddings()
+    out.update(refused=tied_trainable_tokens(model), tied_seen=embed.weight is head.weight)
+    try:
+        for layer in inner.model.layers:
+            fully_shard(layer, mesh=mesh)
+        fully_shard(embed, mesh=mesh)  # accelerate's untied branch: the embedding a unit of its own
+        fully_shard([inner.model.norm, head], mesh=mesh, reshard_after_forward=False)
+        fully_shard(model, mesh=mesh)
+        out.update(ok=True)
+    except Exception as e:  # noqa: BLE001 - the mechanism under test
+        out.update(ok=False, error=f"{type(e).__name__}: {e}"[:300])
+    Path(sys.argv[1], f"rank-{rank}.json").write_text(json.dumps(out))
+    dist.destroy_process_group()
+    sys.exit(0)
 try:
     reference = build()
     for ids in batches:

@@ -25,3 +25,33 @@ def test_untied_head_under_fsdp2_with_trls_fused_head(tmp_path, grouping, exact)
         wrong = {name for name, diff in rank["grad_diffs"].items() if diff > 1e-6}
         assert wrong == (set() if exact else {"lm_head.weight"}), rank["grad_diffs"]  # seen: 0.10 alone
         assert rank["refused"] is not exact  # smoldist's check names the layout that goes wrong
+
+
+@pytest.mark.slow
+def test_lora_with_added_tokens_on_a_tied_model_fails_in_fully_shard_and_is_refused(tmp_path):
+    """peft's trainable-tokens wrapper hides the tie, so accelerate shards the shared embedding twice."""
+    p = torchrun(WORKER, str(tmp_path), "peft-added-tokens")
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    for r in (0, 1):
+        rank = json.loads((tmp_path / f"rank-{r}.json").read_text())
+        assert rank["tied_seen"] is False and rank["ok"] is False, rank  # seen: "TypeError: Invariant encountered"
+        assert rank["refused"] is True  # smoldist refuses it before accelerate's prepare
+
+
+def test_the_fsdp2_added_tokens_refusal_names_the_way_out():
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from smoldist.errors import RecipeError
+    from smoldist.model.fused_head import check_fsdp2_added_tokens
+    from tests.helpers import TINY_INIT
+
+    torch.manual_seed(0)
+    model = get_peft_model(
+        LlamaForCausalLM(LlamaConfig(vocab_size=256, **TINY_INIT)),
+        LoraConfig(r=4, trainable_token_indices={"embed_tokens": [254, 255]}),
+    )
+    check_fsdp2_added_tokens(model, "MULTI_GPU")  # DDP: fine
+    with pytest.raises(RecipeError, match="use DDP or DeepSpeed ZeRO-2/3"):
+        check_fsdp2_added_tokens(model, "FSDP")
