@@ -37,7 +37,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 PATHS = ("trl-nopack", "trl-bfd", "smoldist")
-ATTN = ("sdpa", "varlen", "flex_attention", "eager", "flash_attention_2")
+ATTN = ("auto", "sdpa", "varlen", "flex_attention", "eager", "flash_attention_2")
 SMOLLM2 = {"vocab_size": 49152, "tie_word_embeddings": True, "rms_norm_eps": 1e-5}
 
 
@@ -77,7 +77,7 @@ def bench_prepare_module():
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shapes", default="135M,360M,1.7B", help=f"comma-separated, of {', '.join(SHAPES)}")
-    ap.add_argument("--seq-lens", default="2048,4096", help="comma-separated sequence lengths")
+    ap.add_argument("--seq-lens", default=None, help="comma-separated sequence lengths (default 2048,4096; smoke 128)")
     ap.add_argument("--steps", type=int, default=20, help="timed optimizer steps")
     ap.add_argument("--warmup", type=int, default=5, help="untimed optimizer steps first (allocator, kernels, compile)")
     ap.add_argument("--rows", type=int, default=None, help="packed rows per micro-batch (default: 16384 tokens' worth)")
@@ -88,7 +88,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="trl-nopack conversations per micro-batch (default: token-matched)",
     )
     ap.add_argument("--paths", default=",".join(PATHS), help="comma-separated subset of " + ", ".join(PATHS))
-    ap.add_argument("--attn", default="sdpa", help=f"comma-separated, of {', '.join(ATTN)}: every path runs under each")
+    ap.add_argument(
+        "--attn",
+        default="auto",
+        help=f"comma-separated, of {', '.join(ATTN)}: every path runs under each (auto: smoldist's default; the TRL "
+        "paths then run transformers' default, sdpa, as plain TRL does)",
+    )
     ap.add_argument("--compile", action="store_true", help="torch_compile=True in all three paths")
     ap.add_argument(
         "--liger", action="store_true", help="use_liger_kernel=True in all three paths (needs liger-kernel)"
@@ -125,11 +130,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     args = ap.parse_args(argv)
     if args.cpu_smoke:
-        args.shapes, args.seq_lens, args.steps, args.warmup = "tiny", "128", 3, 1
+        args.shapes, args.seq_lens, args.steps, args.warmup = "tiny", args.seq_lens or "128", 3, 1
         args.rows, args.dtype = args.rows or 32, "float32"
     args.out = args.out or HERE / "results" / f"train_throughput{'-cpu-smoke' if args.cpu_smoke else ''}.json"
     args.shapes = [s.strip() for s in args.shapes.split(",") if s.strip()]
-    args.seq_lens = [int(s) for s in args.seq_lens.split(",") if s.strip()]
+    args.seq_lens = [int(s) for s in (args.seq_lens or "2048,4096").split(",") if s.strip()]
     args.paths = [p.strip() for p in args.paths.split(",") if p.strip()]
     for s in args.shapes:
         if s not in SHAPES:
@@ -198,6 +203,11 @@ def base_recipe(args, data: dict, shape: str, seq_len: int, work: Path, procs: i
             "num_proc": procs,
         },
     }
+
+
+def trl_attention(path: str, attn: str) -> str:
+    """The attention a path runs: `auto` is smoldist's; plain TRL gets transformers' default (sdpa) for it."""
+    return "sdpa" if attn == "auto" and path != "smoldist" else attn
 
 
 def build_store(raw: dict) -> dict:
@@ -291,7 +301,7 @@ def main(argv=None) -> int:
                     "shape": shape,
                     "seq_len": seq_len,
                     "attn": attn,
-                    "recipe": base_recipe(args, data, shape, seq_len, work, procs, attn),
+                    "recipe": base_recipe(args, data, shape, seq_len, work, procs, trl_attention(path, attn)),
                     "corpus": data["corpus"],
                     "rows": rows,
                     "nopack_batch": nopack,

@@ -19,16 +19,25 @@ if [ -x .venv/bin/python ]; then PY=${PY:-$PWD/.venv/bin/python}; else PY=${PY:-
 # the dry run gets 3x every limit: 2 busy CPU cores are slower than an H200, and a dry run must not fail on time
 TIME_SCALE=1
 if [ "$SMOKE" = 1 ]; then TIME_SCALE=3; export CUDA_VISIBLE_DEVICES=""; fi
-if [ -d .whl ] && ! timeout 60 "$PY" -c "import trl, deepspeed, datasets, wandb" 2>/dev/null; then
+MODE=$([ "$SMOKE" = 1 ] && echo cpu-smoke || echo full)
+# presence by metadata, not import: a cold import of these can take tens of seconds on the device
+if [ -d .whl ] && ! timeout 60 "$PY" -c "import importlib.metadata as m; [m.version(p) for p in ('trl', 'deepspeed', 'datasets', 'wandb')]" 2>/dev/null; then
   t=$SECONDS
   timeout "$INSTALL_TIMEOUT" "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl >>"$LOG" 2>&1 || { echo "wheel install failed (see $LOG)"; tail -20 "$LOG"; exit 1; }
+    --target /tmp/site .whl/*.whl >>"$LOG" 2>&1
+  rc=$?
+  if [ $rc != 0 ]; then  # still a results file that says so (results.py needs only the standard library)
+    echo "wheel install failed, exit $rc after $((SECONDS - t)) s (see $LOG)"; tail -20 "$LOG"
+    "$PY" bench/gpu/results.py init "$RESULTS" "$SCRIPT_NAME" "$MODE"
+    "$PY" bench/gpu/results.py step "$RESULTS" wheel-install "$rc" "$((SECONDS - t))" "$INSTALL_TIMEOUT"
+    exit 1
+  fi
   echo "wheels installed into /tmp/site in $((SECONDS - t)) s" | tee -a "$LOG"
   export PYTHONPATH=/tmp/site
 fi
 export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD
 timeout 30 "$PY" bench/gpu/results.py requirements - 2>&1 | tee -a "$LOG"   # carried wheels vs the image's packages
-"$PY" bench/gpu/results.py init "$RESULTS" "$SCRIPT_NAME" "$([ "$SMOKE" = 1 ] && echo cpu-smoke || echo full)"
+"$PY" bench/gpu/results.py init "$RESULTS" "$SCRIPT_NAME" "$MODE"
 
 step() {  # step NAME SECONDS CMD...: run CMD under its own timeout; its output appended to $LOG; status to $RESULTS
   local name=$1 limit=$(($2 * TIME_SCALE)) t=$SECONDS rc; shift 2

@@ -95,6 +95,8 @@ def probe(trainer) -> dict:
         "mixed_precision": trainer.accelerator.mixed_precision,
         "master_dtypes": masters,
         "compute_dtype": getattr(trainer, "seen_compute_dtype", None),
+        "loss_dtype": getattr(trainer, "seen_loss_dtype", None),  # what the engine's forward returned to TRL
+        "accumulation": trainer.args.gradient_accumulation_steps,
         "cuda": torch.cuda.is_available(),
     }
     engine = getattr(trainer, "deepspeed", None) or (model if hasattr(model, "get_data_types") else None)
@@ -138,6 +140,12 @@ def main(recipe_path: str, probe_path: str) -> None:
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             self.add_callback(PrecisionProbe(self, Path(probe_path)))
+
+        def compute_loss(self, model, inputs, *args, **kwargs):
+            out = super().compute_loss(model, inputs, *args, **kwargs)
+            if model.training and not hasattr(self, "seen_loss_dtype"):
+                self.seen_loss_dtype = dtype_name((out[0] if isinstance(out, tuple) else out).dtype)
+            return out
 
     smoldist_run.SmoldistTrainer = ProbedTrainer  # run() builds its trainer from the name in its own module
     smoldist_run.run(load_recipe(recipe_path))

@@ -45,6 +45,13 @@ SHAPE_TINY = {
     "max_position_embeddings": 512,
     "tie_word_embeddings": True,
 }
+# what a case's model differs in: fsdp2 an untied LM head (accelerate gives lm_head its own fully_shard unit and TRL's
+# fused head reads its weight without calling it), zero2 a sliding window (Mistral: every layer local)
+VARIANTS = {
+    "fsdp2": {"tie_word_embeddings": False},
+    "zero2": {"model_type": "mistral", "sliding_window": 512},
+}
+ACCUMULATION = 2  # micro-batches per optimizer step: the fp32 accumulation path runs, not only its config
 # case -> (accelerate config on GPU, on CPU (None: cannot run there), engine names that may run, LoRA)
 CASES = {
     "single_gpu": ("single_gpu", "single_gpu", {"single"}, False),
@@ -60,13 +67,17 @@ EVAL_RUN = "single_gpu"  # its run (seq_len 4096, an eval split) is what proof.s
 def recipe(case: str, work: Path) -> dict:
     lora = CASES[case][3]
     seq_len = 256 if smoke() else (4096 if case == EVAL_RUN else 2048)
+    variant = dict(VARIANTS.get(case, {}))
+    if smoke() and "sliding_window" in variant:
+        variant["sliding_window"] = 64  # shorter than the smoke's documents too: the window is really used
+    rows = 2
     raw = {
         "model": {
-            "init": dict(SHAPE_TINY if smoke() else SHAPE_135M),
+            "init": dict(SHAPE_TINY if smoke() else SHAPE_135M, **variant),
             "tokenizer": "pkg:demo/tokenizer",
             "chat_template": "smollm2",
             "dtype": "float32" if smoke() else "bfloat16",
-            "attn_implementation": "sdpa" if smoke() else "varlen",
+            "attn_implementation": "auto",
         },
         "data": {
             "sources": [{"path": "pkg:demo/conversations.jsonl", "format": "messages"}],
@@ -78,7 +89,8 @@ def recipe(case: str, work: Path) -> dict:
         "train": {
             "output_dir": str(work / case),
             "max_steps": 3,
-            "per_device_train_batch_size": 2,
+            "per_device_train_batch_size": rows,
+            "global_batch_tokens": ACCUMULATION * rows * seq_len,  # one process: accumulation 2
             "learning_rate": 1e-4,
             "logging_steps": 1,
             "save_strategy": "no",
@@ -169,7 +181,7 @@ def main(case: str) -> int:
         record(results_path(), name, dict(entry, ok=False, error=f"training exit {p.returncode}"))
         return 1
     rank = json.loads(rank_file.read_text())
-    entry.update(engine=rank["engine"], world_size=rank["world_size"])
+    entry.update(engine=rank["engine"], world_size=rank["world_size"], attention=rank.get("attention"))
     entry["reload_max_rel_diff"] = close(reload_logits(run_dir, lora), rank["probe_logits"])
     precision = entry.get("precision", {})
     masters = precision.get("master_dtypes", [])
@@ -178,6 +190,11 @@ def main(case: str) -> int:
         for why, bad in (
             (f"engine {rank['engine']}, not {'/'.join(sorted(engines))}", rank["engine"] not in engines),
             (f"world size {rank['world_size']}", rank["world_size"] != 1),
+            (f"loss returned in {precision.get('loss_dtype')}, not float32", precision.get("loss_dtype") != "float32"),
+            (
+                f"gradient accumulation {precision.get('accumulation')}, not {ACCUMULATION}",
+                precision.get("accumulation") != ACCUMULATION,
+            ),
             (f"reloaded logits differ by {entry['reload_max_rel_diff']:.3g}", entry["reload_max_rel_diff"] >= 2e-2),
             ("gradients reduced or accumulated below fp32 (issue 21)", precision.get("fp32_reduce") is False),
             (f"master weights {masters}, not fp32", "float32" not in masters),

@@ -29,19 +29,35 @@ from results import LIBS, SKIPPED_NO_CUDA, record, results_path, unmet_requireme
 WORK = Path(os.environ.get("WORK", "/tmp/smoldist-gpu-work"))
 
 
+def installed_versions() -> dict:
+    """Each library's installed version from its metadata alone: no import (a cold import of the carried
+    `--no-compile` wheels can take longer than this step's limit)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {}
+    for lib in LIBS:
+        try:
+            versions[lib] = version(lib)
+        except PackageNotFoundError as e:
+            versions[lib] = f"missing: {e}"
+    return versions
+
+
 def env() -> int:
     import importlib
     import inspect
-    from importlib.metadata import PackageNotFoundError, version
+
+    versions = installed_versions()
+    record(results_path(), "env", {"ok": None, "stage": "versions read, importing"}, top={"versions": versions})
+    print("installed: " + ", ".join(f"{k} {v}" for k, v in versions.items()), flush=True)
 
     import torch
 
-    versions, where = {}, {}
+    where = {}
     for lib in LIBS:
         try:
             where[lib] = str(Path(importlib.import_module(lib).__file__).parent)
-            versions[lib] = version(lib)
-        except (ImportError, PackageNotFoundError) as e:
+        except ImportError as e:
             versions[lib] = f"missing: {e}"
     cuda = torch.cuda.is_available()
     device = torch.cuda.get_device_name() if cuda else "cpu"
@@ -59,6 +75,7 @@ def env() -> int:
         "unmet_requirements": unmet_requirements(),
         "varlen_attn_signature": signature,
         "figures": ["device"],
+        "stage": "imported",
         "device": device,
         "cuda_capability": list(torch.cuda.get_device_capability()) if cuda else None,
         "device_memory_gib": torch.cuda.get_device_properties(0).total_memory / 2**30 if cuda else None,

@@ -22,7 +22,9 @@ def help_field(default: Any = dataclasses.MISSING, help: str = "", **kw: Any) ->
     return field(default=default, metadata={"help": help}, **kw)
 
 
-AttnImplementation = Literal["varlen", "flex_attention", "sdpa", "eager", "flash_attention_2", "flash_attention_3"]
+AttnImplementation = Literal[
+    "auto", "varlen", "flex_attention", "sdpa", "eager", "flash_attention_2", "flash_attention_3"
+]
 
 
 @dataclass
@@ -55,7 +57,9 @@ class ModelConfig:
         "float32: parameters and optimizer state in fp32 under `dtype` autocast; none: pure `dtype` weights (warns)",
     )
     attn_implementation: AttnImplementation = help_field(
-        "sdpa", "varlen: torch's varlen FlashAttention, packed rows without a T x T mask (see docs/performance.md)"
+        "auto",
+        "auto: varlen (packed rows, no T x T mask) where exact for the model, else sdpa; the run says which "
+        "(docs/performance.md)",
     )
     revision: str | None = help_field(None, "hub revision (branch, tag or commit) of the model")
     seed: int = help_field(0, "seed for random init")

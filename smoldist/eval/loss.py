@@ -52,7 +52,7 @@ def eval_loss(run_dir: str, batch_size: int | None = None, out: str | None = Non
     use_attention(model, recipe.model.attn_implementation)
     on_gpu = torch.cuda.is_available()
     autocast = mixed_precision(recipe.model.dtype, recipe.model.master_weights, recipe.train, on_gpu)
-    rows = batch_size or run_eval_rows(recipe.model.attn_implementation, recipe.train)
+    rows = batch_size or run_eval_rows(model.config._attn_implementation, recipe.train)
     loss, tokens = token_mean_loss(model, eval_ds, rows, tok.pad_token_id, autocast if on_gpu else "no")
     result = {"eval_loss": loss, "tokens": tokens, "rows": len(eval_ds), "store": str(plan.path), "model": str(run_dir)}
     write_json(out, result)
@@ -60,12 +60,17 @@ def eval_loss(run_dir: str, batch_size: int | None = None, out: str | None = Non
 
 
 def use_attention(model, attn_implementation: str) -> None:
-    """Run `model` with the recipe's attention (a loaded model gets transformers' default, sdpa)."""
+    """Run `model` with the recipe's attention (a loaded model gets transformers' default, sdpa); `auto` resolved as
+    training resolved it."""
+    import torch
+
     from smoldist.model.attention import check_attn_implementation, register
+    from smoldist.model.attention_choice import choose
 
     check_attn_implementation(attn_implementation, training=False)
     register()
-    model.set_attn_implementation(attn_implementation)
+    dtype = "bfloat16" if model.dtype == torch.bfloat16 else "float32"
+    model.set_attn_implementation(choose(attn_implementation, model.config, model.device.type, dtype).name)
 
 
 def unwrapped(model):

@@ -5,6 +5,8 @@ and the rules for what is saved.
 
     build.py        the transformers tokenizer; a model from the hub, a directory or a random init
     attention.py    attention on packed rows without a T x T mask (varlen, flex, sdpa)
+    attention_choice.py  `auto`: the fastest attention that is exact for the model, and why, in one line
+    fused_head.py   TRL's fused LM head under FSDP2: lm_head must sit in a unit some forward unshards
     precision.py    fp32 master weights under `model.dtype` autocast; the saved model in `model.dtype`
     lora.py         LoRA through peft: its config, loading runs back, the frozen-weight checksum
     stop_tokens.py  the template's end-of-turn token becomes eos, so generation stops there

@@ -1,10 +1,13 @@
 """Attention on packed (padding-free) rows without a dense T x T mask.
 
 `model.attn_implementation` picks one of CHOICES:
+  auto            the default: varlen where it is exact for the model, else sdpa (model/attention_choice.py).
   varlen          torch's built-in varlen FlashAttention (`torch.nn.attention.varlen.varlen_attn`, torch >= 2.10),
                   fed `cu_seqlens`: from TRL's padding-free collator (`cu_seq_lens_q`, `max_length_q`, computed on the
-                  CPU from the store's `seq_lengths`), else from `position_ids` (once per forward). On a device without
-                  the kernel (CPU) the same segments run through SDPA one document at a time: exact, O(sum s_i^2).
+                  CPU from the store's `seq_lengths`), else from `position_ids` (once per forward). A layer's sliding
+                  window goes to the kernel. On a device without the kernel (CPU), or in float32, the same segments
+                  run through SDPA per document, documents of similar length padded at their end into one call
+                  (causal attention never looks at the padding): exact, about O(sum s_i^2).
   flex_attention  transformers' FlexAttention with a document block mask built from `position_ids` (GPU for training:
                   FlexAttention has no backward on CPU).
   sdpa, eager     correct, but a padding-free batch makes transformers build a dense [B, 1, T, T] mask (all T^2 scores):
@@ -26,6 +29,7 @@ import torch
 from smoldist.config.batch import device_rows
 from smoldist.config.recipe import AttnImplementation
 from smoldist.errors import RecipeError
+from smoldist.model.attention_choice import KERNEL, SCORE_KEYWORDS, varlen_path
 
 VARLEN = "varlen"
 CHOICES = typing.get_args(AttnImplementation)  # the recipe's own list (config/recipe.py)
@@ -54,7 +58,7 @@ def register() -> None:
 
 def check_attn_implementation(name: str, training: bool = True) -> None:
     """A clear error for a name transformers would not take, or a choice that cannot train on this machine."""
-    if name not in CHOICES:
+    if name not in CHOICES:  # AUTO is among them: resolved to a real name by attention_choice.choose
         raise RecipeError(f"model.attn_implementation: '{name}' is not one of {', '.join(CHOICES)}")
     if name == "flex_attention" and training and not torch.cuda.is_available():
         raise RecipeError(
@@ -89,7 +93,7 @@ def warn_dense_packed(attn_implementation: str, inputs: dict) -> None:
     warnings.warn(
         f"attn_implementation '{attn_implementation}' on packed rows: transformers builds a dense {t} x {t} "
         f"mask ({t * t / 2**20:,.1f} MiB as bool) and computes all {t}^2 scores for {docs} documents; "
-        f"set model.attn_implementation=varlen (or flex_attention on a GPU) to attend within documents only",
+        f"set model.attn_implementation to auto (the default) or varlen to attend within documents only",
         stacklevel=2,
     )
 
@@ -158,44 +162,125 @@ def _varlen_kernel():
     return _kernel
 
 
-def _kernel_attention(q, k, v, cu, max_len, scale):
-    """torch's varlen FlashAttention (CUDA, fp16/bf16), causal within each segment. Its keywords changed across
-    torch versions (2.10: is_causal, no scale or GQA; 2.13: window_size, scale, enable_gqa): take what is there."""
+def _kernel_attention(q, k, v, cu, max_len, scale, window: int | None):
+    """torch's varlen FlashAttention (CUDA, fp16/bf16), causal within each segment, over the last `window` keys when
+    given (transformers' rule kv > q - W: W - 1 keys back). Its keywords changed across torch versions (2.10:
+    is_causal, no scale, window or GQA; 2.13: window_size, scale, enable_gqa): take what is there."""
     varlen_attn, params = _varlen_kernel()
-    kw = {"window_size": (-1, 0)} if "window_size" in params else {"is_causal": True}
+    left = window - 1 if window else -1
+    if "window_size" in params:
+        kw = {"window_size": (left, 0)}
+    elif window:
+        raise RecipeError(
+            f"model.attn_implementation: this torch's varlen_attn has no window_size, and the model's layers use "
+            f"sliding_window={window}; use attn_implementation sdpa, or torch >= 2.13"
+        )
+    else:
+        kw = {"is_causal": True}
     if "scale" in params:
         kw["scale"] = scale
     elif scale is not None and abs(scale * q.shape[-1] ** 0.5 - 1) > 1e-6:  # its fixed scale is 1/sqrt(d): fold into q
         q = q * (scale * q.shape[-1] ** 0.5)
-    has_gqa = "enable_gqa" in params
     if q.shape[1] != k.shape[1]:
-        if has_gqa:
+        if "enable_gqa" in params:
             kw["enable_gqa"] = True
         else:
             rep = q.shape[1] // k.shape[1]
             k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
-    dtype = q.dtype
-    if dtype == torch.float32:  # the kernel takes half precision: the autocast dtype, else bf16
-        target = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else torch.bfloat16
-        q, k, v = q.to(target), k.to(target), v.to(target)
-    return varlen_attn(q, k, v, cu, cu, max_len, max_len, **kw).to(dtype)
+    return varlen_attn(q, k, v, cu, cu, max_len, max_len, **kw)
 
 
-def _reference_attention(q, k, v, cu, scale):
-    """The same segments through SDPA one document at a time (devices without the varlen kernel)."""
-    out = torch.empty_like(q)
+# ---- the per-document path: documents of similar length, each padded at its end to the group's longest, go through
+# one SDPA call. Causal attention never lets a real query see a later (padding) key, so the real outputs are exact.
+
+PAD_SLACK = 1.5  # a group's padded score work may be this much above its documents' own (fewer, larger SDPA calls)
+_plans: dict = {}  # one forward's grouping, shared by its layers (keyed by the segment boundaries)
+
+
+def document_groups(lengths: list[int], slack: float = PAD_SLACK) -> list[list[int]]:
+    """Document indices grouped for one SDPA call each: longest first, a group takes the next document while
+    padding all of its members to the group's longest costs at most `slack` x their own causal score work."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    groups: list[list[int]] = []
+    own = 0
+    for i in order:
+        s = lengths[i]
+        if groups:
+            longest = lengths[groups[-1][0]]
+            if (len(groups[-1]) + 1) * longest * longest <= slack * (own + s * s):
+                groups[-1].append(i)
+                own += s * s
+                continue
+        groups.append([i])
+        own = s * s
+    return groups
+
+
+def _plan(cu: torch.Tensor, device) -> list:
+    """Per group: (gather index [n, L] into the flat tokens, which of its n x L slots are real, its length L);
+    and the permutation that puts the groups' real outputs back in token order."""
+    if _plans.get("cu") is cu and _plans.get("device") == device:  # the next layer of the same forward
+        return _plans["value"]
     bounds = cu.tolist()
-    for s, e in zip(bounds[:-1], bounds[1:]):
-        qs, ks, vs = (x[s:e].transpose(0, 1) for x in (q, k, v))
-        out[s:e] = torch.nn.functional.scaled_dot_product_attention(
-            qs, ks, vs, is_causal=True, scale=scale, enable_gqa=qs.shape[0] != ks.shape[0]
-        ).transpose(0, 1)
-    return out
+    key = (tuple(bounds), device)
+    if _plans.get("key") == key:
+        _plans["cu"] = cu
+        return _plans["value"]
+    starts, lengths = bounds[:-1], [e - s for s, e in zip(bounds[:-1], bounds[1:])]
+    groups, order = [], []
+    for members in document_groups(lengths):
+        longest = lengths[members[0]]
+        start = torch.tensor([starts[i] for i in members])[:, None]
+        length = torch.tensor([lengths[i] for i in members])[:, None]
+        offset = torch.arange(longest)[None, :]
+        real = offset < length
+        gather = start + torch.minimum(offset, length - 1)  # padding repeats the document's last token
+        groups.append((gather.to(device), real.flatten().nonzero().flatten().to(device), longest))
+        order.append(gather[real])
+    back = torch.argsort(torch.cat(order)).to(device)
+    _plans.update(cu=cu, device=device, key=key, value=(groups, back))
+    return _plans["value"]
+
+
+def _window_mask(length: int, window: int | None, device) -> torch.Tensor | None:
+    """None (plain causal) when the window covers the group, else transformers' rule: q - W < kv <= q."""
+    if not window or window >= length:
+        return None
+    q = torch.arange(length, device=device)[:, None]
+    kv = torch.arange(length, device=device)[None, :]
+    return (kv <= q) & (kv > q - window)
+
+
+def _reference_attention(q, k, v, cu, scale, window: int | None = None):
+    """The same segments through SDPA, documents grouped (devices without the varlen kernel, and float32)."""
+    groups, back = _plan(cu, q.device)
+    gqa = q.shape[1] != k.shape[1]
+    outs = []
+    for gather, real, longest in groups:
+        qs, ks, vs = (x[gather].permute(0, 2, 1, 3) for x in (q, k, v))  # [n, H, L, D]
+        mask = _window_mask(longest, window, q.device)
+        o = torch.nn.functional.scaled_dot_product_attention(
+            qs, ks, vs, attn_mask=mask, is_causal=mask is None, scale=scale, enable_gqa=gqa
+        )
+        outs.append(o.permute(0, 2, 1, 3).flatten(0, 1)[real])
+    return torch.cat(outs)[back]
+
+
+def refuse_score_keywords(kwargs: dict) -> None:
+    """A keyword that changes the scores (Gemma 2's softcap, gpt-oss's sinks) would be dropped: refuse it."""
+    for key, field in SCORE_KEYWORDS.items():
+        if kwargs.get(key) is not None:
+            raise RecipeError(
+                f"model.attn_implementation: varlen does not apply `{key}` ({kwargs[key]!r}), which the model's "
+                f"config sets through {field}; use attn_implementation auto or sdpa for this model"
+            )
 
 
 def varlen_attention_forward(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None, **kwargs):
     if dropout:
         raise ValueError(f"attn_implementation 'varlen': attention dropout ({dropout}) is not supported")
+    refuse_score_keywords(kwargs)
+    window = kwargs.get("sliding_window")
     b, hq, t, d = query.shape
     if key.shape[2] != t:  # decoding with a KV cache: not a packed-training shape, SDPA handles it
         return _cached_attention(module, query, key, value, attention_mask, scaling, kwargs)
@@ -203,10 +288,10 @@ def varlen_attention_forward(module, query, key, value, attention_mask, dropout:
     q, k, v = (x.transpose(1, 2).reshape(b * t, x.shape[1], d) for x in (query, key, value))
     if index is not None:
         q, k, v = q[index], k[index], v[index]
-    if q.is_cuda:
-        out = _kernel_attention(q, k, v, cu, max_len, scaling)
-    else:
-        out = _reference_attention(q, k, v, cu, scaling)
+    if varlen_path(q.device.type, q.dtype) == KERNEL:
+        out = _kernel_attention(q, k, v, cu, max_len, scaling, window)
+    else:  # CPU, or float32 on CUDA (the kernel would round to bf16): exact in the dtype given
+        out = _reference_attention(q, k, v, cu, scaling, window)
     if index is not None:
         full = out.new_zeros(b * t, hq, d)
         full[index] = out
@@ -219,8 +304,13 @@ def _cached_attention(module, query, key, value, attention_mask, scaling, kwargs
 
     t, tk = query.shape[2], key.shape[2]
     q_pos = torch.arange(tk - t, tk, device=query.device)
-    mask = (torch.arange(tk, device=query.device)[None, :] <= q_pos[:, None])[None, None]  # causal, bottom-right
+    kv_pos = torch.arange(tk, device=query.device)[None, :]
+    mask = kv_pos <= q_pos[:, None]  # causal, bottom-right
+    window = kwargs.get("sliding_window")
+    if window:  # transformers' rule over the keys the cache holds: kv > q - W
+        mask = mask & (kv_pos > q_pos[:, None] - window)
+    mask = mask[None, None]
     if attention_mask is not None:  # the 2D padding mask over the cache
         mask = mask & attention_mask[:, None, None, -tk:].to(device=query.device, dtype=torch.bool)
-    kwargs = {k: v for k, v in kwargs.items() if k not in ("is_causal", "position_ids")}
+    kwargs = {k: v for k, v in kwargs.items() if k not in ("is_causal", "position_ids", "sliding_window")}
     return sdpa_attention_forward(module, query, key, value, mask, scaling=scaling, is_causal=False, **kwargs)

@@ -118,26 +118,42 @@ def check_seq_len(cfg: ModelConfig, seq_len: int) -> None:
         )
 
 
-def build_model(cfg: ModelConfig, tokenizer, training: bool = True):
+def attention_for(cfg: ModelConfig, device_type: str):
+    """`attention_choice.choose` for a recipe's model section, from the model's config alone (no weights)."""
+    from smoldist.model.attention_choice import AUTO, VARLEN, AttentionChoice, choose
+
+    if cfg.attn_implementation not in (AUTO, VARLEN):
+        return AttentionChoice(cfg.attn_implementation, cfg.attn_implementation, "as the recipe asks")
+    return choose(cfg.attn_implementation, model_config(cfg), device_type, cfg.dtype)
+
+
+def build_model(cfg: ModelConfig, tokenizer, training: bool = True, device_type: str | None = None):
+    """The model, with the attention `attention_choice.choose` picks (kept as `model.smoldist_attention`)."""
     import torch
     from transformers import AutoModelForCausalLM
 
     from smoldist.model.attention import check_attn_implementation, register
+    from smoldist.model.attention_choice import choose
     from smoldist.model.precision import load_dtype
 
     check_attn_implementation(cfg.attn_implementation, training)
     register()  # `varlen` becomes a name transformers knows
+    device_type = device_type or ("cuda" if torch.cuda.is_available() else "cpu")
+    if cfg.init:
+        config = architecture_config(cfg.init, tokenizer)
+    else:
+        config = model_config(cfg)
+    choice = choose(cfg.attn_implementation, config, device_type, cfg.dtype)
 
     dtype = getattr(torch, load_dtype(cfg.dtype, cfg.master_weights))  # fp32 master weights unless opted out
     if cfg.init:
-        config = architecture_config(cfg.init, tokenizer)
         torch.manual_seed(cfg.seed)
-        model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=cfg.attn_implementation)
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=choice.name)
     else:
         name = resolve_path(cfg.name_or_path)
         try:
             model = AutoModelForCausalLM.from_pretrained(
-                name, revision=cfg.revision, dtype=dtype, attn_implementation=cfg.attn_implementation
+                name, revision=cfg.revision, dtype=dtype, attn_implementation=choice.name
             )
         except OSError as e:
             raise RecipeError(f"model.name_or_path: cannot load '{name}': {e}") from None
@@ -153,4 +169,5 @@ def build_model(cfg: ModelConfig, tokenizer, training: bool = True):
         raise RecipeError(
             f"model: tokenizer has {len(tokenizer)} tokens but the model's vocab_size is {model.config.vocab_size}"
         )
+    model.smoldist_attention = choice
     return model

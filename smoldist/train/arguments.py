@@ -48,28 +48,42 @@ def check_launch_precision_of(recipe: Recipe) -> None:
     )
 
 
+def device_type_of(recipe: Recipe) -> str:
+    """'cuda' where this run trains on a GPU, else 'cpu' (train.use_cpu, or no GPU here)."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() and not {**train_defaults(recipe), **recipe.train}["use_cpu"] else "cpu"
+
+
+def activation_checkpointing(train: dict) -> bool:
+    """The recipe's activation checkpointing: off unless it asks (TRL's default is on: memory for ~30% step time)."""
+    return bool(train.get("activation_checkpointing", train.get("gradient_checkpointing", False)))
+
+
 def sft_config(recipe: Recipe, world_size: int, report_to: list[str]):
     """The trl.SFTConfig for a pre-packed store: TRL must not re-template, re-tokenize or re-pack."""
     import torch
     from trl import SFTConfig
 
     from smoldist.model.attention import run_eval_rows
+    from smoldist.model.build import attention_for
     from smoldist.model.precision import autocast_flags
 
     check_launch_precision_of(recipe)
     train = {**train_defaults(recipe), **recipe.train}
     gbt = train.pop("global_batch_tokens", None)
     rows = train.setdefault("per_device_train_batch_size", DEFAULT_DEVICE_ROWS)
-    train["per_device_eval_batch_size"] = run_eval_rows(recipe.model.attn_implementation, train)
+    attention = attention_for(recipe.model, device_type_of(recipe)).name
+    train["per_device_eval_batch_size"] = run_eval_rows(attention, train)
     on_gpu = torch.cuda.is_available() and not train["use_cpu"]
     for key, value in autocast_flags(recipe.model.dtype, recipe.model.master_weights, on_gpu).items():
         train.setdefault(key, value)  # autocast to model.dtype over fp32 weights (model/precision.py)
     train.setdefault("report_to", report_to)
     train.setdefault("logging_nan_inf_filter", False)  # True logs a nan loss as the previous average (0 at first)
     train.setdefault("ddp_find_unused_parameters", False)  # every parameter is used; True costs a graph walk per step
-    # transformers 5.2x renamed gradient_checkpointing (older 5.x, e.g. 5.17, has only the old name);
-    # TRL's default is on
-    on = train.pop("gradient_checkpointing", train.pop("activation_checkpointing", True))
+    # transformers 5.2x renamed gradient_checkpointing (older 5.x, e.g. 5.17, has only the old name)
+    on = activation_checkpointing(train)
+    train.pop("gradient_checkpointing", None), train.pop("activation_checkpointing", None)
     names = {f.name for f in dataclasses.fields(SFTConfig)}
     train["activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"] = on
     return SFTConfig(

@@ -2,9 +2,15 @@
 
 Each micro-batch's loss is folded into one on-device flag (no host sync); once per optimiser step, after the
 gradient norm is known and before the optimiser steps, the ranks agree in one all-reduce. When any rank saw a
-non-finite value, every rank raises NonFiniteError there: nothing of that step is applied (DeepSpeed applies its
-step inside backward; it is still never saved), no checkpoint or final model is written, and the last complete
-checkpoint stays the resume point. The step's rows are saved beside the checkpoints to look at.
+non-finite value, every rank raises NonFiniteError there: nothing of that step is applied, no checkpoint or final
+model is written, and the last complete checkpoint stays the resume point. The step's rows are saved beside the
+checkpoints to look at.
+
+DeepSpeed steps inside backward, before this check. Its bf16 and fp16 engines check the gradients first
+(`check_grad_overflow`) and skip a non-finite step (the norm then reads inf): the engine's `was_step_applied()` says
+which happened, and the message says that. Under ZeRO-3 the module's parameters are empty partitions, so the weights
+are read through DeepSpeed's own full fp32 parameter access (`safe_get_full_fp32_param`, a collective every rank
+makes in the same order).
 """
 
 from __future__ import annotations
@@ -52,9 +58,10 @@ class NonFiniteGuard:
         batches, self.batches, self.loss_bad = self.batches, [], None
         if not (loss_rank or norm_rank):
             return
-        weights_bad = max_over_ranks([float(any(not bool(torch.isfinite(p).all()) for p in model.parameters()))])[0]
+        weights_bad = max_over_ranks([float(weights_nonfinite(model))])[0]
         rows = self.save_rows(step, batches)
-        raise NonFiniteError(self.describe(step, int(loss_rank) - 1, norm, bool(weights_bad), rows))
+        applied = deepspeed_step_applied(model)
+        raise NonFiniteError(self.describe(step, int(loss_rank) - 1, norm, bool(weights_bad), rows, applied))
 
     def save_rows(self, step: int, batches: list[dict]) -> Path:
         import torch
@@ -65,7 +72,9 @@ class NonFiniteGuard:
         torch.save(cpu, folder / f"rank-{self.rank}.pt")
         return folder
 
-    def describe(self, step: int, loss_rank: int, norm, weights_bad: bool, rows: Path) -> str:
+    def describe(
+        self, step: int, loss_rank: int, norm, weights_bad: bool, rows: Path, applied: bool | None = None
+    ) -> str:
         resume = last_complete_checkpoint(self.output_dir)
         if weights_bad:  # the root: a step on non-finite weights can only give non-finite numbers
             poisoned = self.resumed_from if self.resumed_from and resume == self.resumed_from else None
@@ -80,14 +89,38 @@ class NonFiniteGuard:
             what = f"the loss is non-finite on rank {loss_rank} (gradient norm {float(norm):g})"
         else:
             what = f"the gradient norm is {float(norm):g} (the loss was finite)"
-        kept = (
-            "the step was applied in backward (DeepSpeed) but nothing of it was saved"
-            if self.steps_in_backward
-            else "nothing of this step was applied or saved"
-        )
+        if not self.steps_in_backward:
+            kept = "nothing of this step was applied or saved"
+        elif applied is False:
+            kept = "DeepSpeed skipped this step (its overflow check saw the non-finite gradients) and nothing was saved"
+        else:
+            kept = "DeepSpeed applied this step in backward, but nothing of it was saved"
         return (
             f"step {step}: {what}; {kept}, the resume point is "
             f"{resume or 'none (no complete checkpoint yet)'}. Try a lower train.learning_rate or more warmup, "
             f"model.dtype float32 if bf16/fp16 overflowed, and look at the step's rows in {rows} "
             f"(input_ids per rank)"
         )
+
+
+def deepspeed_step_applied(model) -> bool | None:
+    """Whether a DeepSpeed engine applied its latest step (None: not a DeepSpeed engine)."""
+    return bool(model.was_step_applied()) if hasattr(model, "was_step_applied") else None
+
+
+def weights_nonfinite(model) -> bool:
+    """Any non-finite trained weight on this rank. A DeepSpeed engine's are read as DeepSpeed holds them: the full fp32
+    parameter (ZeRO-3's module parameters are empty partitions; ZeRO-1/2 keep the fp32 masters in the optimizer).
+    Every rank must call this: under DeepSpeed each parameter's read is a collective."""
+    import torch
+
+    if not hasattr(model, "was_step_applied"):
+        return any(not bool(torch.isfinite(p).all()) for p in model.parameters())
+    from deepspeed.utils import safe_get_full_fp32_param
+
+    bad = False
+    for p in model.module.parameters():
+        if p.requires_grad:  # every rank reads every trained parameter, in the same order
+            full = safe_get_full_fp32_param(p)
+            bad |= not bool(torch.isfinite(p if full is None else full).all())
+    return bad

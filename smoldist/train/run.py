@@ -37,7 +37,7 @@ from smoldist.store.build import prepare
 from smoldist.store.manifest import load_split
 from smoldist.store.plan import plan_store
 from smoldist.store.system_prompt import mixed_prompts_line
-from smoldist.train.arguments import sft_config, train_defaults
+from smoldist.train.arguments import activation_checkpointing, device_type_of, sft_config, train_defaults
 from smoldist.train.console import close_bars, quiet_console
 from smoldist.train.launched import check_launched_world
 from smoldist.train.loss_plot import plot_loss_curve
@@ -138,11 +138,16 @@ def _run(recipe: Recipe, stop: StopFlag) -> dict:
     # a run that starts from step 0 is a new W&B run, even in an output_dir that logged one before
     report_to = configure_wandb(recipe.tracking.wandb, recipe.name, output_dir, dist.is_main, new_run=resume is None)
     if recipe.model.init:  # a random init is built whole: under zero.Init its values would depend on the world size
-        model = build_model(recipe.model, tokenizer)
+        model = build_model(recipe.model, tokenizer, device_type=device_type_of(recipe))
         args = sft_config(recipe, dist.world_size, report_to)
     else:  # arguments first: under ZeRO-3 they register its config, so pretrained weights load partitioned
         args = sft_config(recipe, dist.world_size, report_to)
-        model = build_model(recipe.model, tokenizer)
+        model = build_model(recipe.model, tokenizer, device_type=device_type_of(recipe))
+    checkpointing = activation_checkpointing(recipe.train)
+    ac = (
+        "on (the recipe asks: less memory, more step time)" if checkpointing else "off (train.activation_checkpointing)"
+    )
+    print0(f"smoldist train: {model.smoldist_attention.line()}; activation checkpointing {ac}")
     built_partitioned = any(hasattr(p, "ds_id") for p in model.parameters())
     if any(src.format != "text" for src in recipe.data.sources):  # chat turns are trained: stop where they end
         stops = set_stop_tokens(tokenizer, model, store.template)
@@ -230,6 +235,8 @@ def _run(recipe: Recipe, stop: StopFlag) -> dict:
         {
             **lora_extra(trainer.model, recipe),
             "built_partitioned": built_partitioned,
+            "attention": model.smoldist_attention.report(),
+            "activation_checkpointing": checkpointing,
             "precision": precision_report(trainer.accelerator, trainer.model_wrapped),
         },
     )

@@ -24,6 +24,7 @@ from smoldist.distributed.preemption import EvaluationStopped
 from smoldist.distributed.state import max_over_ranks, tell_deepspeed_no_gpu
 from smoldist.errors import DiskFullError
 from smoldist.model.attention import warn_dense_packed
+from smoldist.model.fused_head import check_fsdp2_added_tokens, check_head_unit
 from smoldist.model.precision import cast_saved_model, reduce_in_fp32
 from smoldist.train.console import eval_line, write_line
 from smoldist.train.eval_weighting import TokenWeightedEval, top_up
@@ -57,6 +58,12 @@ class SmoldistTrainer(SFTTrainer):
     def create_accelerator_and_postprocess(self):
         super().create_accelerator_and_postprocess()
         reduce_in_fp32(self.accelerator.state)  # before prepare() builds FSDP2 / the DeepSpeed engine from these
+
+    def _prepare_for_training(self, *args, **kwargs):
+        check_fsdp2_added_tokens(self.model, str(self.accelerator.distributed_type.value))  # before fully_shard
+        model, dataloader = super()._prepare_for_training(*args, **kwargs)
+        check_head_unit(model)  # FSDP2: TRL's fused head must meet an unsharded lm_head (model/fused_head.py)
+        return model, dataloader
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         # Checkpoints keep fp32 weights; the final model is cast to model.dtype. Nothing is pushed from here:

@@ -112,7 +112,7 @@ def test_recipe_names_the_valid_attention_choices(tmp_path, conversations_file):
     raw = recipe_dict(tmp_path, [{"path": str(conversations_file)}])
     raw["model"]["attn_implementation"] = "flash"
     with pytest.raises(
-        RecipeError, match=r"model\.attn_implementation: 'flash' is not one of varlen, flex_attention, sdpa"
+        RecipeError, match=r"model\.attn_implementation: 'flash' is not one of auto, varlen, flex_attention, sdpa"
     ):
         build_recipe(raw, name="x")
     import typing
@@ -210,13 +210,17 @@ def test_kernel_call_adapts_to_the_varlen_signature_of_each_torch(monkeypatch, g
     torch.manual_seed(0)
     q, k, v = torch.randn(20, 4, 16), torch.randn(20, 2, 16), torch.randn(20, 2, 16)
     cu = torch.tensor([0, 7, 20], dtype=torch.int32)
-    got = attention._kernel_attention(q, k, v, cu, 13, 0.3)  # a scale that is not 1/sqrt(16)
+    got = attention._kernel_attention(q, k, v, cu, 13, 0.3, None)  # a scale that is not 1/sqrt(16)
     want = attention._reference_attention(q, k, v, cu, 0.3)
-    assert got.dtype == torch.float32 and torch.allclose(got, want, atol=3e-2)  # the kernel ran in bf16
+    assert torch.allclose(got, want, atol=1e-5)
     if generation == "torch-2.10":
         assert seen == {"is_causal": True, "heads": (4, 4)}  # causal flag, KV heads repeated, scale folded into q
+        with pytest.raises(RecipeError, match="sliding_window=8"):  # no window keyword: refused, not dropped
+            attention._kernel_attention(q, k, v, cu, 13, 0.3, 8)
     else:
         assert seen == {"window": (-1, 0), "gqa": True, "scale": 0.3}
+        attention._kernel_attention(q, k, v, cu, 13, 0.3, 8)
+        assert seen["window"] == (7, 0)  # transformers' kv > q - W: W - 1 keys back
 
 
 @pytest.mark.slow

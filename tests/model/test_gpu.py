@@ -94,9 +94,41 @@ def test_varlen_kernel_matches_sdpa_per_document():
     t = sum(lengths)
     q = torch.randn(t, 9, 64, device="cuda", dtype=torch.bfloat16)
     k, v = (torch.randn(t, 3, 64, device="cuda", dtype=torch.bfloat16) for _ in range(2))
-    fast = _kernel_attention(q, k, v, cu, max(lengths), 64**-0.5)
+    fast = _kernel_attention(q, k, v, cu, max(lengths), 64**-0.5, None)
     ref = _reference_attention(q.float(), k.float(), v.float(), cu.cpu(), 64**-0.5)
     assert (fast.float() - ref).abs().max().item() < 2e-2
+
+
+def test_auto_takes_the_varlen_kernel_in_bf16_and_the_exact_path_in_float32_on_cuda():
+    from transformers import LlamaConfig
+
+    from smoldist.model.attention_choice import choose
+
+    cfg = LlamaConfig(**SHAPE_135M)
+    assert choose("auto", cfg, "cuda", "bfloat16").name == "varlen"
+    assert "kernel" in choose("auto", cfg, "cuda", "bfloat16").reason
+    assert "exact per-document SDPA path in float32" in choose("auto", cfg, "cuda", "float32").reason
+
+
+@pytest.mark.parametrize("window", [None, 96], ids=["full", "sliding"])
+def test_varlen_kernel_equals_per_document_sdpa_in_bf16_forward_and_backward_head_dim_256(window):
+    """Gemma 3's head_dim (256) and its local layers: the kernel with window_size=(W-1, 0) against SDPA per document
+    with transformers' band (kv > q - W), values and gradients, in bf16."""
+    from smoldist.model.attention import _kernel_attention, _reference_attention
+
+    torch.manual_seed(0)
+    lengths = [5, 300, 77, 700, 1, 130]
+    cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], device="cuda", dtype=torch.int32)
+    t = sum(lengths)
+    q = torch.randn(t, 4, 256, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    k, v = (torch.randn(t, 1, 256, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(2))
+    fast = _kernel_attention(q, k, v, cu, max(lengths), 256**-0.5, window)
+    grads_fast = torch.autograd.grad(fast.float().square().sum(), (q, k, v))
+    ref = _reference_attention(q, k, v, cu, 256**-0.5, window)  # per-document SDPA, bf16, on the GPU
+    grads_ref = torch.autograd.grad(ref.float().square().sum(), (q, k, v))
+    assert (fast.float() - ref.float()).abs().max().item() < 2e-2
+    for a, b in zip(grads_fast, grads_ref):
+        assert (a.float() - b.float()).abs().max().item() <= 2e-2 * (1 + b.float().abs().max().item())
 
 
 def test_varlen_and_sdpa_train_the_135m_shape_alike(tmp_path):

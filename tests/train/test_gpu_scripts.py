@@ -203,3 +203,43 @@ def test_the_recipes_dry_run_runs_every_step_to_a_result(tmp_path):
     for name, check in data["checks"].items():
         assert check["ok"] or check.get("skipped") == "no cuda", (name, check)
     assert data["checks"]["1.7B-shipped"]["tokens_per_s_per_gpu"] > 0
+
+
+def test_a_failed_wheel_install_still_writes_a_results_file_saying_so(tmp_path):
+    """The device returns only $OUT: an install that fails must leave a results file there, not just a log."""
+    import shutil
+
+    repo = tmp_path / "repo"
+    (repo / "bench" / "gpu").mkdir(parents=True)
+    for name in ("common.sh", "results.py", "proof.sh"):
+        shutil.copy(GPU / name, repo / "bench" / "gpu" / name)
+    (repo / ".whl").mkdir()
+    (repo / ".whl" / "broken-0.0-py3-none-any.whl").write_bytes(b"not a wheel")
+    py = tmp_path / "py"  # a python that sees no site-packages: no trl here, so the install runs (and fails)
+    py.write_text(f'#!/bin/sh\nexec {sys.executable} -S "$@"\n')
+    py.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k not in ("OUT", "WORK", "RESULTS", "SMOKE", "PYTHONPATH")}
+    env.update(OUT=str(tmp_path / "out"), WORK=str(tmp_path / "work"), PY=str(py))
+    p = subprocess.run(
+        ["bash", str(repo / "bench" / "gpu" / "proof.sh"), "--cpu-smoke"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert p.returncode == 1 and "wheel install failed" in p.stdout, p.stdout[-2000:] + p.stderr[-2000:]
+    data = json.loads((tmp_path / "out" / "gpu_proof.json").read_text())
+    assert data["mode"] == "cpu-smoke" and data["checks"]["wheel-install"]["ok"] is False
+    assert data["checks"]["wheel-install"]["exit"] != 0
+
+
+def test_proof_limits_keep_a_margin_over_the_recorded_cpu_dry_run():
+    """Each proof.sh step's limit is >= 1.5x that step's time in the CPU dry run (set-up a cold GPU machine pays too:
+    launch, imports, DeepSpeed's engine), read from the committed dry-run results."""
+    dry = json.loads((REPO / "bench" / "results" / "gpu_proof-cpu-smoke.json").read_text())
+    assert dry["mode"] == "cpu-smoke"
+    limits = {name: int(limit) for name, limit in STEP.findall((GPU / "proof.sh").read_text())}
+    assert set(limits) == set(dry["checks"])  # the dry run is of this script's steps
+    for name, check in dry["checks"].items():
+        assert limits[name] >= 1.5 * check["seconds"], (name, limits[name], check["seconds"])

@@ -26,6 +26,9 @@ def test_train_saves_a_model_that_reloads_and_generates(tiny_recipe, tmp_path):
     losses = [h["loss"] for h in state["log_history"] if "loss" in h]
     assert len(losses) == 3 and all(loss == loss and loss > 0 for loss in losses)  # finite, real
     assert (out / "recipe.yaml").is_file()
+    rank = json.loads((out / "ranks" / "rank-0.json").read_text())  # auto, resolved, and why: in the rank report
+    assert rank["attention"]["asked"] == "auto" and rank["attention"]["chosen"] == "varlen"
+    assert "per-document SDPA" in rank["attention"]["reason"] and rank["activation_checkpointing"] is False
     model = AutoModelForCausalLM.from_pretrained(out)
     tok = AutoTokenizer.from_pretrained(out)
     assert "{% generation %}" in tok.chat_template  # the template the store was built with
@@ -113,3 +116,19 @@ def test_train_defaults_have_one_source_and_hub_keys_pass_through(tiny_recipe):
     assert args.output_dir == train_defaults(r)["output_dir"] == f"runs/{r.name}"
     assert args.use_cpu == train_defaults(r)["use_cpu"]
     assert args.push_to_hub and args.hub_model_id == "me/smol-lora" and args.hub_private_repo
+
+
+def test_activation_checkpointing_is_off_unless_the_recipe_asks(tiny_recipe):
+    """TRL's default is on (about half the step time of a small model); smoldist's is off, and the run says which."""
+    from smoldist.train.arguments import sft_config
+
+    def checkpointing(asked: dict):
+        r = load_recipe(tiny_recipe)
+        r.train.pop("gradient_checkpointing", None)  # the test recipe sets it: as if it had not
+        r.train.update(asked)
+        args = sft_config(r, 1, [])
+        return getattr(args, "activation_checkpointing", getattr(args, "gradient_checkpointing", None))
+
+    assert checkpointing({}) is False
+    assert checkpointing({"activation_checkpointing": True}) is True
+    assert checkpointing({"gradient_checkpointing": True}) is True
