@@ -6,7 +6,7 @@
 `recipe.py` holds the sections as typed dataclasses, `load.py` reads YAML and overrides into them,
 `paths.py` reads a recipe's relative input paths from its folder, `batch.py` is the one rule for splitting the
 global batch over processes (train and submit), `sft_fields.py` is SFTConfig's field table (the `train` section
-is checked without importing trl).
+is checked without importing trl), `dpo.py` the training method (`method: sft | dpo`) and the `dpo` section.
 Every stage receives only its own section.
 """
 

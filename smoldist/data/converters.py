@@ -26,6 +26,10 @@ REASONS = {
     "content_not_string": "a message's content is not a string",
     "no_assistant_turn": "no assistant turn to train on (loss_on: assistant)",
     "empty_text": "text document is empty",
+    # preference pairs (data/preference.py)
+    "empty_completion": "a chosen or rejected completion is empty",
+    "identical_pair": "chosen and rejected are the same",
+    "prompt_not_prefix": "the prompt's rendering is not a prefix of the pair's rendering",
 }
 
 
@@ -167,6 +171,7 @@ def required_fields(spec: Any) -> list[str]:
         "prompt_completion": [spec.prompt_field, spec.completion_field],
         "columns": list((spec.columns or {}).values()),
         "text": [spec.text_field],
+        "preference": ["chosen", "rejected"],
     }[spec.format]
 
 

@@ -115,13 +115,14 @@ def _chunks(pairs: Iterator[tuple[Any, Any]], size: int) -> Iterator[tuple[list,
 class BatchConverter:
     """RawBatch -> Converted, where the work is (a worker process); holds what each source's records need."""
 
-    def __init__(self, sources: list[ResolvedSource], seed: int, loss_on: str):
+    def __init__(self, sources: list[ResolvedSource], seed: int, loss_on: str, converters: dict | None = None):
         self.specs = [s.spec for s in sources]
         self.seed, self.loss_on = seed, loss_on
+        self.converters = converters or CONVERTERS  # data/preference.py passes its own for preference pairs
 
     def __call__(self, batch: RawBatch) -> Converted:
         spec = self.specs[batch.source]
-        convert = CONVERTERS[spec.format]
+        convert = self.converters[spec.format]
         outcomes = np.full(len(batch.records), VALID, dtype=np.int8)
         invalid, docs = [], []
         for i, record in enumerate(batch.records):
