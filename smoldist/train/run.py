@@ -37,6 +37,8 @@ from smoldist.store.build import prepare
 from smoldist.store.manifest import load_split
 from smoldist.train.arguments import sft_config, train_defaults
 from smoldist.train.console import close_bars, quiet_console
+from smoldist.train.dpo_run import check_engine, dpo_trainer_kwargs, refuse_launch, refuse_resume
+from smoldist.train.dpo_trainer import DpoTrainer
 from smoldist.train.loss_plot import plot_loss_curve
 from smoldist.train.nonfinite import NonFiniteGuard
 from smoldist.train.resume import check_same_run, checkpoint_to_resume, record_identity, run_identity
@@ -75,6 +77,8 @@ def lora_extra(model, recipe: Recipe) -> dict:
 def _run(recipe: Recipe, stop: StopFlag) -> dict:
     # ---- distributed state and the prepared store (built once, by the main process)
     check_seq_len(recipe.model, recipe.data.seq_len)  # from the model's config alone: before any work
+    if recipe.method == "dpo":
+        refuse_launch()  # an engine DPO does not support yet: refused before the store or the model
     defaults = {**train_defaults(recipe), **recipe.train}
     # the process group is created here, with the recipe's timeout
     dist = dist_info(cpu=defaults["use_cpu"], timeout_s=recipe.train.get("ddp_timeout", 1800))
@@ -84,6 +88,8 @@ def _run(recipe: Recipe, stop: StopFlag) -> dict:
     # only a checkpoint of this run (same recipe, same data) is resumed: refuse another run's before any work
     identity = run_identity(recipe)
     resume = checkpoint_to_resume(recipe.train.get("resume_from_checkpoint"), output_dir, identity)
+    if recipe.method == "dpo":
+        refuse_resume(resume, output_dir)
     # a checkpoint from another world size: refuse now, before anything loads, if this world cannot take the batch
     resumed_world = resume and check_resume_world(
         resume, recipe.train.get("global_batch_tokens"), device_rows(recipe.train), recipe.data.seq_len, dist.world_size
@@ -126,7 +132,11 @@ def _run(recipe: Recipe, stop: StopFlag) -> dict:
     if recipe.model.lora is not None:  # TRL wraps the model in a peft.PeftModel (frozen base + adapter)
         pin_base_path(model)
         lora = peft_config(recipe.model.lora, trainable_token_rows(model, tokenizer.smoldist_added))
-    trainer = SmoldistTrainer(
+    trainer_class, method_kwargs = SmoldistTrainer, {}
+    if recipe.method == "dpo":  # reference log-probs computed (or reused) now, before the first step
+        trainer_class = DpoTrainer
+        method_kwargs = dpo_trainer_kwargs(recipe, model, tokenizer, store.path, train_ds, eval_ds, dist, args)
+    trainer = trainer_class(
         model=model,
         args=args,
         train_dataset=train_ds,
@@ -134,6 +144,7 @@ def _run(recipe: Recipe, stop: StopFlag) -> dict:
         processing_class=tokenizer,
         peft_config=lora,
         callbacks=[preemption, ElasticResume(resumed_world, dist.world_size)],
+        **method_kwargs,
     )
     if lora is not None and lora.trainable_token_indices:
         fit_trainable_tokens(trainer.model)
@@ -145,6 +156,8 @@ def _run(recipe: Recipe, stop: StopFlag) -> dict:
     trainer.add_callback(StepCounter(meter))
     trainer.ship_dtype = recipe.model.dtype  # fp32 masters trained; the final model ships in model.dtype
     engine = engine_name(trainer.accelerator.state)
+    if recipe.method == "dpo":
+        check_engine(engine)
     trainer.guard = NonFiniteGuard(
         dist.rank, dist.world_size, args.output_dir, resume, steps_in_backward=engine.startswith("deepspeed")
     )
