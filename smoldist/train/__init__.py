@@ -10,7 +10,6 @@ final model in `model.dtype`, the resolved recipe, the loss curve, one W&B run p
     dpo_run.py      method dpo: what is refused, the reference pass before the trainer, the DPO trainer's arguments
     dpo_reference.py  reference log-probs computed once (sharded over ranks) and kept in the store for reuse
     dpo_trainer.py  DpoTrainer: SmoldistTrainer with the pair loss, averaged over the global batch's pairs
-    dpo_loss.py     per-document log-probs on packed rows, TRL's DPO pair losses and metric names
     nonfinite.py    a non-finite loss or gradient norm stops every rank at its step, before it is applied or saved
     throughput.py   real and trained tokens, data wait, FLOPs per packed batch, MFU
     eval_weighting.py  the in-training eval_loss per label token over all ranks, each eval row once

@@ -38,7 +38,7 @@ def split_logps(model, rows, collate, dist: DistInfo, device, autocast: str) -> 
     import torch
     import torch.distributed as tdist
 
-    from smoldist.train.dpo_loss import pair_logps
+    from smoldist.eval.dpo_loss import pair_logps
 
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(autocast)
     found: list = []

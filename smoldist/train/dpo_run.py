@@ -15,8 +15,8 @@ import os
 from smoldist.config import Recipe
 from smoldist.distributed.state import DistInfo
 from smoldist.errors import RecipeError
+from smoldist.eval.dpo_loss import PairCollator
 from smoldist.train.dpo_reference import reference_logps
-from smoldist.train.dpo_trainer import PairCollator
 
 SUPPORTED_ENGINES = ("single", "ddp")
 # what `accelerate launch --config_file` tells its ranks about the engine (before any accelerator exists)

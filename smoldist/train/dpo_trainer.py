@@ -9,37 +9,10 @@ read from arrays (train/dpo_reference.py), looked up by each row's `pair_ids`: n
 
 from __future__ import annotations
 
-import numpy as np
-import torch
-
 from smoldist.distributed.state import sum_over_ranks
+from smoldist.eval.dpo_loss import ROW_COLUMNS, MetricSums, PairCollator, dpo_pair_losses, pair_logps
 from smoldist.model.attention import warn_dense_packed
-from smoldist.train.dpo_loss import MetricSums, dpo_pair_losses, pair_logps
 from smoldist.train.trainer import SmoldistTrainer
-
-ROW_COLUMNS = ("input_ids", "labels", "seq_lengths")
-
-
-class PairCollator:
-    """Rows of whole pairs -> one padding-free micro-batch (TRL's collator), with each pair's id and, when given,
-    its reference log-probs (`ref_logps`: [pairs, 2], chosen and rejected)."""
-
-    def __init__(self, pad_token_id: int | None, reference: np.ndarray | None = None):
-        from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
-
-        self.inner = DataCollatorForLanguageModeling(pad_token_id=pad_token_id or 0, padding_free=True)
-        self.reference = reference
-
-    def __call__(self, rows: list[dict]) -> dict:
-        pair_ids = [p for r in rows for p in r["pair_ids"][0::2]]  # a pair's two documents carry its id
-        out = self.inner([{k: r[k] for k in ROW_COLUMNS} for r in rows])
-        out["pair_ids"] = torch.tensor(pair_ids, dtype=torch.long)
-        if self.reference is not None:
-            ref = self.reference[pair_ids]
-            if np.isnan(ref).any():
-                raise ValueError("reference log-probs missing for some pairs: the store's reference cache is stale")
-            out["ref_logps"] = torch.from_numpy(ref)
-        return out
 
 
 class DpoTrainer(SmoldistTrainer):

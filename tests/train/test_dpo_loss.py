@@ -11,8 +11,7 @@ import pytest
 import torch
 
 from smoldist.config.recipe import resolve_path
-from smoldist.train.dpo_loss import dpo_pair_losses, pair_logps
-from smoldist.train.dpo_trainer import PairCollator
+from smoldist.eval.dpo_loss import PairCollator, dpo_pair_losses, pair_logps
 
 
 def tiny_llama(vocab: int):
