@@ -129,3 +129,38 @@ class MetricSums:
         totals = all_reduce([*(self.sums[n] for n in names), float(self.pairs)])
         self.sums, self.pairs = {}, 0
         return {n: totals[i] / totals[-1] for i, n in enumerate(names)} if totals[-1] else {}
+
+
+REFERENCE_RECORD = "dpo_reference.json"  # in a DPO run's output_dir: the store folder of its reference log-probs
+
+
+def dpo_eval(run_dir: str, dpo, model, rows, batch_size: int, pad_token_id: int | None, autocast: str) -> dict:
+    """A DPO run's held-out figures over the eval split's pairs: TRL's loss (mean over pairs), reward accuracy and
+    margin, against the reference log-probs the run trained with (read from the store, never recomputed)."""
+    import json
+    from pathlib import Path
+
+    from torch.utils.data import DataLoader
+
+    from smoldist.errors import DataError
+
+    record = Path(run_dir) / REFERENCE_RECORD
+    reference = Path(json.loads(record.read_text())["folder"]) / "eval.npy" if record.is_file() else None
+    if reference is None or not reference.is_file():
+        raise DataError(f"{run_dir}: no reference log-probs for the eval split ({record}); train the run again")
+    collate = PairCollator(pad_token_id, np.load(reference))
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = model.to(device).eval()
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(autocast)
+    sums, loss_sum = MetricSums(), 0.0
+    for batch in DataLoader(rows, batch_size=batch_size, shuffle=False, collate_fn=collate):
+        batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+        with torch.no_grad(), torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            policy = pair_logps(model, batch)
+        ref = batch["ref_logps"].to(policy.chosen.dtype)
+        losses, metrics = dpo_pair_losses(policy, ref[:, 0], ref[:, 1], dpo.beta, dpo.loss_type)
+        loss_sum += float(losses.sum())
+        sums.add(metrics)
+    pairs = sums.pairs
+    means = sums.means(lambda values: values)
+    return {"eval_loss": loss_sum / pairs, "pairs": pairs, **{f"eval_{k}": v for k, v in means.items()}}

@@ -66,14 +66,14 @@ def split_logps(model, rows, collate, dist: DistInfo, device, autocast: str) -> 
 
 def reference_logps(
     model, splits: dict, store_path: Path, collate, dist: DistInfo, device, autocast: str, attn: str
-) -> dict[str, np.ndarray]:
-    """Each split's reference log-probs: read from the store when this reference computed them before, else
-    computed now (sharded over the ranks) and written there by the main process."""
+) -> tuple[dict[str, np.ndarray], Path]:
+    """(each split's reference log-probs, the store folder holding them): read from the store when this reference
+    computed them before, else computed now (sharded over the ranks) and written there by the main process."""
     key, named = reference_key(model, autocast, attn)
     folder = Path(store_path) / "reference" / key
     if all((folder / f"{name}.npy").is_file() for name in splits):
         print0(f"smoldist train: reference log-probs reused from {folder} ({named['dtype']})")
-        return {name: np.load(folder / f"{name}.npy") for name in splits}
+        return {name: np.load(folder / f"{name}.npy") for name in splits}, folder
     t0 = time.perf_counter()
     model.to(device)
     out = {name: split_logps(model, rows, collate, dist, device, autocast) for name, rows in splits.items()}
@@ -93,4 +93,4 @@ def reference_logps(
         f"({tokens / max(seconds, 1e-9):,.0f} tokens/s, {dist.world_size} rank(s), "
         f"{named['dtype']}) -> {folder}"
     )
-    return out
+    return out, folder

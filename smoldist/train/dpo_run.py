@@ -10,12 +10,14 @@ during training (config/dpo.py checks the recipe; `refuse_launch` the accelerate
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 
 from smoldist.config import Recipe
 from smoldist.distributed.state import DistInfo
 from smoldist.errors import RecipeError
-from smoldist.eval.dpo_loss import PairCollator
+from smoldist.eval.dpo_loss import REFERENCE_RECORD, PairCollator
 from smoldist.train.dpo_reference import reference_logps
 
 SUPPORTED_ENGINES = ("single", "ddp")
@@ -62,9 +64,13 @@ def dpo_trainer_kwargs(recipe: Recipe, model, tokenizer, store_path, train_ds, e
     register()
     splits = {"train": train_ds, **({"eval": eval_ds} if eval_ds is not None else {})}
     collate = PairCollator(tokenizer.pad_token_id)
-    reference = reference_logps(
+    reference, folder = reference_logps(
         model, splits, store_path, collate, dist, args.device, autocast_of(args), recipe.model.attn_implementation
     )
+    if dist.is_main:  # `smoldist eval RUN --loss` scores against the same reference
+        out = Path(args.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / REFERENCE_RECORD).write_text(json.dumps({"folder": str(folder)}))
     return {
         "data_collator": PairCollator(tokenizer.pad_token_id, reference["train"]),
         "beta": recipe.dpo.beta,

@@ -11,6 +11,7 @@ import pytest
 
 from smoldist.config import load_recipe
 from smoldist.errors import RecipeError
+from smoldist.eval.loss import eval_loss
 from smoldist.train.run import run
 from tests.helpers import CONFIGS, accelerate, assert_one_job, losses, ranks, write_jsonl, write_recipe
 
@@ -66,6 +67,7 @@ def dpo_recipe(tmp_path):
             "overflow": "truncate",
             "store": str(tmp_path / "store"),
             "num_proc": 1,
+            "eval_fraction": 0.25,
         },
         "train": {
             "output_dir": str(tmp_path / "run"),
@@ -90,7 +92,7 @@ def log_history(run_dir) -> list[dict]:
 def test_dpo_trains_logs_trls_metrics_and_reuses_the_reference(dpo_recipe, tmp_path, capsys):
     run(load_recipe(dpo_recipe))
     first = capsys.readouterr().out
-    assert "reference log-probs computed for 32 pairs" in first
+    assert "reference log-probs computed for 32 pairs" in first  # train and eval pairs
     logs = log_history(tmp_path / "run")
     assert len(logs) == 2 and all(k in logs[0] for k in DPO_KEYS)
     assert logs[0]["loss"] == pytest.approx(math.log(2), abs=1e-5)  # step 1: the policy is the reference
@@ -98,6 +100,9 @@ def test_dpo_trains_logs_trls_metrics_and_reuses_the_reference(dpo_recipe, tmp_p
     (folder,) = (p for p in (tmp_path / "store").glob("*/reference/*") if p.is_dir())
     named = json.loads((folder / "reference.json").read_text())
     assert named["dtype"] == "fp32" and len(named["weights_sha256"]) == 64
+    held_out = eval_loss(str(tmp_path / "run"))  # `smoldist eval RUN --loss`: against the run's reference
+    assert held_out["pairs"] == 8 and 0 < held_out["eval_loss"] < 2
+    assert 0 <= held_out["eval_rewards/accuracies"] <= 1 and "eval_rewards/margins" in held_out
     # a beta sweep on the same store and reference reads them
     run(load_recipe(dpo_recipe, ["dpo.beta=0.5", f"train.output_dir={tmp_path}/beta", "train.max_steps=1"]))
     second = capsys.readouterr().out
