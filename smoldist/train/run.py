@@ -151,7 +151,8 @@ def _run(recipe: Recipe, stop: StopFlag) -> dict:
     quiet_console(trainer)  # one line per log on screen; the dicts stay in trainer_state.json and W&B
     peak = device_peak_tflops(recipe.tracking.peak_tflops)
     # counted after peft wrapped the model: which weights train decides the FLOPs
-    compact_head = head_on_trained_tokens(args.device)  # TRL's fused head skips untrained tokens (CUDA + Triton)
+    # TRL's fused head skips untrained tokens (CUDA + Triton); the DPO loss runs the head on scored tokens only
+    compact_head = recipe.method == "dpo" or head_on_trained_tokens(args.device)
     trainer.meter = meter = ThroughputMeter(FlopModel.of(trainer.model, compact_head), peak, dist.world_size)
     trainer.add_callback(StepCounter(meter))
     trainer.ship_dtype = recipe.model.dtype  # fp32 masters trained; the final model ships in model.dtype

@@ -10,8 +10,9 @@ import random
 import pytest
 
 from smoldist.config import load_recipe
-from smoldist.errors import RecipeError
+from smoldist.errors import NonFiniteError, RecipeError
 from smoldist.eval.loss import eval_loss
+from smoldist.faults import NAN_LOSS_AT_STEP
 from smoldist.train.run import run
 from tests.helpers import CONFIGS, accelerate, assert_one_job, losses, ranks, write_jsonl, write_recipe
 
@@ -151,3 +152,10 @@ def test_dpo_two_processes_are_one_job_and_match_one_process(dpo_recipe, tmp_pat
     ra = [h["rewards/accuracies"] for h in log_history(tmp_path / "one")]
     rb = [h["rewards/accuracies"] for h in log_history(tmp_path / "two")]
     assert ra == pytest.approx(rb, abs=1e-6)
+
+
+def test_a_non_finite_dpo_loss_stops_the_run_before_it_is_applied(dpo_recipe, tmp_path, monkeypatch):
+    monkeypatch.setenv(NAN_LOSS_AT_STEP, "2")
+    with pytest.raises(NonFiniteError, match="step 2"):
+        run(load_recipe(dpo_recipe, ["train.max_steps=3"]))
+    assert not (tmp_path / "run" / "model.safetensors").exists()
