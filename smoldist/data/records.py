@@ -197,10 +197,10 @@ class Tally:
 
 
 def iter_documents(
-    sources: list[ResolvedSource], seed: int, loss_on: str, tally: Tally
+    sources: list[ResolvedSource], seed: int, loss_on: str, tally: Tally, converters: dict | None = None
 ) -> Iterator[tuple[int, Document]]:
     """(source index, document) for every valid record, converted in this process (`smoldist preview`)."""
-    convert = BatchConverter(sources, seed, loss_on)
+    convert = BatchConverter(sources, seed, loss_on, converters)
     for batch in read_batches(sources, tally.counts):
         conv = convert(batch)
         for doc in conv.docs[: tally.take(batch, conv)]:

@@ -17,7 +17,10 @@ import numpy as np
 
 from smoldist.config import DataConfig, ModelConfig
 from smoldist.data.encode import IGNORE, Encoder
+from smoldist.data.preference import CONVERTERS as PAIR_CONVERTERS
+from smoldist.data.preference import PairEncoder
 from smoldist.data.records import Tally, iter_documents
+from smoldist.store.pair_build import is_preference
 from smoldist.store.plan import plan_store
 
 OPEN, CLOSE = "[[", "]]"
@@ -53,12 +56,19 @@ def preview(model: ModelConfig, data: DataConfig, n: int = 3, color: bool | None
     sources, tok = plan.sources, plan.tok
     encoder = Encoder.for_template(tok, plan.template, data.loss_on)
     tally = Tally(sources, data.on_invalid)
-    first = list(itertools.islice(iter_documents(sources, data.seed, data.loss_on, tally), n))
+    pairs = is_preference(data)  # a pair shows as its two sequences, chosen then rejected
+    converters = PAIR_CONVERTERS if pairs else None
+    first = list(itertools.islice(iter_documents(sources, data.seed, data.loss_on, tally, converters), n))
     doc_source, docs = [s for s, _ in first], [d for _, d in first]
     shown = []
     if not docs:
         console.print("no valid records to preview")
-    batch = encoder.encode(docs) if docs else None
+    batch = (PairEncoder(encoder).encode(docs) if pairs else encoder.encode(docs)) if docs else None
+    if pairs and batch is not None:
+        bad = {j for j, _, _ in batch.invalid}
+        for j, reason, detail in batch.invalid:
+            console.print(f"pair {j} is invalid ({reason}): {detail}")
+        doc_source = [s for j, s in enumerate(doc_source) if j not in bad for _ in (0, 1)]
     start = 0
     for i, length in enumerate(batch.lengths.tolist() if batch else []):
         ids, labels = batch.ids[start : start + length], batch.labels[start : start + length]
@@ -71,7 +81,8 @@ def preview(model: ModelConfig, data: DataConfig, n: int = 3, color: bool | None
                 text.append(piece, style="bold green" if trained else "dim")
             else:
                 text.append(f"{OPEN}{piece}{CLOSE}" if trained else piece)
-        console.rule(f"record {i} (source {doc_source[i]}): {length} tokens, {n_trained} trained")
+        name = f"pair {i // 2} {('chosen', 'rejected')[i % 2]}" if pairs else f"record {i}"
+        console.rule(f"{name} (source {doc_source[i]}): {length} tokens, {n_trained} trained")
         console.print(text)
         warns = warnings_for(length, n_trained, data)
         for w in warns:

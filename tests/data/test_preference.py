@@ -144,3 +144,16 @@ def test_sft_and_dpo_stores_of_the_same_file_never_collide(tmp_path):
         write_recipe(tmp_path, recipe_dict(tmp_path, [{"path": str(tmp_path / "pairs.jsonl"), "format": "messages"}]))
     )
     assert plan_store(r.model, r.data).key != plan_store(sft.model, sft.data).key
+
+
+def test_preview_shows_a_pair_as_its_two_sequences(tmp_path):
+    import io
+
+    from smoldist.store.preview import preview
+
+    r = dpo_recipe(tmp_path, PAIRS)
+    out = io.StringIO()
+    shown = preview(r.model, r.data, n=1, color=False, out=out)
+    text = out.getvalue()
+    assert len(shown) == 2 and "pair 0 chosen" in text and "pair 0 rejected" in text
+    assert "[[5.<|im_end|>]]" in text and "[[6.<|im_end|>]]" in text
