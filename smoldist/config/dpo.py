@@ -68,8 +68,6 @@ def validate_method(method: str, dpo: DpoConfig | None, data, lora, train: dict)
         raise RecipeError("data.loss_on: method dpo scores the completions only; set data.loss_on: assistant")
     if dpo is not None and dpo.beta <= 0:
         raise RecipeError(f"dpo.beta: {dpo.beta} must be positive")
-    if lora is not None:
-        raise RecipeError("model.lora: not yet supported with method dpo; supported: full fine-tuning (lora: null)")
     for key, why in DPO_REFUSED_TRAIN.items():
         if train.get(key) not in (None, "", "no", False, []):
             raise RecipeError(f"train.{key}: {why}")

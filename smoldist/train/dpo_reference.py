@@ -1,6 +1,7 @@
 """The reference log-probs of a DPO run: computed once, before the first step, and kept in the store for reuse.
 
-The reference is the model as loaded, before any step (full fine-tuning: the policy's starting weights). One pass
+The reference is the model as loaded, before any step (full fine-tuning: the policy's starting weights; LoRA: the
+base, before the adapter is added). One pass
 over every row of the train and eval splits, rows sharded over the ranks, gives each pair's summed completion
 log-probs (chosen, rejected); they are written into the store beside the rows under a key naming the reference
 weights (sha256 of every parameter) and the dtype the pass ran in:

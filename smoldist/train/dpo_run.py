@@ -4,8 +4,9 @@ reuse the reference log-probs before the trainer exists, and build the DPO train
     smoldist train launch/smollm2-135m/dpo-ultrafeedback.yaml
     accelerate launch --config_file accelerate_configs/cpu_ddp.yaml -m smoldist.train RECIPE     # DDP
 
-Supported: one process and DDP, full fine-tuning. Refused in one line: DeepSpeed, FSDP, LoRA, resume, evaluation
-during training (config/dpo.py checks the recipe; `refuse_launch` the accelerate launch it runs under).
+Supported: one process and DDP, full fine-tuning and LoRA (the reference pass runs before the adapter exists: the
+base). Refused in one line: DeepSpeed, FSDP, resume, evaluation during training (config/dpo.py checks the recipe;
+`refuse_launch` the accelerate launch it runs under).
 """
 
 from __future__ import annotations

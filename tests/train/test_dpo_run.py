@@ -14,7 +14,16 @@ from smoldist.errors import NonFiniteError, RecipeError
 from smoldist.eval.loss import eval_loss
 from smoldist.faults import NAN_LOSS_AT_STEP
 from smoldist.train.run import run
-from tests.helpers import CONFIGS, accelerate, assert_one_job, losses, ranks, write_jsonl, write_recipe
+from tests.helpers import (
+    CONFIGS,
+    accelerate,
+    assert_one_job,
+    losses,
+    ranks,
+    save_tiny_base,
+    write_jsonl,
+    write_recipe,
+)
 
 DPO_KEYS = (
     "rewards/chosen",
@@ -117,7 +126,6 @@ def test_unsupported_dpo_runs_are_refused_before_any_work(dpo_recipe, tmp_path, 
     assert not (tmp_path / "store").exists()
     monkeypatch.delenv("ACCELERATE_USE_DEEPSPEED")
     for override, message in [
-        ("model.init=,model.name_or_path=base,model.lora.r=4", "model.lora: not yet supported with method dpo"),
         ("train.resume_from_checkpoint=x", "train.resume_from_checkpoint: resuming is not yet supported"),
         ("train.eval_strategy=steps", "train.eval_strategy: evaluation during a DPO run is not yet supported"),
         ("data.overflow=split", "data.overflow: 'split' would split a pair"),
@@ -159,3 +167,23 @@ def test_a_non_finite_dpo_loss_stops_the_run_before_it_is_applied(dpo_recipe, tm
     with pytest.raises(NonFiniteError, match="step 2"):
         run(load_recipe(dpo_recipe, ["train.max_steps=3"]))
     assert not (tmp_path / "run" / "model.safetensors").exists()
+
+
+def test_dpo_with_lora_starts_at_the_base_and_trains_the_adapter_only(dpo_recipe, tmp_path, capsys):
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    from smoldist.model.lora import frozen_checksum
+
+    base = save_tiny_base(tmp_path / "base")
+    lora = ["model.init=", f"model.name_or_path={base}", "model.lora.r=4", "model.lora.alpha=8", "model.lora.dropout=0"]
+    run(load_recipe(dpo_recipe, [*lora, "train.learning_rate=1e-2"]))
+    logs = log_history(tmp_path / "run")
+    assert logs[0]["loss"] == pytest.approx(
+        math.log(2), abs=1e-5
+    )  # B starts at 0: the policy is the base, the reference
+    assert logs[-1]["rewards/margins"] != 0.0
+    weights = load_file(tmp_path / "run" / "adapter_model.safetensors")
+    assert weights and all("lora_" in k for k in weights)
+    (report,) = ranks(tmp_path / "run")
+    assert report["frozen_sha256"] == frozen_checksum(AutoModelForCausalLM.from_pretrained(base))
