@@ -33,7 +33,6 @@ class DpoConfig:
 DPO_REFUSED_TRAIN = {
     "deepspeed": "DeepSpeed is not yet supported with method dpo; supported: one process and DDP",
     "fsdp": "FSDP is not yet supported with method dpo; supported: one process and DDP",
-    "resume_from_checkpoint": "resuming is not yet supported with method dpo; start the run again",
     "eval_strategy": "evaluation during a DPO run is not yet supported; set it to no, then `smoldist eval RUN --loss`",
 }
 

@@ -5,7 +5,7 @@ reuse the reference log-probs before the trainer exists, and build the DPO train
     accelerate launch --config_file accelerate_configs/cpu_ddp.yaml -m smoldist.train RECIPE     # DDP
 
 Supported: one process and DDP, full fine-tuning and LoRA (the reference pass runs before the adapter exists: the
-base). Refused in one line: DeepSpeed, FSDP, resume, evaluation during training (config/dpo.py checks the recipe;
+base). Refused in one line: DeepSpeed, FSDP, evaluation during training (config/dpo.py checks the recipe;
 `refuse_launch` the accelerate launch it runs under).
 """
 
@@ -34,15 +34,6 @@ def refuse_launch(environ=os.environ) -> None:
                 f"method dpo: {engine} is not yet supported; supported: {', '.join(SUPPORTED_ENGINES)} "
                 "(one process, or accelerate's cpu_ddp / multi_gpu configs)"
             )
-
-
-def refuse_resume(resume: str | None, output_dir: str) -> None:
-    """A DPO run does not resume yet: refused before the store or the model, naming what to do instead."""
-    if resume:
-        raise RecipeError(
-            f"method dpo: resuming from {resume} is not yet supported; supported: a fresh run (a new "
-            f"train.output_dir, or remove the checkpoints in {output_dir})"
-        )
 
 
 def check_engine(engine: str) -> None:

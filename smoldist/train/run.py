@@ -37,7 +37,7 @@ from smoldist.store.build import prepare
 from smoldist.store.manifest import load_split
 from smoldist.train.arguments import sft_config, train_defaults
 from smoldist.train.console import close_bars, quiet_console
-from smoldist.train.dpo_run import check_engine, dpo_trainer_kwargs, refuse_launch, refuse_resume
+from smoldist.train.dpo_run import check_engine, dpo_trainer_kwargs, refuse_launch
 from smoldist.train.dpo_trainer import DpoTrainer
 from smoldist.train.loss_plot import plot_loss_curve
 from smoldist.train.nonfinite import NonFiniteGuard
@@ -88,8 +88,6 @@ def _run(recipe: Recipe, stop: StopFlag) -> dict:
     # only a checkpoint of this run (same recipe, same data) is resumed: refuse another run's before any work
     identity = run_identity(recipe)
     resume = checkpoint_to_resume(recipe.train.get("resume_from_checkpoint"), output_dir, identity)
-    if recipe.method == "dpo":
-        refuse_resume(resume, output_dir)
     # a checkpoint from another world size: refuse now, before anything loads, if this world cannot take the batch
     resumed_world = resume and check_resume_world(
         resume, recipe.train.get("global_batch_tokens"), device_rows(recipe.train), recipe.data.seq_len, dist.world_size

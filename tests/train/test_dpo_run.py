@@ -126,17 +126,11 @@ def test_unsupported_dpo_runs_are_refused_before_any_work(dpo_recipe, tmp_path, 
     assert not (tmp_path / "store").exists()
     monkeypatch.delenv("ACCELERATE_USE_DEEPSPEED")
     for override, message in [
-        ("train.resume_from_checkpoint=x", "train.resume_from_checkpoint: resuming is not yet supported"),
         ("train.eval_strategy=steps", "train.eval_strategy: evaluation during a DPO run is not yet supported"),
         ("data.overflow=split", "data.overflow: 'split' would split a pair"),
     ]:
         with pytest.raises(RecipeError, match=message):
             load_recipe(dpo_recipe, override.split(","))
-    checkpoint = tmp_path / "run" / "checkpoint-1"
-    checkpoint.mkdir(parents=True)
-    (checkpoint / "COMPLETE").write_text("")
-    with pytest.raises(RecipeError):
-        run(load_recipe(dpo_recipe))
 
 
 @pytest.mark.slow
@@ -187,3 +181,13 @@ def test_dpo_with_lora_starts_at_the_base_and_trains_the_adapter_only(dpo_recipe
     assert weights and all("lora_" in k for k in weights)
     (report,) = ranks(tmp_path / "run")
     assert report["frozen_sha256"] == frozen_checksum(AutoModelForCausalLM.from_pretrained(base))
+
+
+def test_interrupted_and_resumed_dpo_equals_uninterrupted(dpo_recipe, tmp_path):
+    common = ["train.save_steps=2", "train.lr_scheduler_type=constant"]
+    run(load_recipe(dpo_recipe, [*common, "train.max_steps=4", f"train.output_dir={tmp_path}/whole"]))
+    run(load_recipe(dpo_recipe, [*common, "train.max_steps=2", f"train.output_dir={tmp_path}/parts"]))
+    metrics = run(load_recipe(dpo_recipe, [*common, "train.max_steps=4", f"train.output_dir={tmp_path}/parts"]))
+    assert metrics["resumed_from"].endswith("checkpoint-2")
+    assert losses(tmp_path / "parts") == pytest.approx(losses(tmp_path / "whole"), abs=1e-6)
+    assert ranks(tmp_path / "parts")[0]["param_sha256"] == ranks(tmp_path / "whole")[0]["param_sha256"]
