@@ -1,6 +1,7 @@
 """DPO throughput: smoldist (packed pairs, reference log-probs once) vs TRL 1.16 DPOTrainer, one epoch, whole process.
 
     python bench/dpo_throughput.py --model ~/.cache/smoldist/SmolLM2-135M-Instruct --pairs 16 --seq-len 1024
+    python bench/dpo_throughput.py --fill 1024,2048,4096 --pairs 2000     # packing only: fill and pairs per row
 
 Pairs are gsm8k-sized: the question as the prompt, its worked answer as chosen, the next problem's answer as
 rejected (real GSM8K train records from --gsm8k). Each path runs one epoch over the same pairs in its own process,
@@ -71,6 +72,7 @@ def smoldist_recipe(args, pairs: Path, work: Path) -> Path:
         "tracking": {"wandb": {"mode": "disabled"}},
     }
     path = work / "dpo.yaml"
+    work.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(recipe))
     return path
 
@@ -140,6 +142,32 @@ def store_stats(work: Path) -> dict:
     return {k: split[k] for k in ("pairs", "rows", "tokens", "fill", "pairs_per_row")}
 
 
+def fill_table(args, seq_lens: list[int]) -> int:
+    """`smoldist prepare` of the pairs at each seq_len (no training): fill, pairs per row, rows over the bound."""
+    from smoldist.config import load_recipe
+    from smoldist.store.build import prepare
+
+    args.work.mkdir(parents=True, exist_ok=True)
+    pairs = write_pairs(args.gsm8k, args.pairs, args.work / "pairs.jsonl")
+    print(f"{args.pairs} gsm8k pairs, the model's template, whole pairs per row (BFD over pair lengths)")
+    print("| seq_len | pairs | rows | lower bound | fill | pairs per row | prepare s |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    rows = []
+    for seq_len in seq_lens:
+        args.seq_len = seq_len
+        recipe = load_recipe(smoldist_recipe(args, pairs, args.work / f"fill-{seq_len}"))
+        m = prepare(recipe.model, recipe.data, force=True, verbose=False).manifest
+        s = m["splits"]["train"]
+        rows.append({"seq_len": seq_len, **{k: s[k] for k in ("pairs", "rows", "rows_lower_bound", "fill")}})
+        print(
+            f"| {seq_len} | {s['pairs']:,} | {s['rows']:,} | {s['rows_lower_bound']:,} | {s['fill']:.2%} | "
+            f"{s['pairs_per_row']:.2f} | {m['seconds']['total']:.1f} |"
+        )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_name("dpo_fill.json").write_text(json.dumps(rows, indent=2))
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, default=Path.home() / ".cache" / "smoldist" / "SmolLM2-135M-Instruct")
@@ -153,6 +181,7 @@ def main(argv=None) -> int:
     ap.add_argument("--work", type=Path, default=Path("/tmp/bench_dpo"))
     ap.add_argument("--out", type=Path, default=HERE / "results" / "dpo_throughput.json")
     ap.add_argument("--timeout", type=int, default=3600)
+    ap.add_argument("--fill", default=None, help="comma-separated seq_lens: packing fill only, no training")
     ap.add_argument("--worker", choices=PATHS[1:], help=argparse.SUPPRESS)
     ap.add_argument("--pairs-file", help=argparse.SUPPRESS)
     ap.add_argument("--out-dir", help=argparse.SUPPRESS)
@@ -161,6 +190,8 @@ def main(argv=None) -> int:
         args.pairs = args.pairs_file
         trl_worker(args)
         return 0
+    if args.fill:
+        return fill_table(args, [int(x) for x in args.fill.split(",")])
     args.work.mkdir(parents=True, exist_ok=True)
     pairs = write_pairs(args.gsm8k, args.pairs, args.work / "pairs.jsonl")
     results = [run_path(name, args, pairs, args.work) for name in args.paths.split(",")]
