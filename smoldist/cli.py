@@ -222,6 +222,11 @@ def run_model_command(ns: argparse.Namespace) -> int:
 
         res = eval_loss(ns.run, ns.batch_size, ns.out)
         print(f"smoldist eval: {ns.run}: eval loss {res['eval_loss']:.4f} over {res['rows']} rows of {res['store']}")
+        if "pairs" in res:  # a DPO run: TRL's held-out reward figures beside the loss
+            print(
+                f"smoldist eval: {res['pairs']} pairs: reward accuracy {res['eval_rewards/accuracies']:.1%}, "
+                f"margin {res['eval_rewards/margins']:+.4f}"
+            )
         return 0
     if not ns.data:
         raise SmoldistError("eval: give --data FILE (questions with gold answers) or --loss")

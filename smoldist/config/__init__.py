@@ -7,7 +7,8 @@
 `paths.py` reads a recipe's relative input paths from its folder, `batch.py` is the one rule for splitting the
 global batch over processes (train and submit), `sft_fields.py` is SFTConfig's field table (the `train` section
 is checked without importing trl), `sft_keys.py` says which of those keys smoldist honours, derives or refuses,
-`habits.py` maps TRL flags and flat TRL/axolotl keys to the recipe keys that do the same.
+`habits.py` maps TRL flags and flat TRL/axolotl keys to the recipe keys that do the same, `dpo.py` the training
+method (`method: sft | dpo`) and the `dpo` section.
 Every stage receives only its own section.
 """
 

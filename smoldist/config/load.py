@@ -20,6 +20,7 @@ from typing import Any, Literal, Union
 
 import yaml
 
+from smoldist.config.dpo import METHODS, DpoConfig, validate_method
 from smoldist.config.habits import flat_config_hint
 from smoldist.config.paths import anchor_paths
 from smoldist.config.recipe import (
@@ -222,14 +223,18 @@ def build_recipe(raw: dict, name: str = "recipe", base_dir: str = ".") -> Recipe
         raise RecipeError(
             f"recipe must be a mapping with sections model, data, train, tracking; got {type(raw).__name__}"
         )
-    valid = [*SECTIONS, "train"]
+    valid = [*SECTIONS, "train", "method", "dpo"]
     unknown = [str(key) for key in raw if key not in valid]
     if unknown and (hint := flat_config_hint(unknown)):  # TRL/axolotl habits: name every key's smoldist spelling
         raise RecipeError(hint)
     if unknown:
         raise RecipeError(f"unknown section '{unknown[0]}'{closest(unknown[0], valid)}")
     parts = {key: build_dataclass(cls, raw.get(key), key) for key, cls in SECTIONS.items()}
-    recipe = Recipe(train=build_train_section(raw.get("train")), name=name, base_dir=base_dir, **parts)
+    method = coerce(raw.get("method", "sft"), Literal[METHODS], "method")
+    dpo = build_dataclass(DpoConfig, raw.get("dpo"), "dpo") if raw.get("dpo") is not None or method == "dpo" else None
+    recipe = Recipe(
+        train=build_train_section(raw.get("train")), name=name, base_dir=base_dir, method=method, dpo=dpo, **parts
+    )
     validate(recipe)
     return recipe
 
@@ -252,6 +257,7 @@ def validate(recipe: Recipe) -> None:
         raise RecipeError("model.tokenizer: required with model.init (no pretrained model to take a tokenizer from)")
     if not d.sources:
         raise RecipeError("data.sources: at least one source is required")
+    validate_method(recipe.method, recipe.dpo, d, m.lora, recipe.train)
     for i, src in enumerate(d.sources):
         if src.fraction is not None and not 0.0 < src.fraction <= 1.0:
             raise RecipeError(f"data.sources.{i}.fraction: {src.fraction} must be in (0, 1]")

@@ -69,8 +69,9 @@ class ModelConfig:
 @dataclass
 class SourceConfig:
     path: str = help_field(help="hub id, local .jsonl/.json/.parquet file or glob, or a saved dataset directory")
-    format: Literal["messages", "sharegpt", "gsm8k", "prompt_completion", "columns", "text"] = help_field(
-        "messages", "how records become conversations (text: plain documents, loss on all tokens)"
+    format: Literal["messages", "sharegpt", "gsm8k", "prompt_completion", "columns", "text", "preference"] = help_field(
+        "messages",
+        "how records become conversations (text: plain documents, loss on all tokens; preference: DPO pairs)",
     )
     name: str | None = help_field(None, "hub dataset config name (e.g. smoltalk's 'all')")
     data_dir: str | None = help_field(None, "hub dataset sub-directory (the-stack-smol: data/python)")
@@ -167,12 +168,16 @@ class Recipe:
     data: DataConfig = field(default_factory=DataConfig)
     train: dict = field(default_factory=dict)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    method: str = "sft"  # sft | dpo (config/dpo.py)
+    dpo: Any = None  # config/dpo.py: DpoConfig, for method dpo
     name: str = "recipe"  # from the file name; not a YAML key
     base_dir: str = "."  # directory the recipe was read from; not a YAML key
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d.pop("name"), d.pop("base_dir")
+        if self.method == "sft":  # an SFT recipe writes what it wrote before DPO existed (run identities stay)
+            d.pop("method"), d.pop("dpo")
         return d
 
 

@@ -13,6 +13,8 @@ Takes the recipe's `data` and `model` sections; gives token buffers with loss ma
     turn_split.py   a conversation over seq_len cut at its turns, each piece with its context
     worker_pool.py  an ordered map over forked workers (convert + encode run there)
     packing.py      overflow policies and packing (BFD, wrapped, none) into rows of seq_len
+    preference.py   `format: preference`: a record -> prompt, chosen, rejected -> two scored token sequences
+    pair_packing.py preference pairs packed whole (both sequences in one row), over-long ones cut or dropped
 
 The store (smoldist/store/) drives these and writes what they give.
 """

@@ -171,6 +171,7 @@ def required_fields(spec: Any) -> list[str]:
         "prompt_completion": [spec.prompt_field, spec.completion_field],
         "columns": list((spec.columns or {}).values()),
         "text": [spec.text_field],
+        "preference": ["chosen", "rejected"],
     }[spec.format]
 
 

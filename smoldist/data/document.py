@@ -23,6 +23,10 @@ REASONS = {
     "template_ignores_tools": "the chat template renders the same text with and without the tools or tool calls",
     "no_assistant_turn": "no assistant turn to train on (loss_on: assistant)",
     "empty_text": "text document is empty",
+    # preference pairs (data/preference.py)
+    "empty_completion": "a chosen or rejected completion is empty",
+    "identical_pair": "chosen and rejected are the same",
+    "prompt_not_prefix": "the prompt's rendering is not a prefix of the pair's rendering",
 }
 
 

@@ -120,15 +120,18 @@ def _chunks(pairs: Iterator[tuple[Any, Any]], size: int) -> Iterator[tuple[list,
 class BatchConverter:
     """RawBatch -> Converted, where the work is (a worker process); holds what each source's records need."""
 
-    def __init__(self, sources: list[ResolvedSource], seed: int, loss_on: str, check=None):
+    def __init__(
+        self, sources: list[ResolvedSource], seed: int, loss_on: str, check=None, converters: dict | None = None
+    ):
         self.specs = [s.spec for s in sources]
         self.read = [read_fields(s) for s in self.specs]
         self.seed, self.loss_on = seed, loss_on
         self.check = check  # a document check that needs the template (templates/tools.py), raising InvalidRecord
+        self.converters = converters or CONVERTERS  # data/preference.py passes its own for preference pairs
 
     def __call__(self, batch: RawBatch) -> Converted:
         spec = self.specs[batch.source]
-        convert = CONVERTERS[spec.format]
+        convert = self.converters[spec.format]
         outcomes = np.full(len(batch.records), VALID, dtype=np.int8)
         invalid, docs, ignored, systems = [], [], [], []
         for i, record in enumerate(batch.records):
@@ -220,11 +223,16 @@ class Tally:
 
 
 def iter_documents(
-    sources: list[ResolvedSource], seed: int, loss_on: str, tally: Tally, check=None
+    sources: list[ResolvedSource],
+    seed: int,
+    loss_on: str,
+    tally: Tally,
+    check=None,
+    converters: dict | None = None,
 ) -> Iterator[tuple[int, Document, str]]:
     """(source index, document, its position: file:line or index) for every valid record, converted in this process
     (`smoldist preview`)."""
-    convert = BatchConverter(sources, seed, loss_on, check)
+    convert = BatchConverter(sources, seed, loss_on, check, converters)
     for batch in read_batches(sources, tally.counts):
         conv = convert(batch)
         positions = [batch.position(i) for i in np.flatnonzero(conv.outcomes == VALID)]

@@ -112,6 +112,18 @@ def max_over_ranks(values: list[float]) -> list[float]:
     return t.tolist()
 
 
+def sum_over_ranks(values: list[float]) -> list[float]:
+    """Each value's sum over all ranks (one all-reduce; every rank must call it at the same point)."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return list(values)
+    t = torch.tensor(values, dtype=torch.float64, device=collective_device(dist.get_backend()))
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t.tolist()
+
+
 def barrier() -> None:
     import torch.distributed as dist
 

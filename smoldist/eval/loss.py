@@ -53,8 +53,14 @@ def eval_loss(run_dir: str, batch_size: int | None = None, out: str | None = Non
     on_gpu = torch.cuda.is_available()
     autocast = mixed_precision(recipe.model.dtype, recipe.model.master_weights, recipe.train, on_gpu)
     rows = batch_size or run_eval_rows(model.config._attn_implementation, recipe.train)
-    loss, tokens = token_mean_loss(model, eval_ds, rows, tok.pad_token_id, autocast if on_gpu else "no")
-    result = {"eval_loss": loss, "tokens": tokens, "rows": len(eval_ds), "store": str(plan.path), "model": str(run_dir)}
+    if recipe.method == "dpo":  # preference pairs: TRL's DPO loss against the run's reference log-probs
+        from smoldist.eval.dpo_loss import dpo_eval
+
+        result = dpo_eval(run_dir, recipe.dpo, model, eval_ds, rows, tok.pad_token_id, autocast if on_gpu else "no")
+    else:
+        loss, tokens = token_mean_loss(model, eval_ds, rows, tok.pad_token_id, autocast if on_gpu else "no")
+        result = {"eval_loss": loss, "tokens": tokens}
+    result.update(rows=len(eval_ds), store=str(plan.path), model=str(run_dir))
     write_json(out, result)
     return result
 

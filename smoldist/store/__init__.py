@@ -5,6 +5,7 @@ number of ranks memory-map, and a manifest that says what went in and what was d
 
     plan.py        the key: every input that changes the tokens (sources' sha256, tokenizer, template, ...)
     build.py       `smoldist prepare`: read -> convert -> encode (workers) -> pack -> write, once per key
+    pair_build.py  the same for preference pairs (method dpo): pairs encoded, packed whole, `pair_ids` per row
     writer.py      rows into Arrow shards, in a temp dir renamed into place when complete
     manifest.py    the manifest: read, verified (key and shard checksums) before training, and splits loaded
     lock.py        one builder per key across ranks and nodes, waiters outside any collective

@@ -28,6 +28,7 @@ from smoldist.data.worker_pool import available_cpus, ordered_map
 from smoldist.errors import DataError
 from smoldist.store.lock import build_turn
 from smoldist.store.manifest import library_versions, verify_store
+from smoldist.store.pair_build import build_pair_split, is_preference, tokenize_pairs
 from smoldist.store.plan import StorePlan, plan_store
 from smoldist.store.system_prompt import saved_template, system_prompt_summary
 from smoldist.store.writer import StoreWriter, write_rows
@@ -135,14 +136,28 @@ def _build(
     num_proc = data.num_proc or available_cpus()
     writer = StoreWriter(data.store, plan.key)
     try:
-        ids, labels, lengths, doc_source, counts, long = _tokenize(plan, data, num_proc, writer, verbose)
+        pairs = is_preference(data)  # method dpo: pairs packed two sequences together (store/pair_build.py)
+        if pairs:
+            ids, labels, lengths, prompt_lens, doc_source, counts = tokenize_pairs(
+                plan, data, num_proc, writer, verbose
+            )
+            long = None  # pairs are truncated or dropped whole (their counts), never cut at turns
+        else:
+            ids, labels, lengths, doc_source, counts, long = _tokenize(plan, data, num_proc, writer, verbose)
         t_tok = time.perf_counter() - t0
         with ReportPainter() as painter:  # imports matplotlib in another process while this one packs and writes
             offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
             splits = {}
-            for name, docs in zip(("train", "eval"), split_documents(len(lengths), data.eval_fraction, data.seed)):
-                if len(docs):
+            units = len(lengths) // 2 if pairs else len(lengths)  # a pair is held out whole
+            for name, docs in zip(("train", "eval"), split_documents(units, data.eval_fraction, data.seed)):
+                if len(docs) and pairs:
+                    splits[name] = build_pair_split(
+                        name, docs, lengths, prompt_lens, offsets, ids, labels, data, writer
+                    )
+                elif len(docs):
                     splits[name] = build_split(name, docs, lengths, offsets, ids, labels, data, writer)
+            if pairs:  # counted and drawn per pair: a pair's two sequences share a row
+                lengths = lengths[0::2] + lengths[1::2]
             manifest = {
                 "inputs": plan.inputs,
                 "recipe": {

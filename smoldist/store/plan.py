@@ -75,6 +75,8 @@ def store_key_inputs(
         inputs["added_tokens"] = added_tokens
     if bos_prefix is not None:  # documents start with it (PrepTokenizer.bos_prefix); other keys stay what they were
         inputs["bos_prefix"] = bos_prefix
+    if any(s.spec.format == "preference" for s in sources):  # an SFT and a DPO store of the same data never collide
+        inputs["method"] = "dpo"
     return inputs
 
 

@@ -17,8 +17,11 @@ import numpy as np
 
 from smoldist.config import DataConfig, ModelConfig
 from smoldist.data.encode import IGNORE, Encoder
+from smoldist.data.preference import CONVERTERS as PAIR_CONVERTERS
+from smoldist.data.preference import PairEncoder
 from smoldist.data.records import Tally, iter_documents
 from smoldist.errors import DataError
+from smoldist.store.pair_build import is_preference
 from smoldist.store.plan import plan_store
 from smoldist.store.report import ignored_line
 
@@ -57,10 +60,18 @@ def preview(model: ModelConfig, data: DataConfig, n: int = 3, color: bool | None
     sources, tok = plan.sources, plan.tok
     encoder = Encoder.for_template(tok, plan.template, data.loss_on)
     tally = Tally(sources, data.on_invalid)
-    first = list(itertools.islice(iter_documents(sources, data.seed, data.loss_on, tally, plan.tool_support), n))
+    pairs = is_preference(data)  # a pair shows as its two sequences, chosen then rejected
+    check, converters = (None, PAIR_CONVERTERS) if pairs else (plan.tool_support, None)
+    first = list(itertools.islice(iter_documents(sources, data.seed, data.loss_on, tally, check, converters), n))
     doc_source, docs, where = [s for s, _, _ in first], [d for _, d, _ in first], [p for _, _, p in first]
     shown = []
-    batch = encoder.encode(docs) if docs else None
+    batch = (PairEncoder(encoder).encode(docs) if pairs else encoder.encode(docs)) if docs else None
+    if pairs and batch is not None:
+        bad = {j for j, _, _ in batch.invalid}
+        for j, reason, detail in batch.invalid:
+            console.print(f"pair {j} ({where[j]}) is invalid ({reason}): {detail}")
+        doc_source = [s for j, s in enumerate(doc_source) if j not in bad for _ in (0, 1)]
+        where = [p for j, p in enumerate(where) if j not in bad for _ in (0, 1)]
     start = 0
     for i, length in enumerate(batch.lengths.tolist() if batch else []):
         ids, labels = batch.ids[start : start + length], batch.labels[start : start + length]
@@ -74,11 +85,12 @@ def preview(model: ModelConfig, data: DataConfig, n: int = 3, color: bool | None
             else:
                 text.append(f"{OPEN}{piece}{CLOSE}" if trained else piece)
         # the record's file and line, whole (a rule would cut a long path to the terminal's width)
-        console.print(f"── {where[i]} (source {doc_source[i]}): {length} tokens, {n_trained} trained ──")
-        if docs[i].untrained:
+        name = f"{where[i]} pair {('chosen', 'rejected')[i % 2]}" if pairs else where[i]
+        console.print(f"── {name} (source {doc_source[i]}): {length} tokens, {n_trained} trained ──")
+        if not pairs and docs[i].untrained:
             console.print(f"{len(docs[i].untrained)} assistant turn(s) not trained (weight 0 / train: false)")
         console.print(text)
-        warns = warnings_for(length, n_trained, data, docs[i].messages is not None)
+        warns = warnings_for(length, n_trained, data, not pairs and docs[i].messages is not None)
         for w in warns:
             console.print(f"warning: {w}", style="yellow" if color else None)
         shown.append({"tokens": length, "trained": n_trained, "warnings": warns})

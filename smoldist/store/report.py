@@ -163,6 +163,11 @@ def print_summary(path: Path, manifest: dict) -> None:
             f"  {split}: {v['documents']:,} documents -> {v['rows']:,} rows, {v['tokens']:,} tokens "
             f"({v['trained_tokens']:,} trained), fill {v['fill']:.2%}; {o['docs_split']} split; {lost}"
         )
+        if "pairs" in v:  # a preference store (store/pair_build.py)
+            console.print(
+                f"  {split}: {v['pairs']:,} pairs, {v['pairs_per_row']:.2f} pairs per row; "
+                f"{o['pairs_truncated']} truncated from the prompt's start, {o['pairs_dropped']} dropped"
+            )
     console.print(f"  took {manifest['seconds']['total']:.2f} s; report: {path / 'report.png'}")
     mixed = mixed_prompts_line(counts.get("system_prompt") or {})
     if mixed:

@@ -26,8 +26,16 @@ from smoldist.store.manifest import FORMAT_VERSION, MANIFEST, SPLITS, shard_chec
 CHUNK_TOKENS = 2_000_000
 
 
-def arrow_chunk(packed: Packed, rows: list[list[int]], doc_offsets: np.ndarray, ids: np.ndarray, labels: np.ndarray):
-    """One Arrow table of `rows`, and its kept / trained token counts."""
+def arrow_chunk(
+    packed: Packed,
+    rows: list[list[int]],
+    doc_offsets: np.ndarray,
+    ids: np.ndarray,
+    labels: np.ndarray,
+    per_segment: dict | None = None,
+):
+    """One Arrow table of `rows`, and its kept / trained token counts; `per_segment` columns hold a value per
+    segment (a preference store's `pair_ids`)."""
     import pyarrow as pa
 
     positions, row_offsets, seg_lens = gather_rows(Packed(packed.segments, rows), doc_offsets)
@@ -42,6 +50,10 @@ def arrow_chunk(packed: Packed, rows: list[list[int]], doc_offsets: np.ndarray, 
             "input_ids": as_list(row_offsets, row_ids),
             "labels": as_list(row_offsets, row_labels),
             "seq_lengths": as_list(seg_offsets, seg_lens.astype(np.int32)),
+            **{
+                name: as_list(seg_offsets, values[np.fromiter((x for r in rows for x in r), np.int64)].astype(np.int32))
+                for name, values in (per_segment or {}).items()
+            },
         }
     )
     return table, int(seg_lens.sum()), int((row_labels != IGNORE).sum())
@@ -70,18 +82,20 @@ def write_rows(
     out_dir: Path,
     num_shards: int | None = None,
     fingerprint: str = "0" * 16,
+    per_segment: dict | None = None,
 ) -> tuple[int, int, int]:
     """All rows of `packed` as a `datasets.save_to_disk` directory, written chunk by chunk straight into its
     shards (no `datasets` import, no second copy). Returns (shards, kept tokens, trained tokens)."""
     import pyarrow as pa
 
+    features = {**FEATURES, **dict.fromkeys(per_segment or {}, FEATURES["seq_lengths"])}
     out_dir.mkdir(parents=True, exist_ok=True)
     n_rows = len(packed.rows)
     est_bytes = 8 * int(packed.segments.length.sum()) + 24 * n_rows
     num_shards = max(1, min(num_shards or min(64, est_bytes // SHARD_BYTES), max(n_rows, 1)))
     schema = pa.schema(
-        [(c, pa.large_list(pa.int32())) for c in FEATURES],
-        metadata={"huggingface": json.dumps({"info": {"features": FEATURES}})},
+        [(c, pa.large_list(pa.int32())) for c in features],
+        metadata={"huggingface": json.dumps({"info": {"features": features}})},
     )
     per_chunk = max(1, CHUNK_TOKENS // seq_len)
     files, kept, trained = [], 0, 0
@@ -90,7 +104,7 @@ def write_rows(
         with pa.OSFile(str(out_dir / name), "wb") as sink, pa.ipc.new_stream(sink, schema) as out:
             for start in range(lo, hi, per_chunk):
                 table, k, t = arrow_chunk(
-                    packed, packed.rows[start : min(hi, start + per_chunk)], doc_offsets, ids, labels
+                    packed, packed.rows[start : min(hi, start + per_chunk)], doc_offsets, ids, labels, per_segment
                 )
                 out.write_table(table.replace_schema_metadata(schema.metadata))
                 kept, trained = kept + k, trained + t
@@ -98,14 +112,14 @@ def write_rows(
     state = {
         "_data_files": files,
         "_fingerprint": fingerprint,
-        "_format_columns": list(FEATURES),
+        "_format_columns": list(features),
         "_format_kwargs": {},
         "_format_type": None,
         "_output_all_columns": False,
         "_split": None,
     }
     (out_dir / "state.json").write_text(json.dumps(state, indent=2))
-    info = {"citation": "", "description": "", "features": FEATURES, "homepage": "", "license": ""}
+    info = {"citation": "", "description": "", "features": features, "homepage": "", "license": ""}
     (out_dir / "dataset_info.json").write_text(json.dumps(info, indent=2))
     return num_shards, kept, trained
 

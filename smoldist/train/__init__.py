@@ -8,6 +8,9 @@ final model in `model.dtype`, the resolved recipe, the loss curve, one W&B run p
     resume.py       which checkpoint a run continues: only its own (recipe + store key), `--fresh` to start over
     arguments.py    the trl.SFTConfig for a pre-packed store, and the accumulation a global batch needs
     trainer.py      SmoldistTrainer: SFTTrainer with honest throughput, an fp32->dtype save, stop-aware eval
+    dpo_run.py      method dpo: what is refused, the reference pass before the trainer, the DPO trainer's arguments
+    dpo_reference.py  reference log-probs computed once (sharded over ranks) and kept in the store for reuse
+    dpo_trainer.py  DpoTrainer: SmoldistTrainer with the pair loss, averaged over the global batch's pairs
     nonfinite.py    a non-finite loss or gradient norm stops every rank at its step, before it is applied or saved
     throughput.py   real and trained tokens, data wait, FLOPs per packed batch, MFU
     eval_weighting.py  the in-training eval_loss per label token over all ranks, each eval row once

@@ -39,6 +39,8 @@ from smoldist.store.plan import plan_store
 from smoldist.store.system_prompt import mixed_prompts_line
 from smoldist.train.arguments import activation_checkpointing, device_type_of, sft_config, train_defaults
 from smoldist.train.console import close_bars, quiet_console
+from smoldist.train.dpo_run import check_engine, dpo_trainer_kwargs, refuse_launch
+from smoldist.train.dpo_trainer import DpoTrainer
 from smoldist.train.launched import check_launched_world
 from smoldist.train.loss_plot import plot_loss_curve
 from smoldist.train.nonfinite import NonFiniteGuard
@@ -99,6 +101,8 @@ def check_eos_token(eos_token: str | None, plan) -> None:
 def _run(recipe: Recipe, stop: StopFlag) -> dict:
     # ---- distributed state and the prepared store (built once, by the main process)
     check_seq_len(recipe.model, recipe.data.seq_len)  # from the model's config alone: before any work
+    if recipe.method == "dpo":
+        refuse_launch()  # an engine DPO does not support yet: refused before the store or the model
     defaults = {**train_defaults(recipe), **recipe.train}
     # the process group is created here, with the recipe's timeout
     dist = dist_info(cpu=defaults["use_cpu"], timeout_s=recipe.train.get("ddp_timeout", 1800))
@@ -166,7 +170,11 @@ def _run(recipe: Recipe, stop: StopFlag) -> dict:
     if recipe.model.lora is not None:  # TRL wraps the model in a peft.PeftModel (frozen base + adapter)
         pin_base_path(model)
         lora = peft_config(recipe.model.lora, trainable_token_rows(model, tokenizer.smoldist_added))
-    trainer = SmoldistTrainer(
+    trainer_class, method_kwargs = SmoldistTrainer, {}
+    if recipe.method == "dpo":  # reference log-probs computed (or reused) now, before the first step
+        trainer_class = DpoTrainer
+        method_kwargs = dpo_trainer_kwargs(recipe, model, tokenizer, store.path, train_ds, eval_ds, dist, args)
+    trainer = trainer_class(
         model=model,
         args=args,
         train_dataset=train_ds,
@@ -174,17 +182,21 @@ def _run(recipe: Recipe, stop: StopFlag) -> dict:
         processing_class=tokenizer,
         peft_config=lora,
         callbacks=[preemption, ElasticResume(resumed_world, dist.world_size)],
+        **method_kwargs,
     )
     if lora is not None and lora.trainable_token_indices:
         fit_trainable_tokens(trainer.model)
     quiet_console(trainer)  # one line per log on screen; the dicts stay in trainer_state.json and W&B
     peak = device_peak_tflops(recipe.tracking.peak_tflops)
     # counted after peft wrapped the model: which weights train decides the FLOPs
-    compact_head = head_on_trained_tokens(args.device)  # TRL's fused head skips untrained tokens (CUDA + Triton)
+    # TRL's fused head skips untrained tokens (CUDA + Triton); the DPO loss runs the head on scored tokens only
+    compact_head = recipe.method == "dpo" or head_on_trained_tokens(args.device)
     trainer.meter = meter = ThroughputMeter(FlopModel.of(trainer.model, compact_head), peak, dist.world_size)
     trainer.add_callback(StepCounter(meter))
     trainer.ship_dtype = recipe.model.dtype  # fp32 masters trained; the final model ships in model.dtype
     engine = engine_name(trainer.accelerator.state)
+    if recipe.method == "dpo":
+        check_engine(engine)
     trainer.guard = NonFiniteGuard(
         dist.rank, dist.world_size, args.output_dir, resume, steps_in_backward=engine.startswith("deepspeed")
     )

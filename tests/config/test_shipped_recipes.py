@@ -25,7 +25,8 @@ def test_the_four_recipes_exist():
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_recipe_resolves(path):
     r = load_recipe(path)
-    assert r.model.name_or_path.startswith(("HuggingFaceTB/SmolLM2-", "google/gemma-3-"))
+    assert r.model.name_or_path.startswith(("HuggingFaceTB/SmolLM2-", "google/gemma-3-", "runs/smollm2-"))
+    assert r.method == ("dpo" if "dpo" in path.name else "sft")
     if r.model.chat_template != "tokenizer":  # the model's own template lives on the hub
         recipe_template(r.model, r.data)  # template exists
     rows = r.train["per_device_train_batch_size"]
