@@ -29,10 +29,8 @@ class DpoConfig:
     )
 
 
-# train keys a DPO run does not take yet, and what it takes instead
+# train keys a DPO run does not take yet, and what it takes instead (engines: train/dpo_run.py's refuse_launch)
 DPO_REFUSED_TRAIN = {
-    "deepspeed": "DeepSpeed is not yet supported with method dpo; supported: one process and DDP",
-    "fsdp": "FSDP is not yet supported with method dpo; supported: one process and DDP",
     "eval_strategy": "evaluation during a DPO run is not yet supported; set it to no, then `smoldist eval RUN --loss`",
 }
 

@@ -82,7 +82,7 @@ class SourceConfig:
     )
     role_field: str = help_field("role", "messages: key of a turn's role")
     content_field: str = help_field("content", "messages: key of a turn's text")
-    prompt_field: str = help_field("prompt", "prompt_completion: the prompt column")
+    prompt_field: str = help_field("prompt", "prompt_completion and preference: the prompt column")
     completion_field: str = help_field("completion", "prompt_completion: the completion column")
     text_field: str = help_field("text", "text: the document column (the-stack-smol: content)")
     columns: dict | None = help_field(None, "columns: role -> column, e.g. {user: instruction, assistant: output}")

@@ -187,7 +187,8 @@ DEFAULT_FIELDS = (
 
 def read_fields(spec: Any) -> frozenset[str]:
     """Every record field a source's format reads; the others are listed as ignored, with counts, never refused."""
-    return frozenset(required_fields(spec)) | ({TOOLS_FIELD} if spec.format in ("messages", "sharegpt") else set())
+    optional = {"messages": {TOOLS_FIELD}, "sharegpt": {TOOLS_FIELD}, "preference": {spec.prompt_field}}
+    return frozenset(required_fields(spec)) | optional.get(spec.format, set())
 
 
 def format_mismatch(spec: Any, fields: list[str], where: str) -> str | None:

@@ -18,6 +18,7 @@ import numpy as np
 
 from smoldist.data.converters import InvalidRecord, check_conversation, field, system_first
 from smoldist.data.encode import IGNORE, EncodedBatch, Encoder, span_mask
+from smoldist.data.turns import message
 
 
 @dataclass
@@ -27,21 +28,31 @@ class Pair:
     prompt: list[dict]
     chosen: list[dict]
     rejected: list[dict]
+    messages = None  # not a conversation to template whole: no system prompt is recorded for the saved template
+    ignored: tuple[str, ...] = ()  # the record's fields outside prompt/chosen/rejected are listed by records.py
 
 
-def as_turns(value: Any, name: str, role: str) -> list[dict]:
-    """A string is one `role` turn; a list is turns as they are (checked for role and content keys)."""
+def as_turns(value: Any, name: str, role: str, ignored: set) -> list[dict]:
+    """A string is one `role` turn; a list is turns read as data/turns.py reads a conversation's (content parts
+    joined, turn-changing keys refused, other keys counted in `ignored`); weights and tool calls are refused."""
     if isinstance(value, str):
         return [{"role": role, "content": value}]
     if not isinstance(value, list):
         raise InvalidRecord("wrong_type", f"field '{name}' is a {type(value).__name__}, expected a string or a list")
+    out = []
     for i, m in enumerate(value):
         if not isinstance(m, dict):
             raise InvalidRecord("wrong_type", f"{name}[{i}] is a {type(m).__name__}, not an object")
         for k in ("role", "content"):
             if k not in m:
                 raise InvalidRecord("missing_field", f"{name}[{i}] has no '{k}'")
-    return [{"role": m["role"], "content": m["content"]} for m in value]
+        msg, trained = message(m, i, name, "role", "content", None, ignored)
+        if not trained:  # a pair scores its whole completion: a turn left out of it has no meaning here
+            raise InvalidRecord("bad_weight", f"{name}[{i}] has weight 0: preference pairs score whole completions")
+        if "tool_calls" in msg or msg["role"] == "tool":
+            raise InvalidRecord("unsupported_key", f"{name}[{i}]: tool calls in preference pairs are not supported")
+        out.append(msg)
+    return out
 
 
 def split_implicit(chosen: list[dict], rejected: list[dict]) -> tuple[list[dict], list[dict], list[dict]]:
@@ -55,17 +66,20 @@ def split_implicit(chosen: list[dict], rejected: list[dict]) -> tuple[list[dict]
 def convert_preference(record: Any, opts: Any, loss_on: str) -> Pair:
     chosen_raw, rejected_raw = field(record, "chosen", (str, list)), field(record, "rejected", (str, list))
     prompt_raw = record.get(opts.prompt_field) if isinstance(record, dict) else None
+    ignored: set = set()  # keys of the turns that are not read: listed in the report, never refused
     # TRL's maybe_extract_prompt: a string prompt beside conversational completions is implicit (ultrafeedback)
     implicit = prompt_raw is None or (isinstance(prompt_raw, str) and isinstance(chosen_raw, list))
     if implicit:
         if not isinstance(chosen_raw, list) or not isinstance(rejected_raw, list):
             field(record, opts.prompt_field, (str, list))  # strings need an explicit prompt: missing_field
         prompt, chosen, rejected = split_implicit(
-            as_turns(chosen_raw, "chosen", "assistant"), as_turns(rejected_raw, "rejected", "assistant")
+            as_turns(chosen_raw, "chosen", "assistant", ignored),
+            as_turns(rejected_raw, "rejected", "assistant", ignored),
         )
     else:
-        prompt = as_turns(prompt_raw, opts.prompt_field, "user")
-        chosen, rejected = as_turns(chosen_raw, "chosen", "assistant"), as_turns(rejected_raw, "rejected", "assistant")
+        prompt = as_turns(prompt_raw, opts.prompt_field, "user", ignored)
+        chosen = as_turns(chosen_raw, "chosen", "assistant", ignored)
+        rejected = as_turns(rejected_raw, "rejected", "assistant", ignored)
     if not prompt:
         raise InvalidRecord("missing_field", "no prompt: chosen and rejected share no leading turns")
     if chosen == rejected:
@@ -73,12 +87,12 @@ def convert_preference(record: Any, opts: Any, loss_on: str) -> Pair:
     if opts.system_prompt and prompt[0]["role"] != "system":
         prompt = [*system_first(opts), *prompt]
     for name, completion in (("chosen", chosen), ("rejected", rejected)):
-        turns = check_conversation([*prompt, *completion], loss_on)[len(prompt) :]
+        turns = check_conversation([*prompt, *completion], loss_on).messages[len(prompt) :]
         if not any(m["role"] == "assistant" for m in turns):
             raise InvalidRecord("empty_completion", f"{name} has no assistant turn after the prompt")
         if any(m["role"] == "assistant" and not m["content"].strip() for m in turns):
             raise InvalidRecord("empty_completion", f"{name} has an empty assistant turn")
-    return Pair(prompt, chosen, rejected)
+    return Pair(prompt, chosen, rejected, ignored=tuple(sorted(ignored)))
 
 
 CONVERTERS = {"preference": convert_preference}
@@ -96,7 +110,9 @@ class EncodedPairs(EncodedBatch):
         if k >= len(self.prompt_lens):
             return self
         n = int(self.lengths[: 2 * k].sum())
-        return EncodedPairs(self.ids[:n], self.labels[:n], self.lengths[: 2 * k], self.prompt_lens[:k], [])
+        return EncodedPairs(
+            self.ids[:n], self.labels[:n], self.lengths[: 2 * k], prompt_lens=self.prompt_lens[:k], invalid=[]
+        )
 
 
 class PairEncoder:
@@ -134,8 +150,8 @@ class PairEncoder:
             cat(ids_out),
             cat(lab_out),
             np.asarray(lengths, dtype=np.int64),
-            np.asarray(prompt_lens, dtype=np.int64),
-            invalid,
+            prompt_lens=np.asarray(prompt_lens, dtype=np.int64),
+            invalid=invalid,
         )
 
     def sequence(self, enc, text: str, spans: list, prompt_text: str) -> tuple[np.ndarray, np.ndarray, int]:

@@ -221,6 +221,11 @@ class Tally:
         )
         return [line for line in found if line]
 
+    def nothing_valid(self, what: str) -> DataError:
+        """The error when no source gave a valid record: what each read, why each record was invalid."""
+        per_source = [f"data.sources.{i}: {c.read} read, invalid {dict(c.invalid)}" for i, c in enumerate(self.counts)]
+        return DataError(f"no valid {what} in any source; " + "; ".join(per_source + self.format_mismatches()))
+
 
 def iter_documents(
     sources: list[ResolvedSource],
@@ -238,3 +243,16 @@ def iter_documents(
         positions = [batch.position(i) for i in np.flatnonzero(conv.outcomes == VALID)]
         for doc, position in zip(conv.docs[: tally.take(batch, conv)], positions):
             yield batch.source, doc, position
+
+
+def converted(source: ResolvedSource, spec: Any, skipped: Counter, where: str = "--data") -> Iterator[tuple[str, Any]]:
+    """(position, document) for each record the source's format converts; the others counted in `skipped` by reason
+    (the eval readers: gsm8k, your own task)."""
+    for position, record in iter_records(source, where):
+        if isinstance(record, Unreadable):
+            skipped[record.reason] += 1
+            continue
+        try:
+            yield position, CONVERTERS[spec.format](record, spec, "assistant")
+        except InvalidRecord as e:
+            skipped[e.reason] += 1

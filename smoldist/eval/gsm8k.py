@@ -15,8 +15,8 @@ import re
 from collections import Counter
 
 from smoldist.config import SourceConfig
-from smoldist.data.converters import CONVERTERS, InvalidRecord
-from smoldist.data.sources import Unreadable, iter_records, resolve_source
+from smoldist.data.records import converted
+from smoldist.data.sources import resolve_source
 from smoldist.errors import DataError, RecipeError
 from smoldist.eval.generate import generate
 from smoldist.eval.results import write_json
@@ -62,22 +62,14 @@ def read_gsm8k(
     if source.kind == "hub":
         spec.name = config or HUB_CONFIGS.get(path)
     items, skipped = [], Counter()
-    for where, record in iter_records(source, "--data"):
-        if n is not None and len(items) >= n:
-            break
-        if isinstance(record, Unreadable):
-            skipped[record.reason] += 1
-            continue
-        try:
-            doc = CONVERTERS["gsm8k"](record, spec, "assistant")
-        except InvalidRecord as e:
-            skipped[e.reason] += 1
-            continue
+    for where, doc in converted(source, spec, skipped):
         gold, how = extract_answer(doc.messages[-1]["content"])
         if how != "####":
             skipped["no_gold_answer"] += 1  # a gsm8k answer without its '#### N' line cannot be scored
             continue
         items.append({"question": doc.messages[-2]["content"], "gold": gold, "where": where})
+        if n is not None and len(items) >= n:
+            break
     if not items:
         raise DataError(
             f"--data {path}: no gsm8k record with a question and a '#### N' answer (skipped: {dict(skipped)})"

@@ -17,8 +17,8 @@ import json
 from collections import Counter
 
 from smoldist.config import SourceConfig
-from smoldist.data.converters import CONVERTERS, InvalidRecord
-from smoldist.data.sources import Unreadable, iter_records, resolve_source
+from smoldist.data.records import converted
+from smoldist.data.sources import resolve_source
 from smoldist.errors import DataError, RecipeError
 from smoldist.eval.generate import generate
 from smoldist.eval.results import write_json
@@ -34,18 +34,10 @@ def read_prompt_completion(path: str, n: int | None = None, split: str = "test")
         SourceConfig(path=path, format="prompt_completion", split=split, serialize="json"), "--data"
     )
     items, skipped = [], Counter()
-    for where, record in iter_records(source, "--data"):
+    for where, doc in converted(source, source.spec, skipped):
+        items.append({"prompt": doc.messages[-2]["content"], "gold": doc.messages[-1]["content"], "where": where})
         if n is not None and len(items) >= n:
             break
-        if isinstance(record, Unreadable):
-            skipped[record.reason] += 1
-            continue
-        try:
-            doc = CONVERTERS["prompt_completion"](record, source.spec, "assistant")
-        except InvalidRecord as e:
-            skipped[e.reason] += 1
-            continue
-        items.append({"prompt": doc.messages[-2]["content"], "gold": doc.messages[-1]["content"], "where": where})
     if not items:
         raise DataError(f"--data {path}: no record with a prompt and a completion (skipped: {dict(skipped)})")
     return items, skipped

@@ -25,7 +25,6 @@ from smoldist.data.packing import pack
 from smoldist.data.records import BatchConverter, Converted, RawBatch, Tally, read_batches
 from smoldist.data.sources import ResolvedSource
 from smoldist.data.worker_pool import available_cpus, ordered_map
-from smoldist.errors import DataError
 from smoldist.store.lock import build_turn
 from smoldist.store.manifest import library_versions, verify_store
 from smoldist.store.pair_build import build_pair_split, is_preference, tokenize_pairs
@@ -212,13 +211,7 @@ def _tokenize(plan: StorePlan, data: DataConfig, num_proc: int, writer: StoreWri
                 bar.update(kept)
     ids, labels, lengths = buffer.close()
     if not len(lengths):
-        raise DataError(
-            "no valid records in any source; "
-            + "; ".join(
-                [f"data.sources.{i}: {c.read} read, invalid {dict(c.invalid)}" for i, c in enumerate(tally.counts)]
-                + tally.format_mismatches()
-            )
-        )
+        raise tally.nothing_valid("records")
     return ids, labels, lengths, doc_source, tally.counts, cut.as_dict()
 
 

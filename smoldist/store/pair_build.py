@@ -21,7 +21,6 @@ from smoldist.data.pair_packing import pack_pairs
 from smoldist.data.preference import CONVERTERS, EncodedPairs, PairEncoder
 from smoldist.data.records import INVALID, VALID, BatchConverter, Converted, RawBatch, Tally, read_batches
 from smoldist.data.worker_pool import ordered_map
-from smoldist.errors import DataError
 from smoldist.store.plan import StorePlan
 from smoldist.store.writer import StoreWriter, write_rows
 
@@ -72,13 +71,7 @@ def tokenize_pairs(plan: StorePlan, data: DataConfig, num_proc: int, writer: Sto
                 bar.update(kept)
     ids, labels, lengths = buffer.close()
     if not len(lengths):
-        raise DataError(
-            "no valid preference pairs in any source; "
-            + "; ".join(
-                [f"data.sources.{i}: {c.read} read, invalid {dict(c.invalid)}" for i, c in enumerate(tally.counts)]
-                + tally.format_mismatches()
-            )
-        )
+        raise tally.nothing_valid("preference pairs")
     return ids, labels, lengths, np.concatenate(prompt_lens), pair_source, tally.counts
 
 

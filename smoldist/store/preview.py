@@ -85,7 +85,7 @@ def preview(model: ModelConfig, data: DataConfig, n: int = 3, color: bool | None
             else:
                 text.append(f"{OPEN}{piece}{CLOSE}" if trained else piece)
         # the record's file and line, whole (a rule would cut a long path to the terminal's width)
-        name = f"{where[i]} pair {('chosen', 'rejected')[i % 2]}" if pairs else where[i]
+        name = f"pair {i // 2} {('chosen', 'rejected')[i % 2]}, {where[i]}" if pairs else where[i]
         console.print(f"── {name} (source {doc_source[i]}): {length} tokens, {n_trained} trained ──")
         if not pairs and docs[i].untrained:
             console.print(f"{len(docs[i].untrained)} assistant turn(s) not trained (weight 0 / train: false)")

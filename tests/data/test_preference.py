@@ -120,9 +120,9 @@ def test_method_keys_and_refusals(tmp_path):
             {
                 "method": "dpo",
                 "data": {"sources": [{"path": "x", "format": "preference"}], "overflow": "drop"},
-                "train": {"deepspeed": "ds.json"},
+                "train": {"eval_strategy": "steps"},
             },
-            "train.deepspeed: DeepSpeed is not yet supported with method dpo",
+            "train.eval_strategy: evaluation during a DPO run is not yet supported",
         ),
     ]
     for change, message in bad:
@@ -157,3 +157,29 @@ def test_preview_shows_a_pair_as_its_two_sequences(tmp_path):
     text = out.getvalue()
     assert len(shown) == 2 and "pair 0 chosen" in text and "pair 0 rejected" in text
     assert "[[5.<|im_end|>]]" in text and "[[6.<|im_end|>]]" in text
+
+
+def test_preference_turns_are_read_as_conversation_turns_are(tmp_path):
+    """Content parts are joined, keys that change a turn are refused by name, weights and tool calls are refused:
+    a completion never loses a field silently."""
+    from smoldist.config.recipe import SourceConfig
+    from smoldist.data.converters import InvalidRecord
+    from smoldist.data.preference import convert_preference
+
+    spec = SourceConfig(path="x", format="preference")
+    prompt = [{"role": "user", "content": "2+2?"}]
+    parts = [{"type": "text", "text": "4"}, {"type": "text", "text": "."}]
+    pair = convert_preference(
+        {"prompt": prompt, "chosen": [{"role": "assistant", "content": parts, "id": 1}], "rejected": "5."},
+        spec,
+        "assistant",
+    )
+    assert pair.chosen == [{"role": "assistant", "content": "4."}] and pair.ignored == ("chosen[].id",)
+    for turn, reason in [
+        ({"role": "assistant", "content": "4", "reasoning_content": "..."}, "unsupported_key"),
+        ({"role": "assistant", "content": "4", "weight": 0}, "bad_weight"),
+        ({"role": "assistant", "content": [{"type": "image", "image": "x"}]}, "non_text_content"),
+    ]:
+        with pytest.raises(InvalidRecord) as e:
+            convert_preference({"prompt": prompt, "chosen": [turn], "rejected": "5."}, spec, "assistant")
+        assert e.value.reason == reason
