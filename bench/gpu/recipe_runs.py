@@ -86,7 +86,7 @@ def recipe(name: str, rows: int | None, ac: bool | None, compile_: bool, run_nam
         "tokenizer": str(WORK / "tokenizer"),
         "chat_template": raw["model"]["chat_template"],
         "dtype": "float32" if smoke() else raw["model"]["dtype"],
-        "attn_implementation": raw["model"]["attn_implementation"],
+        "attn_implementation": raw["model"].get("attn_implementation", "auto"),  # the recipe's, or the default
     }
     raw["data"].update(
         sources=[{"path": str(WORK / "corpus.jsonl"), "format": "messages"}],
