@@ -9,7 +9,9 @@ timed from process start to exit (imports, tokenizing, the reference pass and sa
 template (the model's own), fp32 on CPU, no activation checkpointing, the same learning rate and beta:
   trl             DPOTrainer defaults: padded batches, the reference model run every step;
   trl-precompute  DPOTrainer with precompute_ref_log_probs=True (one reference pass before training);
-  smoldist        `smoldist train` on a fresh store: prepare, reference pass, packed rows of --seq-len tokens.
+  smoldist        `smoldist train` on a fresh store: prepare, reference pass, packed rows of --seq-len tokens;
+  smoldist-sweep  a second `smoldist train` at twice the learning rate, as in a sweep: the store and its reference
+                  log-probs are reused (TRL computes them again in every run).
 TRL takes --trl-batch pairs a step; smoldist one packed row a step (about as many gsm8k pairs at 1024).
 Tokens/s counts the real tokens of the pairs (both sequences, prompt included) over the whole-process time.
 Prints a table and writes JSON (--out).
@@ -21,6 +23,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -28,7 +31,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-PATHS = ("smoldist", "trl-precompute", "trl")
+PATHS = ("smoldist", "smoldist-sweep", "trl-precompute", "trl")
+TRL_PATHS = ("trl-precompute", "trl")
 
 
 def write_pairs(gsm8k: Path, n: int, out: Path) -> Path:
@@ -41,7 +45,7 @@ def write_pairs(gsm8k: Path, n: int, out: Path) -> Path:
     return out
 
 
-def smoldist_recipe(args, pairs: Path, work: Path) -> Path:
+def smoldist_recipe(args, pairs: Path, work: Path, run: str = "smoldist-run", lr_scale: float = 1.0) -> Path:
     import yaml
 
     recipe = {
@@ -51,7 +55,7 @@ def smoldist_recipe(args, pairs: Path, work: Path) -> Path:
             "name_or_path": str(args.model),
             "chat_template": "tokenizer",
             "dtype": "float32",
-            "attn_implementation": "varlen",
+            "attn_implementation": "auto",
         },
         "data": {
             "sources": [{"path": str(pairs), "format": "preference"}],
@@ -60,10 +64,10 @@ def smoldist_recipe(args, pairs: Path, work: Path) -> Path:
             "store": str(work / "store"),
         },
         "train": {
-            "output_dir": str(work / "smoldist-run"),
+            "output_dir": str(work / run),
             "num_train_epochs": 1,
             "per_device_train_batch_size": 1,
-            "learning_rate": args.lr,
+            "learning_rate": args.lr * lr_scale,
             "logging_steps": 1,
             "save_strategy": "no",
             "activation_checkpointing": False,
@@ -71,7 +75,7 @@ def smoldist_recipe(args, pairs: Path, work: Path) -> Path:
         },
         "tracking": {"wandb": {"mode": "disabled"}},
     }
-    path = work / "dpo.yaml"
+    path = work / f"{run}.yaml"
     work.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(recipe))
     return path
@@ -118,8 +122,10 @@ def trl_worker(args) -> None:
 
 def run_path(name: str, args, pairs: Path, work: Path) -> dict:
     env = dict(os.environ, TOKENIZERS_PARALLELISM="false", WANDB_MODE="disabled")
-    if name == "smoldist":
-        cmd = [sys.executable, "-m", "smoldist", "train", str(smoldist_recipe(args, pairs, work))]
+    if name in ("smoldist", "smoldist-sweep"):
+        sweep = name == "smoldist-sweep"
+        recipe = smoldist_recipe(args, pairs, work, f"{name}-run", 2.0 if sweep else 1.0)
+        cmd = [sys.executable, "-m", "smoldist", "train", str(recipe)]
     else:
         cmd = [sys.executable, __file__, "--worker", name, "--pairs-file", str(pairs), "--out-dir", str(work / name)]
         cmd += ["--model", str(args.model), "--seq-len", str(args.seq_len), "--trl-batch", str(args.trl_batch)]
@@ -133,6 +139,8 @@ def run_path(name: str, args, pairs: Path, work: Path) -> dict:
     ref = re.search(r"reference log-probs computed for [\d,]+ pairs in ([\d.]+) s", p.stdout)
     if ref:
         out["reference_s"] = float(ref.group(1))
+    elif "reference log-probs reused" in p.stdout:
+        out["reference_s"] = "reused"
     return out
 
 
@@ -182,7 +190,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=HERE / "results" / "dpo_throughput.json")
     ap.add_argument("--timeout", type=int, default=3600)
     ap.add_argument("--fill", default=None, help="comma-separated seq_lens: packing fill only, no training")
-    ap.add_argument("--worker", choices=PATHS[1:], help=argparse.SUPPRESS)
+    ap.add_argument("--worker", choices=TRL_PATHS, help=argparse.SUPPRESS)
     ap.add_argument("--pairs-file", help=argparse.SUPPRESS)
     ap.add_argument("--out-dir", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -192,6 +200,8 @@ def main(argv=None) -> int:
         return 0
     if args.fill:
         return fill_table(args, [int(x) for x in args.fill.split(",")])
+    for old in ("store", *(f"{name}-run" for name in PATHS[:2]), *TRL_PATHS):  # the first run pays for the reference
+        shutil.rmtree(args.work / old, ignore_errors=True)
     args.work.mkdir(parents=True, exist_ok=True)
     pairs = write_pairs(args.gsm8k, args.pairs, args.work / "pairs.jsonl")
     results = [run_path(name, args, pairs, args.work) for name in args.paths.split(",")]
@@ -199,14 +209,15 @@ def main(argv=None) -> int:
     tokens = stats.get("tokens")
     base = {r["path"]: r["seconds"] for r in results}
     print(f"\n{args.pairs} gsm8k pairs, seq_len {args.seq_len}, one epoch, whole process; store: {stats}")
-    print("| path | seconds | tokens/s | smoldist speed-up | reference pass s |")
-    print("|---|---:|---:|---:|---:|")
+    print("| path | seconds | tokens/s | TRL defaults / this | TRL precompute / this | reference pass s |")
+    print("|---|---:|---:|---:|---:|---:|")
     for r in results:
         r["tokens_per_s"] = round(tokens / r["seconds"], 1) if tokens else None
-        r["smoldist_speedup"] = round(r["seconds"] / base["smoldist"], 2) if "smoldist" in base else None
+        for trl in TRL_PATHS:
+            r[f"{trl}_over_this"] = round(base[trl] / r["seconds"], 2) if trl in base else None
         print(
-            f"| {r['path']} | {r['seconds']:.1f} | {r['tokens_per_s'] or '-'} | "
-            f"{r['smoldist_speedup'] or '-'}x | {r.get('reference_s', '-')} |"
+            f"| {r['path']} | {r['seconds']:.1f} | {r['tokens_per_s'] or '-'} | {r['trl_over_this'] or '-'}x | "
+            f"{r['trl-precompute_over_this'] or '-'}x | {r.get('reference_s', '-')} |"
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
