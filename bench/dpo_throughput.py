@@ -2,17 +2,21 @@
 
     python bench/dpo_throughput.py --model ~/.cache/smoldist/SmolLM2-135M-Instruct --pairs 16 --seq-len 1024
     python bench/dpo_throughput.py --fill 1024,2048,4096 --pairs 2000     # packing only: fill and pairs per row
+    python bench/dpo_throughput.py --init 135M --tokenizer DIR --pairs 1000 --rows 4 --trl-batch 8   # GPU (speed.sh)
 
 Pairs are gsm8k-sized: the question as the prompt, its worked answer as chosen, the next problem's answer as
 rejected (real GSM8K train records from --gsm8k). Each path runs one epoch over the same pairs in its own process,
 timed from process start to exit (imports, tokenizing, the reference pass and saving included), same model, same
-template (the model's own), fp32 on CPU, no activation checkpointing, the same learning rate and beta:
+template (the model's own), no activation checkpointing, the same learning rate and beta; fp32 on CPU, and on a GPU
+fp32 master weights under bf16 autocast in both tools. `--init SHAPE` trains a random-init model of one of
+bench/train_throughput.py's shapes with `--tokenizer` (the GPU run: no real weights travel there) instead of --model:
   trl             DPOTrainer defaults: padded batches, the reference model run every step;
   trl-precompute  DPOTrainer with precompute_ref_log_probs=True (one reference pass before training);
   smoldist        `smoldist train` on a fresh store: prepare, reference pass, packed rows of --seq-len tokens;
   smoldist-sweep  a second `smoldist train` at twice the learning rate, as in a sweep: the store and its reference
                   log-probs are reused (TRL computes them again in every run).
-TRL takes --trl-batch pairs a step; smoldist one packed row a step (about as many gsm8k pairs at 1024).
+TRL takes --trl-batch pairs a step; smoldist --rows packed rows a step (a row holds ~2.2 gsm8k pairs at 1024).
+Without gsm8k (../shared) the pairs are synthetic word problems of the same shape (bench/prepare.py).
 Tokens/s counts the real tokens of the pairs (both sequences, prompt included) over the whole-process time.
 Prints a table and writes JSON (--out).
 """
@@ -31,17 +35,44 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+sys.path.insert(0, str(HERE))  # bench/train_throughput.py: model shapes and the pair source
 PATHS = ("smoldist", "smoldist-sweep", "trl-precompute", "trl")
 TRL_PATHS = ("trl-precompute", "trl")
 
 
 def write_pairs(gsm8k: Path, n: int, out: Path) -> Path:
-    records = [json.loads(line) for line in gsm8k.read_text().splitlines()[: n + 1]]
-    pairs = [
-        {"prompt": r["question"], "chosen": r["answer"], "rejected": records[i + 1]["answer"]}
-        for i, r in enumerate(records[:n])
-    ]
+    from train_throughput import bench_prepare_module
+
+    qa = bench_prepare_module().qa_pool(gsm8k, n + 1, seed=0)[: n + 1]  # gsm8k, else synthetic of the same shape
+    pairs = [{"prompt": q, "chosen": a, "rejected": qa[i + 1][1]} for i, (q, a) in enumerate(qa[:n])]
     out.write_text("".join(json.dumps(p) + "\n" for p in pairs))
+    return out
+
+
+def cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def random_init_model(shape: str, tokenizer: str, out: Path) -> Path:
+    """A random-init model of one of train_throughput's shapes, saved with `tokenizer` and smoldist's smollm2 template
+    as its own (both tools then render the pairs with the same template)."""
+    import torch
+    from train_throughput import SHAPES
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from smoldist.config import resolve_path
+    from smoldist.data.templates import load_template
+
+    tok = AutoTokenizer.from_pretrained(resolve_path(tokenizer))
+    tok.chat_template = load_template("smollm2")
+    cfg = dict(SHAPES[shape])
+    cfg["vocab_size"] = max(cfg.get("vocab_size", 0), len(tok))
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(**cfg, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id))
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
     return out
 
 
@@ -54,7 +85,7 @@ def smoldist_recipe(args, pairs: Path, work: Path, run: str = "smoldist-run", lr
         "model": {
             "name_or_path": str(args.model),
             "chat_template": "tokenizer",
-            "dtype": "float32",
+            "dtype": "bfloat16" if cuda() else "float32",  # bf16: fp32 masters under bf16 autocast
             "attn_implementation": "auto",
         },
         "data": {
@@ -66,7 +97,7 @@ def smoldist_recipe(args, pairs: Path, work: Path, run: str = "smoldist-run", lr
         "train": {
             "output_dir": str(work / run),
             "num_train_epochs": 1,
-            "per_device_train_batch_size": 1,
+            "per_device_train_batch_size": args.rows,
             "learning_rate": args.lr * lr_scale,
             "logging_steps": 1,
             "save_strategy": "no",
@@ -109,8 +140,8 @@ def trl_worker(args) -> None:
         per_device_train_batch_size=args.trl_batch,
         max_length=args.seq_len,
         precompute_ref_log_probs=args.worker == "trl-precompute",
-        use_cpu=True,
-        bf16=False,
+        use_cpu=not torch.cuda.is_available(),
+        bf16=torch.cuda.is_available(),  # the model stays fp32: masters under bf16 autocast, as smoldist's
         activation_checkpointing=False,
         save_strategy="no",
         logging_steps=1,
@@ -182,7 +213,10 @@ def main(argv=None) -> int:
     ap.add_argument("--gsm8k", type=Path, default=REPO.parent / "shared" / "data" / "gsm8k" / "train.jsonl")
     ap.add_argument("--pairs", type=int, default=16)
     ap.add_argument("--seq-len", type=int, default=1024)
-    ap.add_argument("--trl-batch", type=int, default=2, help="pairs per TRL step (smoldist: one packed row)")
+    ap.add_argument("--trl-batch", type=int, default=2, help="pairs per TRL step")
+    ap.add_argument("--rows", type=int, default=1, help="packed rows per smoldist step")
+    ap.add_argument("--init", default=None, help="random-init shape of bench/train_throughput.py (with --tokenizer)")
+    ap.add_argument("--tokenizer", default="pkg:demo/tokenizer", help="tokenizer of the --init model")
     ap.add_argument("--beta", type=float, default=0.1)
     ap.add_argument("--lr", type=float, default=1e-6)
     ap.add_argument("--paths", default=",".join(PATHS))
@@ -200,15 +234,26 @@ def main(argv=None) -> int:
         return 0
     if args.fill:
         return fill_table(args, [int(x) for x in args.fill.split(",")])
-    for old in ("store", *(f"{name}-run" for name in PATHS[:2]), *TRL_PATHS):  # the first run pays for the reference
-        shutil.rmtree(args.work / old, ignore_errors=True)
+    paths = args.paths.split(",")
+    if "smoldist" in paths:  # a fresh store: the first smoldist run pays for the reference pass, a sweep reuses it
+        for old in ("store", *(f"{name}-run" for name in PATHS[:2]), *TRL_PATHS):
+            shutil.rmtree(args.work / old, ignore_errors=True)
     args.work.mkdir(parents=True, exist_ok=True)
+    if args.init:
+        model_dir = args.work / f"model-{args.init}"
+        if not (model_dir / "config.json").is_file():
+            random_init_model(args.init, args.tokenizer, model_dir)
+        args.model = model_dir
     pairs = write_pairs(args.gsm8k, args.pairs, args.work / "pairs.jsonl")
-    results = [run_path(name, args, pairs, args.work) for name in args.paths.split(",")]
+    results = [run_path(name, args, pairs, args.work) for name in paths]
     stats = store_stats(args.work) if (args.work / "store").is_dir() else {}
     tokens = stats.get("tokens")
     base = {r["path"]: r["seconds"] for r in results}
     print(f"\n{args.pairs} gsm8k pairs, seq_len {args.seq_len}, one epoch, whole process; store: {stats}")
+    if stats and stats["pairs"] < args.pairs:  # smoldist drops a pair whose completions alone pass seq_len; TRL cuts
+        print(
+            f"note: {args.pairs - stats['pairs']} pairs longer than {args.seq_len} tokens: the paths saw different data"
+        )
     print("| path | seconds | tokens/s | TRL defaults / this | TRL precompute / this | reference pass s |")
     print("|---|---:|---:|---:|---:|---:|")
     for r in results:

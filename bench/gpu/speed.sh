@@ -15,8 +15,9 @@ step 135M-trl-bfd 55 "${RUN[@]}" 135M-trl-bfd --shapes 135M --seq-lens 2048 --pa
 step 135M-smoldist 50 "${RUN[@]}" 135M-smoldist --shapes 135M --seq-lens 2048 --paths smoldist --attn "$ATTN"
 step 1.7B-trl-bfd 75 "${RUN[@]}" 1.7B-trl-bfd --shapes 1.7B --seq-lens 4096 --paths trl-bfd --attn "$ATTN"
 step 1.7B-smoldist 70 "${RUN[@]}" 1.7B-smoldist --shapes 1.7B --seq-lens 4096 --paths smoldist --attn "$ATTN"
-step 1.7B-smoldist-sdpa 70 "${RUN[@]}" 1.7B-smoldist-sdpa --shapes 1.7B --seq-lens 4096 --paths smoldist --attn sdpa
-# what is left: the change most likely to lift a 1.7B MFU under 40% (compile; the run above says if it is needed)
-step 1.7B-smoldist-compile 80 "${RUN[@]}" 1.7B-smoldist-compile --shapes 1.7B --seq-lens 4096 --paths smoldist \
-  --attn "$ATTN" --compile --warmup 5
+# DPO (bench/dpo_throughput.py): smoldist (prepare, reference pass, packed pairs) and a sweep's second run (store and
+# reference reused), then TRL DPOTrainer with precomputed reference log-probs and with its defaults; same pairs
+step dpo-smoldist 60 "${RUN[@]}" dpo-smoldist --dpo --paths smoldist,smoldist-sweep
+step dpo-trl-precompute 45 "${RUN[@]}" dpo-trl-precompute --dpo --paths trl-precompute
+step dpo-trl 45 "${RUN[@]}" dpo-trl --dpo --paths trl
 finish
