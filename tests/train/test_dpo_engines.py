@@ -1,0 +1,75 @@
+"""DPO under DeepSpeed ZeRO-2 and ZeRO-3 (2 gloo processes, real `accelerate launch`): one job, the same per-step
+loss as one process with twice the accumulation, and the same reference log-probs (the same cache key, and the same
+values when the 2-process run computes them itself). The model is a saved checkpoint, so ZeRO-3 builds it partitioned
+(zero.Init): the reference pass and its key must see the whole weights. FSDP2: tests/distributed/test_dpo_fsdp2.py."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from tests.helpers import CONFIGS, accelerate, assert_one_job, losses, ranks, save_tiny_base
+from tests.train.test_dpo_run import dpo_recipe_file, log_history
+
+pytestmark = pytest.mark.slow
+
+# 2 rows of 256: k=2 on 1 process, 1 on 2; an evaluation at step 3 (top-up rows: every rank runs the same batches)
+COMMON = ["train.global_batch_tokens=512", "train.max_steps=3", "train.eval_strategy=steps", "train.eval_steps=3"]
+
+
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory):
+    """(recipe, overrides, the 1-process run's dir, its reference folder and arrays): computed once for the module."""
+    tmp = tmp_path_factory.mktemp("dpo-engines")
+    base = save_tiny_base(tmp / "base")
+    recipe = dpo_recipe_file(tmp)
+    model = ["model.init=", f"model.name_or_path={base}"]
+    out = tmp / "one"
+    p = accelerate(
+        ["--num_processes", "1", "-m", "smoldist.train", str(recipe), *model, *COMMON, f"train.output_dir={out}"],
+        timeout=600,
+    )
+    assert p.returncode == 0, p.stderr[-4000:]
+    assert "grad accumulation 2" in p.stdout and "reference log-probs computed" in p.stdout
+    (folder,) = (f for f in (tmp / "store").glob("*/reference/*") if f.is_dir())
+    arrays = {name: np.load(folder / f"{name}.npy") for name in ("train", "eval")}
+    return recipe, model, out, folder, arrays
+
+
+@pytest.mark.timeout(1500)
+@pytest.mark.parametrize("config, engine", [("cpu_zero2", "deepspeed-zero2"), ("cpu_zero3", "deepspeed-zero3")])
+def test_dpo_under_deepspeed_is_one_job_and_matches_one_process(one_process, config, engine):
+    recipe, model, one, folder, arrays = one_process
+    shutil.rmtree(folder)  # this run computes the reference itself, sharded over its 2 ranks
+    out = one.parent / config
+    cfg = str(CONFIGS / f"{config}.yaml")
+    p = accelerate(
+        ["--config_file", cfg, "-m", "smoldist.train", str(recipe), *model, *COMMON, f"train.output_dir={out}"],
+        timeout=900,
+    )
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-4000:]
+    assert "grad accumulation 1" in p.stdout
+    assert "reference log-probs computed for 32 pairs" in p.stdout and "2 rank(s)" in p.stdout
+    if engine == "deepspeed-zero3":
+        assert "(built partitioned, ZeRO-3 zero.Init)" in p.stdout
+    assert folder.is_dir(), "the 2-process run's reference key differs from the 1-process run's"
+    for name, values in arrays.items():  # the same reference, computed over 2 ranks
+        np.testing.assert_allclose(np.load(folder / f"{name}.npy"), values, rtol=0, atol=1e-5)
+    assert_one_job(out, 2)
+    assert {r["engine"] for r in ranks(out)} == {engine}
+    a, b = losses(one), losses(out)
+    assert len(a) == len(b) == 3 and a == pytest.approx(b, rel=1e-4), (a, b)
+    ra = [h["rewards/accuracies"] for h in log_history(one)]
+    rb = [h["rewards/accuracies"] for h in log_history(out)]
+    assert ra == pytest.approx(rb, abs=1e-6)
+    ea, eb = (evaluations(d) for d in (one, out))
+    assert len(ea) == len(eb) == 1 and ea[0]["eval_loss"] == pytest.approx(eb[0]["eval_loss"], rel=1e-4), (ea, eb)
+    assert ea[0]["eval_rewards/accuracies"] == pytest.approx(eb[0]["eval_rewards/accuracies"], abs=1e-6)
+
+
+def evaluations(run_dir) -> list[dict]:
+    state = json.loads((run_dir / "trainer_state.json").read_text())
+    return [h for h in state["log_history"] if "eval_loss" in h]
