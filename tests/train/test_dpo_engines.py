@@ -1,7 +1,8 @@
-"""DPO under DeepSpeed ZeRO-2 and ZeRO-3 (2 gloo processes, real `accelerate launch`): one job, the same per-step
-loss as one process with twice the accumulation, and the same reference log-probs (the same cache key, and the same
-values when the 2-process run computes them itself). The model is a saved checkpoint, so ZeRO-3 builds it partitioned
-(zero.Init): the reference pass and its key must see the whole weights. FSDP2: tests/distributed/test_dpo_fsdp2.py."""
+"""DPO under DeepSpeed ZeRO-2 and ZeRO-3, ZeRO-3 also with LoRA (2 gloo processes, real `accelerate launch`): one
+job, the same per-step loss as one process with twice the accumulation, and the same reference log-probs (the same
+cache key, and the same values when the 2-process run computes them itself). The model is a saved checkpoint, so
+ZeRO-3 builds it partitioned (zero.Init): the reference pass and its key must see the whole weights. FSDP2:
+tests/distributed/test_dpo_fsdp2.py."""
 
 from __future__ import annotations
 
@@ -16,35 +17,49 @@ from tests.train.test_dpo_run import dpo_recipe_file, log_history
 
 pytestmark = pytest.mark.slow
 
+LORA = ["model.lora.r=4", "model.lora.alpha=8", "model.lora.dropout=0", "train.learning_rate=1e-2"]
 # 2 rows of 256: k=2 on 1 process, 1 on 2; an evaluation at step 3 (top-up rows: every rank runs the same batches)
 COMMON = ["train.global_batch_tokens=512", "train.max_steps=3", "train.eval_strategy=steps", "train.eval_steps=3"]
 
 
 @pytest.fixture(scope="module")
 def one_process(tmp_path_factory):
-    """(recipe, overrides, the 1-process run's dir, its reference folder and arrays): computed once for the module."""
+    """one_process(lora) -> (recipe, overrides, the 1-process run's dir, the reference folder and its arrays): each
+    run once for the module. LoRA's reference is the base as loaded, the same folder as full fine-tuning's."""
     tmp = tmp_path_factory.mktemp("dpo-engines")
     base = save_tiny_base(tmp / "base")
     recipe = dpo_recipe_file(tmp)
-    model = ["model.init=", f"model.name_or_path={base}"]
-    out = tmp / "one"
-    p = accelerate(
-        ["--num_processes", "1", "-m", "smoldist.train", str(recipe), *model, *COMMON, f"train.output_dir={out}"],
-        timeout=600,
-    )
-    assert p.returncode == 0, p.stderr[-4000:]
-    assert "grad accumulation 2" in p.stdout and "reference log-probs computed" in p.stdout
-    (folder,) = (f for f in (tmp / "store").glob("*/reference/*") if f.is_dir())
-    arrays = {name: np.load(folder / f"{name}.npy") for name in ("train", "eval")}
-    return recipe, model, out, folder, arrays
+    done = {}
+
+    def baseline(lora: bool):
+        if lora not in done:
+            model = ["model.init=", f"model.name_or_path={base}", *(LORA if lora else [])]
+            out = tmp / ("one-lora" if lora else "one")
+            args = [str(recipe), *model, *COMMON, f"train.output_dir={out}"]
+            p = accelerate(["--num_processes", "1", "-m", "smoldist.train", *args], timeout=600)
+            assert p.returncode == 0, p.stderr[-4000:]
+            assert "grad accumulation 2" in p.stdout and "reference log-probs" in p.stdout
+            (folder,) = (f for f in (tmp / "store").glob("*/reference/*") if f.is_dir())
+            arrays = {name: np.load(folder / f"{name}.npy") for name in ("train", "eval")}
+            done[lora] = recipe, model, out, folder, arrays
+        return done[lora]
+
+    return baseline
 
 
 @pytest.mark.timeout(1500)
-@pytest.mark.parametrize("config, engine", [("cpu_zero2", "deepspeed-zero2"), ("cpu_zero3", "deepspeed-zero3")])
-def test_dpo_under_deepspeed_is_one_job_and_matches_one_process(one_process, config, engine):
-    recipe, model, one, folder, arrays = one_process
+@pytest.mark.parametrize(
+    "config, engine, lora",
+    [
+        ("cpu_zero2", "deepspeed-zero2", False),
+        ("cpu_zero3", "deepspeed-zero3", False),
+        ("cpu_zero3", "deepspeed-zero3", True),
+    ],
+)
+def test_dpo_under_deepspeed_is_one_job_and_matches_one_process(one_process, config, engine, lora):
+    recipe, model, one, folder, arrays = one_process(lora)
     shutil.rmtree(folder)  # this run computes the reference itself, sharded over its 2 ranks
-    out = one.parent / config
+    out = one.parent / f"{config}{'-lora' if lora else ''}"
     cfg = str(CONFIGS / f"{config}.yaml")
     p = accelerate(
         ["--config_file", cfg, "-m", "smoldist.train", str(recipe), *model, *COMMON, f"train.output_dir={out}"],
@@ -60,6 +75,8 @@ def test_dpo_under_deepspeed_is_one_job_and_matches_one_process(one_process, con
         np.testing.assert_allclose(np.load(folder / f"{name}.npy"), values, rtol=0, atol=1e-5)
     assert_one_job(out, 2)
     assert {r["engine"] for r in ranks(out)} == {engine}
+    if lora:
+        assert "trainable: LoRA" in p.stdout and (out / "adapter_model.safetensors").is_file()
     a, b = losses(one), losses(out)
     assert len(a) == len(b) == 3 and a == pytest.approx(b, rel=1e-4), (a, b)
     ra = [h["rewards/accuracies"] for h in log_history(one)]
