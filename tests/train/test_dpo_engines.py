@@ -7,12 +7,17 @@ tests/distributed/test_dpo_fsdp2.py."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
-from tests.helpers import CONFIGS, accelerate, assert_one_job, losses, ranks, save_tiny_base
+from smoldist.errors import NonFiniteError
+from smoldist.faults import NAN_LOSS_AT_STEP
+from tests.helpers import CONFIGS, REPO, accelerate, assert_one_job, losses, ranks, save_tiny_base
 from tests.train.test_dpo_run import dpo_recipe_file, log_history
 
 pytestmark = pytest.mark.slow
@@ -23,12 +28,17 @@ COMMON = ["train.global_batch_tokens=512", "train.max_steps=3", "train.eval_stra
 
 
 @pytest.fixture(scope="module")
-def one_process(tmp_path_factory):
+def setup(tmp_path_factory):
+    """(folder, the DPO recipe, a saved tiny base model) shared by the module's runs."""
+    tmp = tmp_path_factory.mktemp("dpo-engines")
+    return tmp, dpo_recipe_file(tmp), save_tiny_base(tmp / "base")
+
+
+@pytest.fixture(scope="module")
+def one_process(setup):
     """one_process(lora) -> (recipe, overrides, the 1-process run's dir, the reference folder and its arrays): each
     run once for the module. LoRA's reference is the base as loaded, the same folder as full fine-tuning's."""
-    tmp = tmp_path_factory.mktemp("dpo-engines")
-    base = save_tiny_base(tmp / "base")
-    recipe = dpo_recipe_file(tmp)
+    tmp, recipe, base = setup
     done = {}
 
     def baseline(lora: bool):
@@ -90,3 +100,26 @@ def test_dpo_under_deepspeed_is_one_job_and_matches_one_process(one_process, con
 def evaluations(run_dir) -> list[dict]:
     state = json.loads((run_dir / "trainer_state.json").read_text())
     return [h for h in state["log_history"] if "eval_loss" in h]
+
+
+@pytest.mark.timeout(900)
+def test_a_non_finite_dpo_loss_under_zero3_stops_the_run(setup):
+    """The non-finite stop (train/nonfinite.py) with the DPO loss, under ZeRO-3 bf16: DeepSpeed skips the step."""
+    tmp, recipe, base = setup
+    out = tmp / "nonfinite"
+    cmd = [sys.executable, "-m", "smoldist", "train", str(recipe), "model.init=", f"model.name_or_path={base}"]
+    cmd += [
+        f"train.output_dir={out}",
+        "model.dtype=bfloat16",
+        "--accelerate-config",
+        "cpu_zero3",
+        "--num-processes",
+        "2",
+    ]
+    env = dict(os.environ, TOKENIZERS_PARALLELISM="false", **{NAN_LOSS_AT_STEP: "2"})
+    p = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600, env=env)
+    err = p.stdout[-3000:] + p.stderr[-3000:]
+    assert p.returncode == NonFiniteError.exit_code, err
+    line = p.stderr.split("smoldist: error: step 2:", 1)[1].split("\n", 1)[0]
+    assert "the loss is non-finite" in line and "DeepSpeed skipped this step" in line, err
+    assert not (out / "model.safetensors").exists()
