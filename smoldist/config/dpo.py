@@ -29,13 +29,7 @@ class DpoConfig:
     )
 
 
-# train keys a DPO run does not take yet, and what it takes instead (engines: train/dpo_run.py's refuse_launch)
-DPO_REFUSED_TRAIN = {
-    "eval_strategy": "evaluation during a DPO run is not yet supported; set it to no, then `smoldist eval RUN --loss`",
-}
-
-
-def validate_method(method: str, dpo: DpoConfig | None, data, lora, train: dict) -> None:
+def validate_method(method: str, dpo: DpoConfig | None, data) -> None:
     """One line before any work for a DPO recipe smoldist cannot run as asked, or a preference source under SFT."""
     preference = [i for i, s in enumerate(data.sources) if s.format == PREFERENCE]
     if method not in METHODS:
@@ -65,6 +59,3 @@ def validate_method(method: str, dpo: DpoConfig | None, data, lora, train: dict)
         raise RecipeError("data.loss_on: method dpo scores the completions only; set data.loss_on: assistant")
     if dpo is not None and dpo.beta <= 0:
         raise RecipeError(f"dpo.beta: {dpo.beta} must be positive")
-    for key, why in DPO_REFUSED_TRAIN.items():
-        if train.get(key) not in (None, "", "no", False, []):
-            raise RecipeError(f"train.{key}: {why}")

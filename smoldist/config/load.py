@@ -257,7 +257,7 @@ def validate(recipe: Recipe) -> None:
         raise RecipeError("model.tokenizer: required with model.init (no pretrained model to take a tokenizer from)")
     if not d.sources:
         raise RecipeError("data.sources: at least one source is required")
-    validate_method(recipe.method, recipe.dpo, d, m.lora, recipe.train)
+    validate_method(recipe.method, recipe.dpo, d)
     for i, src in enumerate(d.sources):
         if src.fraction is not None and not 0.0 < src.fraction <= 1.0:
             raise RecipeError(f"data.sources.{i}.fraction: {src.fraction} must be in (0, 1]")

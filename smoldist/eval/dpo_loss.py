@@ -27,7 +27,8 @@ ROW_COLUMNS = ("input_ids", "labels", "seq_lengths")  # a preference store's row
 
 class PairCollator:
     """Rows of whole pairs -> one padding-free micro-batch (TRL's collator), with each pair's id and, when given,
-    its reference log-probs (`ref_logps`: [pairs, 2], chosen and rejected)."""
+    its reference log-probs (`ref_logps`: [pairs, 2], chosen and rejected). Pair id -1 is a blank pair (an
+    evaluation's top-up row): reference 0, and no loss (`real_pairs`)."""
 
     def __init__(self, pad_token_id: int | None, reference: np.ndarray | None = None):
         from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
@@ -40,7 +41,9 @@ class PairCollator:
         out = self.inner([{k: r[k] for k in ROW_COLUMNS} for r in rows])
         out["pair_ids"] = torch.tensor(pair_ids, dtype=torch.long)
         if self.reference is not None:
-            ref = self.reference[pair_ids]
+            ids = np.asarray(pair_ids, dtype=np.int64)
+            ref = np.zeros((len(ids), 2))
+            ref[ids >= 0] = self.reference[ids[ids >= 0]]
             if np.isnan(ref).any():
                 raise ValueError("reference log-probs missing for some pairs: the store's reference cache is stale")
             out["ref_logps"] = torch.from_numpy(ref)
@@ -55,6 +58,12 @@ class PairLogps:
     rejected: torch.Tensor
     chosen_tokens: torch.Tensor
     rejected_tokens: torch.Tensor
+
+
+def real_pairs(losses: torch.Tensor, metrics: dict, pair_ids: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """The losses and metrics of the micro-batch's pairs, less the blank pairs of top-up rows (pair id -1)."""
+    real = (pair_ids >= 0).to(losses.device)
+    return losses[real], {k: v[real] for k, v in metrics.items()}
 
 
 def document_index(cu_seq_lens: torch.Tensor, n_tokens: int) -> torch.Tensor:

@@ -8,8 +8,12 @@ weights (sha256 of every parameter) and the dtype the pass ran in:
 
     <store>/<key>/reference/<sha256 of weights + dtype + attention>/{train,eval}.npy    # [pairs, 2] float64
 
-A later run on the same store and reference (a beta or learning-rate sweep, a requeue, another world size) reads
-them. One line says which happened. No reference model stays in memory: training reads the arrays.
+A later run on the same store and reference (a beta or learning-rate sweep, a requeue, another world size, another
+engine) reads them. One line says which happened. No reference model stays in memory: training reads the arrays.
+
+The pass runs before the engine wraps the model, on whole weights whatever the engine: ZeRO-3's zero.Init partitions
+are gathered for it (the whole model on each rank, once), and ranks that hold no weights yet (FSDP2's RAM-efficient
+loading leaves them on the meta device until rank 0's are broadcast) score nothing: the others share their rows.
 """
 
 from __future__ import annotations
@@ -22,20 +26,47 @@ from pathlib import Path
 
 import numpy as np
 
-from smoldist.distributed.fingerprint import hash_parameters
+from smoldist.distributed.fingerprint import full_parameters, hash_parameters
 from smoldist.distributed.state import DistInfo, barrier, print0
 
 
-def reference_key(model, autocast: str, attn_implementation: str) -> tuple[str, dict]:
-    """(folder name, what it names): the weights' sha256, the dtype of the pass and the attention it ran with."""
-    named = {"weights_sha256": hash_parameters(model.named_parameters()), "dtype": autocast}
-    named["attention"] = attn_implementation
+def holds_weights(model) -> bool:
+    """False on a rank whose parameters are still on the meta device (FSDP2 RAM-efficient loading, not rank 0)."""
+    return not any(p.is_meta for p in model.parameters())
+
+
+def scoring_ranks(model, dist: DistInfo) -> list[int]:
+    """The ranks that hold the model's weights (every rank calls this: an all-gather)."""
+    if dist.world_size == 1:
+        return [0]
+    import torch.distributed as tdist
+
+    seen = [None] * dist.world_size
+    tdist.all_gather_object(seen, holds_weights(model))
+    return [r for r, holds in enumerate(seen) if holds]
+
+
+def reference_key(model, autocast: str, attn_implementation: str, dist: DistInfo) -> tuple[str, dict]:
+    """(folder name, what it names): the weights' sha256, the dtype of the pass and the attention it ran with. Every
+    rank calls it (ZeRO-3 gathers the partitions); a rank without weights takes the first scoring rank's key."""
+    scorers = scoring_ranks(model, dist)
+    weights = None
+    with full_parameters(list(model.parameters())):
+        if dist.rank in scorers:
+            weights = hash_parameters(model.named_parameters())
+    if len(scorers) < dist.world_size:
+        import torch.distributed as tdist
+
+        sent = [weights]
+        tdist.broadcast_object_list(sent, src=scorers[0])
+        weights = sent[0]
+    named = {"weights_sha256": weights, "dtype": autocast, "attention": attn_implementation}
     return hashlib.sha256(json.dumps(named, sort_keys=True).encode()).hexdigest()[:20], named
 
 
-def split_logps(model, rows, collate, dist: DistInfo, device, autocast: str) -> np.ndarray:
-    """[pairs in the store, 2] (chosen, rejected) for the pairs of `rows`; NaN for pairs of other splits. This rank
-    scores rows rank, rank + world, ...; all ranks receive all."""
+def split_logps(model, rows, collate, dist: DistInfo, device, autocast: str, scorers: list[int]) -> np.ndarray:
+    """[pairs in the store, 2] (chosen, rejected) for the pairs of `rows`; NaN for pairs of other splits. The
+    scoring ranks share the rows (the i-th of them scores rows i, i + n, ...); all ranks receive all."""
     import torch
     import torch.distributed as tdist
 
@@ -45,8 +76,9 @@ def split_logps(model, rows, collate, dist: DistInfo, device, autocast: str) -> 
     found: list = []
     was_training = model.training
     model.eval()
+    mine = range(scorers.index(dist.rank), len(rows), len(scorers)) if dist.rank in scorers else range(0)
     with torch.no_grad(), torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-        for i in range(dist.rank, len(rows), dist.world_size):
+        for i in mine:
             batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in collate([rows[i]]).items()}
             lp = pair_logps(model, batch)
             found.append(
@@ -70,14 +102,19 @@ def reference_logps(
 ) -> tuple[dict[str, np.ndarray], Path]:
     """(each split's reference log-probs, the store folder holding them): read from the store when this reference
     computed them before, else computed now (sharded over the ranks) and written there by the main process."""
-    key, named = reference_key(model, autocast, attn)
+    key, named = reference_key(model, autocast, attn, dist)
     folder = Path(store_path) / "reference" / key
     if all((folder / f"{name}.npy").is_file() for name in splits):
         print0(f"smoldist train: reference log-probs reused from {folder} ({named['dtype']})")
         return {name: np.load(folder / f"{name}.npy") for name in splits}, folder
     t0 = time.perf_counter()
-    model.to(device)
-    out = {name: split_logps(model, rows, collate, dist, device, autocast) for name, rows in splits.items()}
+    scorers = scoring_ranks(model, dist)
+    if dist.rank in scorers:
+        model.to(device)
+    with full_parameters(list(model.parameters())):  # ZeRO-3: whole weights on every rank for the pass
+        out = {
+            name: split_logps(model, rows, collate, dist, device, autocast, scorers) for name, rows in splits.items()
+        }
     seconds = time.perf_counter() - t0
     if dist.is_main:
         folder.mkdir(parents=True, exist_ok=True)
@@ -91,7 +128,7 @@ def reference_logps(
     pairs = sum(int(np.isfinite(v[:, 0]).sum()) for v in out.values())
     print0(
         f"smoldist train: reference log-probs computed for {pairs:,} pairs in {seconds:.1f} s "
-        f"({tokens / max(seconds, 1e-9):,.0f} tokens/s, {dist.world_size} rank(s), "
+        f"({tokens / max(seconds, 1e-9):,.0f} tokens/s, {len(scorers)} rank(s), "
         f"{named['dtype']}) -> {folder}"
     )
     return out, folder

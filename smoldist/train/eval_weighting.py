@@ -18,14 +18,18 @@ def label_tokens(labels) -> int:
     return int((labels[..., 1:] != -100).sum())
 
 
-def top_up(dataset, multiple: int, pad_id: int):
-    """`dataset` with rows of one pad token and no label appended, to a length that is a multiple of `multiple`."""
+def blank_row(pad_id: int) -> dict:
+    """A row of one pad token that scores nothing."""
+    return {"input_ids": [pad_id], "labels": [-100], "seq_lengths": [1]}
+
+
+def top_up(dataset, multiple: int, blank: dict):
+    """`dataset` with `blank` rows (no label token) appended, to a length that is a multiple of `multiple`."""
     from datasets import Dataset, concatenate_datasets
 
     missing = -len(dataset) % multiple
     if not missing:
         return dataset
-    blank = {"input_ids": [pad_id], "labels": [-100], "seq_lengths": [1]}
     rows = [{k: blank[k] for k in dataset.column_names} for _ in range(missing)]
     return concatenate_datasets([dataset, Dataset.from_list(rows, features=dataset.features)])
 

@@ -27,7 +27,7 @@ from smoldist.model.attention import warn_dense_packed
 from smoldist.model.fused_head import check_fsdp2_added_tokens, check_head_unit
 from smoldist.model.precision import cast_saved_model, reduce_in_fp32
 from smoldist.train.console import eval_line, write_line
-from smoldist.train.eval_weighting import TokenWeightedEval, top_up
+from smoldist.train.eval_weighting import TokenWeightedEval, blank_row, top_up
 from smoldist.train.nonfinite import NonFiniteGuard
 from smoldist.train.throughput import ThroughputMeter
 
@@ -99,8 +99,12 @@ class SmoldistTrainer(SFTTrainer):
         ds = self.eval_dataset if eval_dataset is None else eval_dataset
         if self.args.world_size > 1 and hasattr(ds, "column_names"):  # no row seen twice by even_batches
             pad = getattr(self.processing_class, "pad_token_id", None) or 0
-            eval_dataset = top_up(ds, self.args.world_size * self.args.eval_batch_size, pad)
+            eval_dataset = top_up(ds, self.args.world_size * self.args.eval_batch_size, self.blank_row(pad))
         return super().get_eval_dataloader(eval_dataset)
+
+    def blank_row(self, pad_id: int) -> dict:
+        """What tops up the eval split so that every rank runs the same batches (a DPO row holds a blank pair)."""
+        return blank_row(pad_id)
 
     def evaluation_loop(self, *args, **kwargs):
         self.eval_sums = TokenWeightedEval()

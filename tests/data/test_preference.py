@@ -116,15 +116,12 @@ def test_method_keys_and_refusals(tmp_path):
         ({"data": {"sources": [{"path": "x.jsonl", "format": "preference"}]}}, "train with method: dpo"),
         ({"method": "dpo"}, "method dpo reads format: preference sources only"),
         ({"method": "dpo", "data": {"sources": [{"path": "x", "format": "preference"}]}}, "data.overflow: 'split'"),
-        (
-            {
-                "method": "dpo",
-                "data": {"sources": [{"path": "x", "format": "preference"}], "overflow": "drop"},
-                "train": {"eval_strategy": "steps"},
-            },
-            "train.eval_strategy: evaluation during a DPO run is not yet supported",
-        ),
     ]
+    evaluating = json.loads(json.dumps(sft))  # evaluation during a DPO run is taken (tests/train/test_dpo_run.py)
+    evaluating.update(method="dpo")
+    evaluating["data"].update(sources=[{"path": "x", "format": "preference"}], overflow="drop", eval_fraction=0.1)
+    evaluating["train"].update(eval_strategy="steps")
+    assert load_recipe(write_recipe(tmp_path, evaluating)).train["eval_strategy"] == "steps"
     for change, message in bad:
         raw = json.loads(json.dumps(sft))
         for key, value in change.items():

@@ -51,8 +51,8 @@ def fruit_pairs(n: int, seed: int = 0) -> list[dict]:
     return out
 
 
-@pytest.fixture
-def dpo_recipe(tmp_path):
+def dpo_recipe_file(tmp_path):
+    """The tiny DPO recipe of these tests (32 fruit pairs, a quarter held out), written under tmp_path."""
     pairs = write_jsonl(tmp_path / "pairs.jsonl", fruit_pairs(32))
     raw = {
         "method": "dpo",
@@ -95,6 +95,11 @@ def dpo_recipe(tmp_path):
     return write_recipe(tmp_path, raw)
 
 
+@pytest.fixture
+def dpo_recipe(tmp_path):
+    return dpo_recipe_file(tmp_path)
+
+
 def log_history(run_dir) -> list[dict]:
     return [h for h in json.loads((run_dir / "trainer_state.json").read_text())["log_history"] if "loss" in h]
 
@@ -120,17 +125,32 @@ def test_dpo_trains_logs_trls_metrics_and_reuses_the_reference(dpo_recipe, tmp_p
 
 
 def test_unsupported_dpo_runs_are_refused_before_any_work(dpo_recipe, tmp_path, monkeypatch):
-    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
-    with pytest.raises(RecipeError, match="method dpo: DeepSpeed is not yet supported; supported: single, ddp"):
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    monkeypatch.setenv("FSDP_VERSION", "1")
+    with pytest.raises(RecipeError, match=r"method dpo: FSDP1 is not supported .*supported: single, ddp, deepspeed"):
         run(load_recipe(dpo_recipe))
     assert not (tmp_path / "store").exists()
-    monkeypatch.delenv("ACCELERATE_USE_DEEPSPEED")
-    for override, message in [
-        ("train.eval_strategy=steps", "train.eval_strategy: evaluation during a DPO run is not yet supported"),
-        ("data.overflow=split", "data.overflow: 'split' would split a pair"),
-    ]:
-        with pytest.raises(RecipeError, match=message):
-            load_recipe(dpo_recipe, override.split(","))
+    monkeypatch.delenv("ACCELERATE_USE_FSDP")
+    with pytest.raises(RecipeError, match=r"data.overflow: 'split' would split a pair"):
+        load_recipe(dpo_recipe, ["data.overflow=split"])
+
+
+def test_evaluation_during_a_dpo_run_is_the_mean_loss_over_the_eval_pairs(dpo_recipe, tmp_path):
+    """eval_loss and TRL's eval_ metrics during training equal `smoldist eval RUN --loss` on the saved model."""
+    run(
+        load_recipe(
+            dpo_recipe, ["train.eval_strategy=steps", "train.eval_steps=1", "train.per_device_eval_batch_size=3"]
+        )
+    )
+    state = json.loads((tmp_path / "run" / "trainer_state.json").read_text())
+    evals = [h for h in state["log_history"] if "eval_loss" in h]
+    assert [h["step"] for h in evals] == [1, 2]
+    assert all(f"eval_{k}" in evals[-1] for k in DPO_KEYS)
+    assert evals[0]["eval_loss"] != pytest.approx(math.log(2), abs=1e-4)  # after a step: not the reference's loss
+    after = eval_loss(str(tmp_path / "run"))  # the saved (last) model against the same eval reference
+    assert after["pairs"] == 8
+    for key in ("eval_loss", "eval_rewards/accuracies", "eval_rewards/margins", "eval_logps/chosen"):
+        assert evals[-1][key] == pytest.approx(after[key], abs=1e-5), key
 
 
 @pytest.mark.slow
