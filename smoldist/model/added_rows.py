@@ -181,9 +181,10 @@ def is_top1(top1_old, frozen, bias, h, z_t, z_rows, local, added, transform, chu
     if sel.numel():  # an added target must also beat every old token: few such positions, the table in chunks
         best = torch.full((sel.numel(),), float("-inf"), device=z_rows.device)
         for start in range(0, frozen.shape[0], chunk_size):
-            z_old = h[sel] @ frozen[start : start + chunk_size].to(h.dtype).t()
+            end = min(start + chunk_size, frozen.shape[0])
+            z_old = h[sel] @ frozen[start:end].to(h.dtype).t()
             if bias is not None:
-                z_old = z_old + bias[start : start + chunk_size].to(h.dtype)
+                z_old = z_old + bias[start:end].to(h.dtype)
             best = torch.maximum(best, transform(z_old).amax(-1))
         top1[sel] &= z_t[sel] > best
     return top1

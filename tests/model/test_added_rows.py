@@ -72,6 +72,12 @@ def batch(vocab: int):
     return ids, labels
 
 
+def assert_near(ours, theirs, name: str = "", rel: float = 1e-5) -> None:
+    """Largest difference within `rel` of the largest magnitude: fp32 sums in another order, nothing more."""
+    err, scale = float((ours - theirs).abs().max()), float(theirs.abs().max())
+    assert scale > 0 and err <= rel * scale, (name, err, scale)
+
+
 def grads(model) -> dict:
     return {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
 
@@ -135,8 +141,7 @@ def test_fused_head_loss_and_gradients_equal_peft_trainable_tokens(tmp_path, tie
     assert g_ours.keys() == g_theirs.keys() and any("trainable_tokens_delta" in n for n in g_ours)
     for n in g_ours:
         assert g_ours[n].abs().sum() > 0, n
-        err = float((g_ours[n] - g_theirs[n]).abs().max())
-        assert err <= 1e-5 * float(g_theirs[n].abs().max()), (n, err, float(g_theirs[n].abs().max()))
+        assert_near(g_ours[n], g_theirs[n], n)
 
 
 @pytest.mark.parametrize("tied", [True, False])
@@ -156,4 +161,49 @@ def test_plain_forward_logits_and_gradients_equal_peft_trainable_tokens(tmp_path
         logits[name] = (out.detach(), grads(m))
     torch.testing.assert_close(logits["ours"][0], logits["peft"][0], rtol=1e-5, atol=1e-5)
     for n, g in logits["ours"][1].items():
-        torch.testing.assert_close(g, logits["peft"][1][n], rtol=1e-5, atol=1e-6, msg=n)
+        assert_near(g, logits["peft"][1][n], n)
+
+
+@pytest.mark.parametrize("softcap,bias", [(None, False), (30.0, True)])
+def test_log_probs_from_the_old_tokens_and_the_rows_equal_trls_over_the_merged_table(softcap, bias):
+    """`log_probs` (the kernel on the frozen old tokens + the k added columns) against TRL's kernel on the merged
+    table: every output and the gradients of the hidden states and the rows, with TRL's logit transforms, a bias, the
+    vocabulary in several chunks, and targets that are the argmax, old and added."""
+    import torch
+    from trl.kernels.chunked_logprob import ChunkedLogProbFunction
+
+    from smoldist.model.added_rows import MARK, log_probs
+
+    torch.manual_seed(0)
+    vocab, dim, k, n = 300, 16, 3, 40
+    table = torch.randn(vocab, dim)  # its last k rows are stale: the trained ones are `rows`
+    rows = torch.randn(k, dim, requires_grad=True)
+    b = 0.1 * torch.randn(vocab) if bias else None
+    targets = torch.randint(0, vocab - k, (n,))
+    targets[::3] = vocab - k + torch.arange(len(targets[::3])) % k
+    merged = table.index_copy(0, torch.arange(vocab - k, vocab), rows)
+    hidden = torch.randn(n, dim)
+    hidden[:12] = 2 * merged.detach()[targets[:12]]  # these targets win (logits up to ~70: fp32 steps of ~1e-5)
+    args = (0.7, 64, softcap, 1.3, ALL_OUTPUTS)  # temperature, vocabulary chunk, softcap, logit scale, outputs
+
+    results = []
+    for ours in (True, False):
+        h = hidden.clone().requires_grad_()
+        rows.grad = None
+        if ours:
+            weight = table.detach()
+            setattr(weight, MARK, (vocab - k, rows))
+            out = log_probs(ChunkedLogProbFunction, h, weight, b, targets, *args)
+        else:
+            weight = table.index_copy(0, torch.arange(vocab - k, vocab), rows)
+            out = ChunkedLogProbFunction.apply(h, weight, b, targets, *args)
+        (-out[0].sum() + out[1].sum()).backward()
+        results.append((out, h.grad, rows.grad.clone()))
+    (ours, h_ours, r_ours), (theirs, h_theirs, r_theirs) = results
+    for a, b_ in zip(ours[:4], theirs[:4], strict=True):
+        torch.testing.assert_close(a, b_, rtol=1e-5, atol=3e-5)
+    assert torch.equal(ours[4], theirs[4])
+    assert ours[4][targets >= vocab - k].any() and ours[4][targets < vocab - k].any()
+    assert not ours[4].all()
+    assert_near(h_ours, h_theirs, "hidden")
+    assert_near(r_ours, r_theirs, "rows")
