@@ -207,3 +207,31 @@ def test_log_probs_from_the_old_tokens_and_the_rows_equal_trls_over_the_merged_t
     assert not ours[4].all()
     assert_near(h_ours, h_theirs, "hidden")
     assert_near(r_ours, r_theirs, "rows")
+
+
+def rss_file_mib() -> float:
+    import re
+
+    with open("/proc/self/status") as f:
+        return int(re.search(r"RssFile:\s+(\d+)", f.read()).group(1)) / 1024
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="/proc and MADV_PAGEOUT are Linux's")
+def test_a_replaced_file_mapped_table_leaves_the_process_memory(tmp_path):
+    """grow_vocabulary copies a checkpoint's table (mapped from its file) into the grown one: the old table's pages,
+    read in by the copy, are dropped (file-backed RSS back down) and still read back intact; anonymous memory is never
+    a target."""
+    import torch
+
+    from smoldist.model.build import file_mapped, release_file_pages
+
+    n = 64 * 2**20 // 4
+    path = tmp_path / "table.bin"
+    torch.arange(n, dtype=torch.float32).numpy().tofile(path)
+    table = torch.from_file(str(path), shared=False, size=n, dtype=torch.float32)
+    before = rss_file_mib()
+    assert float(table.sum()) > 0 and rss_file_mib() - before > 48  # the copy's read: ~64 MiB resident
+    assert file_mapped(table.data_ptr()) and not file_mapped(torch.zeros(n).data_ptr())
+    release_file_pages(table.data_ptr(), table.nbytes)
+    assert rss_file_mib() - before < 16
+    assert torch.equal(table[:5], torch.arange(5, dtype=torch.float32))
