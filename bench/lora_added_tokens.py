@@ -4,7 +4,8 @@
 
 Two runs of `python -m smoldist.train`, each its own process, on the same gsm8k sample (tests/fixtures), LoRA r 8:
   lora        Gemma's own chat template: no token added, the embedding (262,144 x 640, tied) frozen;
-  lora+added  chatml: <|im_start|> and <|im_end|> added, their two rows trained through peft's trainable tokens.
+  lora+added  chatml: <|im_start|> and <|im_end|> added, their two rows trained (peft's trainable tokens, run by
+              smoldist/model/added_rows.py: no copy of the table, no gradient of its size).
 Reported: step time over the steps after the first (smoldist's perf/step_time_s) and the process's peak RSS
 (perf/peak_memory_gib on CPU), as a table and JSON. Goal: lora+added within 10% of lora in both.
 """

@@ -9,6 +9,7 @@ and the rules for what is saved.
     fused_head.py   TRL's fused LM head under FSDP2: lm_head must sit in a unit some forward unshards
     precision.py    fp32 master weights under `model.dtype` autocast; the saved model in `model.dtype`
     lora.py         LoRA through peft: its config, loading runs back, the frozen-weight checksum
+    added_rows.py   LoRA's rows of added tokens trained at the cost of those rows, not of the whole table
     stop_tokens.py  the template's end-of-turn token becomes eos, so generation stops there
     merge.py        `smoldist merge`: an adapter folded into its base
 """

@@ -48,9 +48,43 @@ def grow_vocabulary(model, n_tokens: int, added: dict[str, int], eos_id: int | N
     transformers resizes both and re-ties), the added rows initialised. Training and loading a LoRA run (lora.py)
     both call it, so an adapter meets the base it was trained on."""
     if n_tokens > model.config.vocab_size:
+        layers = [model.get_input_embeddings(), model.get_output_embeddings()]
+        old = {x.weight.data_ptr(): x.weight.nbytes for x in layers if x is not None}
         model.resize_token_embeddings(n_tokens, mean_resizing=False)
+        for ptr, nbytes in old.items():
+            release_file_pages(ptr, nbytes)
     if added:
         init_added_rows(model, added, eos_id)
+
+
+MADV_PAGEOUT = 21  # Linux 5.4+: reclaim these pages; their content is kept (read back from the file if touched)
+
+
+def release_file_pages(ptr: int, nbytes: int) -> None:
+    """Drop the resident pages of a table that the grown one replaced, when they map the checkpoint's file:
+    transformers maps the weights from the file, copying the old table into the grown one reads all its pages in, and
+    the other weights keep the file mapped, so a second table's worth would stay in the process's memory (RSS)."""
+    import ctypes
+    import os
+    import sys
+
+    if sys.platform != "linux" or not file_mapped(ptr):
+        return
+    page = os.sysconf("SC_PAGE_SIZE")
+    start, end = -(-ptr // page) * page, (ptr + nbytes) // page * page
+    if end > start:  # a kernel without MADV_PAGEOUT answers EINVAL: the pages stay, as they did before
+        ctypes.CDLL(None, use_errno=True).madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), MADV_PAGEOUT)
+
+
+def file_mapped(ptr: int) -> bool:
+    """True when the address lies in a mapping of a file (/proc/self/maps), not anonymous memory."""
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            fields = line.split(maxsplit=5)
+            lo, hi = (int(x, 16) for x in fields[0].split("-"))
+            if lo <= ptr < hi:
+                return len(fields) == 6 and fields[5].startswith("/")
+    return False
 
 
 def added_rows(model, added: dict[str, int]) -> list[int]:

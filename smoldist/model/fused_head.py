@@ -8,9 +8,10 @@ gathers the sharded DTensor itself, and on CPU the head's accumulated gradients 
 `check_head_unit` refuses that layout in one line before the first step.
 
 LoRA with tokens added to a tied vocabulary (peft's trainable tokens) under FSDP2: peft's wrapper returns a fresh
-tensor for `.weight`, so accelerate sees the head as untied, shards the embedding as its own unit and then the tail
-[norm, lm_head], which holds the same base weight, already a DTensor: `fully_shard` fails ("Invariant encountered",
-seen on CPU with gloo). `check_fsdp2_added_tokens` refuses it before any work.
+tensor for `.weight` (model/added_rows.py keeps that: an alias of the frozen table), so accelerate sees the head as
+untied, shards the embedding as its own unit and then the tail [norm, lm_head], which holds the same base weight,
+already a DTensor: `fully_shard` fails ("Invariant encountered", seen on CPU with gloo). `check_fsdp2_added_tokens`
+refuses it before any work (not re-proven on CPU with the alias: the refusal stays).
 """
 
 from __future__ import annotations

@@ -60,13 +60,17 @@ def fit_trainable_tokens(model) -> None:
     - TRL's fused LM head reads `head.weight` and `head.bias`; peft's wrapper forwards only `weight` (the trained
       rows written in): expose the head's bias, unregistered, so it is not a second parameter.
     - save the adapter without the whole embedding tables: peft adds them (vocab x hidden, twice when tied) when the
-      vocabulary grew, but the trained rows are in the adapter and `load_model` grows the base the same way."""
+      vocabulary grew, but the trained rows are in the adapter and `load_model` grows the base the same way.
+    - train the rows at the cost of those rows, not of the whole table (model/added_rows.py)."""
     from peft.utils.other import TrainableTokensWrapper
+
+    from smoldist.model.added_rows import train_added_rows
 
     head = model.get_base_model().get_output_embeddings()
     if isinstance(head, TrainableTokensWrapper):
         object.__setattr__(head, "bias", head.token_adapter.base_layer.bias)
     model.save_pretrained = functools.partial(model.save_pretrained, save_embedding_layers=False)
+    train_added_rows(model)
 
 
 def pin_base_path(model) -> None:
