@@ -183,3 +183,22 @@ def test_preference_turns_are_read_as_conversation_turns_are(tmp_path):
         with pytest.raises(InvalidRecord) as e:
             convert_preference({"prompt": prompt, "chosen": [turn], "rejected": "5."}, spec, "assistant")
         assert e.value.reason == reason
+
+
+TOOL_SCHEMA = [{"type": "function", "function": {"name": "add", "parameters": {"type": "object"}}}]
+
+
+def test_a_records_tools_are_refused_not_ignored(tmp_path):
+    """`tools` changes what the model sees (the template renders the schemas): a pair holding them is invalid,
+    counted by reason, and `on_invalid: error` names the record; an empty or null `tools` is no tools."""
+    from smoldist.errors import DataError
+
+    records = [*PAIRS, {**PAIRS[0], "tools": TOOL_SCHEMA}, {**PAIRS[1], "tools": None}, {**PAIRS[0], "tools": []}]
+    result = prepare(*(lambda r: (r.model, r.data))(dpo_recipe(tmp_path, records)), verbose=False)
+    counts = result.manifest["counts"]
+    assert counts["records_valid"] == 5 and counts["invalid_by_reason"] == {"unsupported_key": 1}
+    (source,) = counts["per_source"]
+    assert "tools" not in source["ignored"] and "'tools'" in source["first_invalid"][0]
+    r = dpo_recipe(tmp_path, records, on_invalid="error")
+    with pytest.raises(DataError, match=r"pairs\.jsonl:4: invalid record \(unsupported_key\): field 'tools'"):
+        prepare(r.model, r.data, force=True, verbose=False)  # on_invalid is not in the key: build again
