@@ -37,9 +37,10 @@ class Pair:
         return self.prompt
 
 
-def as_turns(value: Any, name: str, role: str, ignored: set) -> list[dict]:
+def as_turns(value: Any, name: str, role: str, ignored: set, keys: tuple = ("role", "content")) -> list[dict]:
     """A string is one `role` turn; a list is turns read as data/turns.py reads a conversation's (content parts
-    joined, turn-changing keys refused, other keys counted in `ignored`); weights and tool calls are refused."""
+    joined, turn-changing keys refused, other keys counted in `ignored`; `keys`: the source's role and content
+    keys); weights and tool calls are refused."""
     if isinstance(value, str):
         return [{"role": role, "content": value}]
     if not isinstance(value, list):
@@ -48,10 +49,10 @@ def as_turns(value: Any, name: str, role: str, ignored: set) -> list[dict]:
     for i, m in enumerate(value):
         if not isinstance(m, dict):
             raise InvalidRecord("wrong_type", f"{name}[{i}] is a {type(m).__name__}, not an object")
-        for k in ("role", "content"):
+        for k in keys:
             if k not in m:
                 raise InvalidRecord("missing_field", f"{name}[{i}] has no '{k}'")
-        msg, trained = message(m, i, name, "role", "content", None, ignored)
+        msg, trained = message(m, i, name, *keys, None, ignored)
         if not trained:  # a pair scores its whole completion: a turn left out of it has no meaning here
             raise InvalidRecord("bad_weight", f"{name}[{i}] has weight 0: preference pairs score whole completions")
         if "tool_calls" in msg or msg["role"] == "tool":
@@ -76,19 +77,20 @@ def convert_preference(record: Any, opts: Any, loss_on: str) -> Pair:
             "unsupported_key", f"field '{TOOLS_FIELD}': tool schemas in preference pairs are not supported; remove them"
         )
     ignored: set = set()  # keys of the turns that are not read: listed in the report, never refused
+    keys = (opts.role_field, opts.content_field)  # as a messages source reads them
     # TRL's maybe_extract_prompt: a string prompt beside conversational completions is implicit (ultrafeedback)
     implicit = prompt_raw is None or (isinstance(prompt_raw, str) and isinstance(chosen_raw, list))
     if implicit:
         if not isinstance(chosen_raw, list) or not isinstance(rejected_raw, list):
             field(record, opts.prompt_field, (str, list))  # strings need an explicit prompt: missing_field
         prompt, chosen, rejected = split_implicit(
-            as_turns(chosen_raw, "chosen", "assistant", ignored),
-            as_turns(rejected_raw, "rejected", "assistant", ignored),
+            as_turns(chosen_raw, "chosen", "assistant", ignored, keys),
+            as_turns(rejected_raw, "rejected", "assistant", ignored, keys),
         )
     else:
-        prompt = as_turns(prompt_raw, opts.prompt_field, "user", ignored)
-        chosen = as_turns(chosen_raw, "chosen", "assistant", ignored)
-        rejected = as_turns(rejected_raw, "rejected", "assistant", ignored)
+        prompt = as_turns(prompt_raw, opts.prompt_field, "user", ignored, keys)
+        chosen = as_turns(chosen_raw, "chosen", "assistant", ignored, keys)
+        rejected = as_turns(rejected_raw, "rejected", "assistant", ignored, keys)
     if not prompt:
         raise InvalidRecord("missing_field", "no prompt: chosen and rejected share no leading turns")
     if chosen == rejected:

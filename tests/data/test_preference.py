@@ -202,3 +202,21 @@ def test_a_records_tools_are_refused_not_ignored(tmp_path):
     r = dpo_recipe(tmp_path, records, on_invalid="error")
     with pytest.raises(DataError, match=r"pairs\.jsonl:4: invalid record \(unsupported_key\): field 'tools'"):
         prepare(r.model, r.data, force=True, verbose=False)  # on_invalid is not in the key: build again
+
+
+def test_a_sources_role_and_content_keys_are_read_as_for_messages(tmp_path):
+    """`role_field`/`content_field` name a turn's keys for a preference source as for a messages one, never lost."""
+    turn = lambda role, text: {"speaker": role, "text": text}  # noqa: E731
+    record = {
+        "prompt": [turn("system", "Be terse."), turn("user", "2+2?")],
+        "chosen": [turn("assistant", "4")],
+        "rejected": [turn("assistant", "5")],
+    }
+    r = dpo_recipe(tmp_path, [record])
+    r.data.sources[0].role_field, r.data.sources[0].content_field = "speaker", "text"
+    result = prepare(r.model, r.data, verbose=False)
+    assert result.manifest["counts"]["records_valid"] == 1
+    (row,) = decoded_rows(result.path)[:1]
+    assert (
+        row[1].startswith("<|im_start|>system\nBe terse.<|im_end|>\n<|im_start|>user\n2+2?") and row[2] == "4<|im_end|>"
+    )
