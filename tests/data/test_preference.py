@@ -220,3 +220,15 @@ def test_a_sources_role_and_content_keys_are_read_as_for_messages(tmp_path):
     assert (
         row[1].startswith("<|im_start|>system\nBe terse.<|im_end|>\n<|im_start|>user\n2+2?") and row[2] == "4<|im_end|>"
     )
+
+
+def test_pair_packing_swaps_one_pair_for_two_to_close_gaps():
+    """Pairs are long next to a row: BFD and one-for-one swaps leave 5 rows here, where 4 hold them (the bound)."""
+    pair_len = np.array([30, 57, 66, 24, 50, 25, 36, 32, 44, 25])
+    lengths = np.stack([pair_len // 2, pair_len - pair_len // 2], axis=1).reshape(-1)
+    packed, seg_pairs, _ = pack_pairs(lengths, np.ones(len(pair_len), dtype=np.int64), 100, "truncate")
+    assert len(packed.rows) == -(-int(pair_len.sum()) // 100) == 4
+    for row in packed.rows:
+        assert sum(int(packed.segments.length[s]) for s in row) <= 100
+        assert [seg_pairs[s] for s in row[0::2]] == [seg_pairs[s] for s in row[1::2]]
+    assert sorted(seg_pairs[s] for row in packed.rows for s in row[0::2]) == list(range(10))
