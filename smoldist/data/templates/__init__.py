@@ -67,20 +67,23 @@ def with_default_system(template: str, prompt: str) -> str:
     return head + given + tail + template
 
 
+def inserted_system(template: str) -> str | None:
+    """The prompt a template made by `with_default_system` inserts (it opens with it), else None."""
+    head, tail = DEFAULT_SYSTEM_HEAD
+    if not template.startswith(head):
+        return None
+    try:
+        prompt, end = json.JSONDecoder().raw_decode(template, len(head))
+    except json.JSONDecodeError:
+        return None
+    return prompt if isinstance(prompt, str) and template.startswith(tail, end) else None
+
+
 def default_system_of(template: str, base: str) -> str | None:
     """The prompt `template` inserts when it is `with_default_system(base, prompt)` (what a smoldist run trained with
     one fixed system prompt saved), else None."""
-    head, tail = DEFAULT_SYSTEM_HEAD
-    if not template.endswith(base) or not template.startswith(head):
-        return None
-    literal = template[len(head) : len(template) - len(base)]
-    if not literal.endswith(tail):
-        return None
-    try:
-        prompt = json.loads(literal[: -len(tail)])
-    except json.JSONDecodeError:
-        return None
-    return prompt if isinstance(prompt, str) and with_default_system(base, prompt) == template else None
+    prompt = inserted_system(template)
+    return prompt if prompt is not None and with_default_system(base, prompt) == template else None
 
 
 def has_generation_markers(template: str) -> bool:
