@@ -17,7 +17,7 @@ from smoldist.distributed.checkpoints import COMPLETE
 from smoldist.distributed.preemption import STOPPED_EXIT_CODE
 from smoldist.faults import SIGNAL_AT_STEP, STEP_DELAY_S
 from tests.distributed.test_elastic import stopped_with_checkpoint
-from tests.helpers import CONFIGS, REPO, accelerate, losses
+from tests.helpers import CONFIGS, REPO, accelerate, assert_one_job, losses
 from tests.train.test_dpo_run import dpo_recipe, log_history  # noqa: F401  (dpo_recipe: the fixture)
 
 pytestmark = pytest.mark.slow
@@ -59,20 +59,23 @@ def whole(dpo_recipe, tmp_path):  # noqa: F811
 
 
 @pytest.mark.timeout(900)
-def test_dpo_stopped_on_two_processes_continues_on_one_with_the_same_pairs(dpo_recipe, tmp_path, whole):  # noqa: F811
+@pytest.mark.parametrize("before, after", [(2, 1), (1, 2)], ids=["2to1", "1to2"])
+def test_dpo_stopped_continues_on_another_world_size_with_the_same_pairs(dpo_recipe, tmp_path, whole, before, after):  # noqa: F811
     out = tmp_path / "elastic"
-    first = launch(2, dpo_recipe, out, env={SIGNAL_AT_STEP: "3"})
+    first = launch(before, dpo_recipe, out, env={SIGNAL_AT_STEP: "3"})
     assert stopped_with_checkpoint(first), first.stderr[-4000:]
     assert "stopped by signal 10 after step 3" in first.stdout
     assert "reference log-probs reused" in first.stdout  # the same store and starting weights as the whole run
-    assert json.loads((out / "checkpoint-3" / COMPLETE).read_text())["world_size"] == 2
-    assert "world size 2" in first.stdout and "grad accumulation 1" in first.stdout  # one job of 2 ranks
+    assert json.loads((out / "checkpoint-3" / COMPLETE).read_text())["world_size"] == before
+    assert f"world size {before}" in first.stdout and f"grad accumulation {2 // before}" in first.stdout
 
-    second = launch(1, dpo_recipe, out)
+    second = launch(after, dpo_recipe, out)
     assert second.returncode == 0, second.stderr[-4000:]
-    assert "resumed step 3 on 1 processes (was 2)" in second.stdout, second.stdout[-3000:]
-    assert "grad accumulation 2" in second.stdout
+    assert f"resumed step 3 on {after} processes (was {before})" in second.stdout, second.stdout[-3000:]
+    assert f"world size {after}" in second.stdout and f"grad accumulation {2 // after}" in second.stdout
     assert "reference log-probs reused" in second.stdout and "computed" not in second.stdout
+    if after > 1:
+        assert_one_job(out, after)
     assert_same_run(metrics(out), whole)  # same pairs in the same steps: the same losses and rewards
 
 
