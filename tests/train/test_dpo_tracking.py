@@ -8,6 +8,7 @@ import pytest
 from smoldist.distributed.preemption import STOPPED_EXIT_CODE
 from smoldist.faults import SIGNAL_AT_STEP
 from smoldist.train.wandb_offline import read_run
+from tests.helpers import CONFIGS, accelerate
 from tests.train.test_dpo_run import DPO_KEYS, dpo_recipe  # noqa: F401  (dpo_recipe: the fixture)
 from tests.train.test_tracking import PERF, run_files, train
 
@@ -32,3 +33,17 @@ def test_dpo_offline_run_has_trls_metrics_and_throughput_in_one_run(dpo_recipe, 
         assert h["train/perf/tokens_per_s_per_device"] > 0 and 0 < h["train/perf/mfu"] < 1
         assert 0 <= h["train/rewards/accuracies"] <= 1
     assert runs[0].config["smoldist/world_size"] == 1
+
+
+def test_dpo_under_ddp_logs_one_run_from_the_main_process(dpo_recipe, tmp_path):  # noqa: F811
+    out, home = tmp_path / "ddp", tmp_path / "home"
+    home.mkdir()
+    args = ["--config_file", str(CONFIGS / "cpu_ddp.yaml"), "-m", "smoldist.train", str(dpo_recipe), *OFFLINE]
+    p = accelerate([*args, "train.max_steps=2", f"train.output_dir={out}"], env={"HOME": str(home)}, timeout=400)
+    assert p.returncode == 0, p.stderr[-3000:]
+    (only,) = run_files(out)  # one run for the job, not one per rank
+    run = read_run(only)
+    logs = [h for h in run.history if "train/loss" in h]
+    assert [h["train/global_step"] for h in logs] == [1, 2]
+    assert all(f"train/{key}" in h for h in logs for key in (*DPO_KEYS, *PERF))
+    assert run.config["smoldist/world_size"] == 2 and run.config["smoldist/engine"] == "ddp"
