@@ -80,8 +80,8 @@ class SourceConfig:
     messages_field: str | None = help_field(
         None, "messages/sharegpt: column with the turns (default messages / conversations)"
     )
-    role_field: str = help_field("role", "messages: key of a turn's role")
-    content_field: str = help_field("content", "messages: key of a turn's text")
+    role_field: str = help_field("role", "messages and preference: key of a turn's role")
+    content_field: str = help_field("content", "messages and preference: key of a turn's text")
     prompt_field: str = help_field("prompt", "prompt_completion and preference: the prompt column")
     completion_field: str = help_field("completion", "prompt_completion: the completion column")
     text_field: str = help_field("text", "text: the document column (the-stack-smol: content)")

@@ -187,7 +187,7 @@ DEFAULT_FIELDS = (
 
 def read_fields(spec: Any) -> frozenset[str]:
     """Every record field a source's format reads; the others are listed as ignored, with counts, never refused."""
-    optional = {"messages": {TOOLS_FIELD}, "sharegpt": {TOOLS_FIELD}, "preference": {spec.prompt_field}}
+    optional = {"messages": {TOOLS_FIELD}, "sharegpt": {TOOLS_FIELD}, "preference": {spec.prompt_field, TOOLS_FIELD}}
     return frozenset(required_fields(spec)) | optional.get(spec.format, set())
 
 

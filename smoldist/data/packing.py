@@ -105,30 +105,36 @@ POOL_SPREAD = 32
 TIGHTEN_PASSES = 8
 
 
-def tighten(rows: list[list[int]], seg_lengths: np.ndarray, seq_len: int) -> list[list[int]]:
+def tighten(
+    rows: list[list[int]], seg_lengths: np.ndarray, seq_len: int, spread: int = POOL_SPREAD, swap_two: bool = False
+) -> list[list[int]]:
     """Fewer rows after BFD: passes of `tighten_once` while they save rows."""
     for _ in range(TIGHTEN_PASSES):
-        fewer = tighten_once(rows, seg_lengths, seq_len)
+        fewer = tighten_once(rows, seg_lengths, seq_len, spread, swap_two)
         if len(fewer) >= len(rows):
             break
         rows = fewer
     return rows
 
 
-def tighten_once(rows: list[list[int]], seg_lengths: np.ndarray, seq_len: int) -> list[list[int]]:
+def tighten_once(
+    rows: list[list[int]], seg_lengths: np.ndarray, seq_len: int, spread: int = POOL_SPREAD, swap_two: bool = False
+) -> list[list[int]]:
     """Empty the least-filled rows (and a spread of others) into a pool, close the other rows' gaps from it, repack
     the rest.
 
     BFD leaves each row a gap smaller than any segment still to place, ~0.5% of the tokens. A row's gap
     closes by taking a pool segment that fits it, or by swapping one of its segments for a pool segment at
-    most `gap` longer. Every move shrinks the pool; what is left is packed by BFD. Kept only if rows are saved."""
+    most `gap` longer (`swap_two`: or for two pool segments, together at most `gap` longer: segments long next to
+    a row, as preference pairs are, leave gaps no single segment closes). Every move shrinks the pool; what is left
+    is packed by BFD. Kept only if rows are saved."""
     lengths = seg_lengths.tolist()
     used = [sum(lengths[s] for s in r) for r in rows]
     excess = len(rows) - -(-sum(used) // seq_len)
     if excess <= 0:
         return rows
     order = sorted(range(len(rows)), key=used.__getitem__)
-    drop = set(order[:excess]) | set(order[excess :: max(1, (len(rows) - excess) // (POOL_SPREAD * excess))])
+    drop = set(order[:excess]) | set(order[excess :: max(1, (len(rows) - excess) // (spread * excess))])
     pool = _Pool(seq_len)
     for r in drop:
         for seg in rows[r]:
@@ -141,17 +147,20 @@ def tighten_once(rows: list[list[int]], seg_lengths: np.ndarray, seq_len: int) -
                 row.append(pool.take(fit))
                 room -= fit
                 continue
-            best = (0, -1, 0)  # (gain, position in row, pool length)
+            best = (0, -1, ())  # (gain, position in row, pool lengths)
             for i, seg in enumerate(row):
                 la = lengths[seg]
                 lb = pool.longest_within(la + 1, min(la + room, seq_len))
                 if lb and lb - la > best[0]:
-                    best = (lb - la, i, lb)
-            gain, i, lb = best
+                    best = (lb - la, i, (lb,))
+                two = pool.best_two(la + best[0], la + room) if swap_two else ()
+                if two:
+                    best = (sum(two) - la, i, two)
+            gain, i, taken = best
             if not gain:
                 break
             pool.put(row[i], lengths[row[i]])
-            row[i] = pool.take(lb)
+            row[i : i + 1] = [pool.take(n) for n in taken]
             room -= gain
     rest = pool.segments()
     rest_rows = pack_bfd(np.asarray([lengths[s] for s in rest], dtype=np.int64), seq_len) if rest else []
@@ -165,14 +174,17 @@ class _Pool:
     def __init__(self, seq_len: int):
         self.by_len: dict[int, list[int]] = {}
         self.has = np.zeros(seq_len + 1, dtype=bool)
+        self.count = np.zeros(seq_len + 1, dtype=np.int64)
 
     def put(self, seg: int, length: int) -> None:
         self.by_len.setdefault(length, []).append(seg)
         self.has[length] = True
+        self.count[length] += 1
 
     def take(self, length: int) -> int:
         segs = self.by_len[length]
         seg = segs.pop()
+        self.count[length] -= 1
         if not segs:
             del self.by_len[length]
             self.has[length] = False
@@ -182,6 +194,19 @@ class _Pool:
         """The greatest length in [lo, hi] held by some segment, or 0."""
         window = self.has[lo : hi + 1]
         return lo + len(window) - 1 - int(window[::-1].argmax()) if window.any() else 0
+
+    def best_two(self, lo: int, hi: int) -> tuple[int, int] | tuple:
+        """Two segments' lengths (b >= c) with lo < b + c <= hi, the greatest sum, or ()."""
+        held = np.flatnonzero(self.has[: hi + 1])
+        b = held[2 * held > lo]
+        if not len(b):
+            return ()
+        at = np.searchsorted(held, np.minimum(hi - b, b), side="right") - 1
+        at -= (at >= 0) & (held[np.maximum(at, 0)] == b) & (self.count[b] < 2)  # b twice: two segments of b
+        c = np.where(at >= 0, held[np.maximum(at, 0)], 0)
+        sums = np.where((c > 0) & (b + c > lo), b + c, 0)
+        k = int(sums.argmax())
+        return (int(b[k]), int(c[k])) if sums[k] else ()
 
     def segments(self) -> list[int]:
         return [s for segs in self.by_len.values() for s in segs]

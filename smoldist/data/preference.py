@@ -2,7 +2,8 @@
 
 TRL's preference formats are read: `prompt` (messages or a string) with `chosen` and `rejected` (assistant messages
 or strings), and the implicit-prompt form, where `chosen` and `rejected` are whole conversations sharing a prefix
-(TRL's `extract_prompt` rule: the prompt is their longest common run of turns). Extra fields are ignored.
+(TRL's `extract_prompt` rule: the prompt is their longest common run of turns). A record's `tools` is refused
+(`unsupported_key`: the schemas would change what the model sees); other extra fields are ignored and listed.
 
 Each side is rendered with the recipe's template as prompt + completion; only the completion's assistant tokens are
 scored, through the end-of-turn token, and the sequence ends there. The prompt alone must render to a prefix of both
@@ -16,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from smoldist.data.converters import InvalidRecord, check_conversation, field, system_first
+from smoldist.data.converters import TOOLS_FIELD, InvalidRecord, check_conversation, field, system_first
 from smoldist.data.encode import IGNORE, EncodedBatch, Encoder, span_mask
-from smoldist.data.turns import message
+from smoldist.data.turns import check_tools, message
 
 
 @dataclass
@@ -28,13 +29,18 @@ class Pair:
     prompt: list[dict]
     chosen: list[dict]
     rejected: list[dict]
-    messages = None  # not a conversation to template whole: no system prompt is recorded for the saved template
     ignored: tuple[str, ...] = ()  # the record's fields outside prompt/chosen/rejected are listed by records.py
 
+    @property
+    def messages(self) -> list[dict]:
+        """The prompt: where the conversation's system turn is (records.py records it for the saved template)."""
+        return self.prompt
 
-def as_turns(value: Any, name: str, role: str, ignored: set) -> list[dict]:
+
+def as_turns(value: Any, name: str, role: str, ignored: set, keys: tuple = ("role", "content")) -> list[dict]:
     """A string is one `role` turn; a list is turns read as data/turns.py reads a conversation's (content parts
-    joined, turn-changing keys refused, other keys counted in `ignored`); weights and tool calls are refused."""
+    joined, turn-changing keys refused, other keys counted in `ignored`; `keys`: the source's role and content
+    keys); weights and tool calls are refused."""
     if isinstance(value, str):
         return [{"role": role, "content": value}]
     if not isinstance(value, list):
@@ -43,10 +49,10 @@ def as_turns(value: Any, name: str, role: str, ignored: set) -> list[dict]:
     for i, m in enumerate(value):
         if not isinstance(m, dict):
             raise InvalidRecord("wrong_type", f"{name}[{i}] is a {type(m).__name__}, not an object")
-        for k in ("role", "content"):
+        for k in keys:
             if k not in m:
                 raise InvalidRecord("missing_field", f"{name}[{i}] has no '{k}'")
-        msg, trained = message(m, i, name, "role", "content", None, ignored)
+        msg, trained = message(m, i, name, *keys, None, ignored)
         if not trained:  # a pair scores its whole completion: a turn left out of it has no meaning here
             raise InvalidRecord("bad_weight", f"{name}[{i}] has weight 0: preference pairs score whole completions")
         if "tool_calls" in msg or msg["role"] == "tool":
@@ -66,20 +72,25 @@ def split_implicit(chosen: list[dict], rejected: list[dict]) -> tuple[list[dict]
 def convert_preference(record: Any, opts: Any, loss_on: str) -> Pair:
     chosen_raw, rejected_raw = field(record, "chosen", (str, list)), field(record, "rejected", (str, list))
     prompt_raw = record.get(opts.prompt_field) if isinstance(record, dict) else None
+    if check_tools(record.get(TOOLS_FIELD)):  # SFT renders them into the system turn: here they would be lost
+        raise InvalidRecord(
+            "unsupported_key", f"field '{TOOLS_FIELD}': tool schemas in preference pairs are not supported; remove them"
+        )
     ignored: set = set()  # keys of the turns that are not read: listed in the report, never refused
+    keys = (opts.role_field, opts.content_field)  # as a messages source reads them
     # TRL's maybe_extract_prompt: a string prompt beside conversational completions is implicit (ultrafeedback)
     implicit = prompt_raw is None or (isinstance(prompt_raw, str) and isinstance(chosen_raw, list))
     if implicit:
         if not isinstance(chosen_raw, list) or not isinstance(rejected_raw, list):
             field(record, opts.prompt_field, (str, list))  # strings need an explicit prompt: missing_field
         prompt, chosen, rejected = split_implicit(
-            as_turns(chosen_raw, "chosen", "assistant", ignored),
-            as_turns(rejected_raw, "rejected", "assistant", ignored),
+            as_turns(chosen_raw, "chosen", "assistant", ignored, keys),
+            as_turns(rejected_raw, "rejected", "assistant", ignored, keys),
         )
     else:
-        prompt = as_turns(prompt_raw, opts.prompt_field, "user", ignored)
-        chosen = as_turns(chosen_raw, "chosen", "assistant", ignored)
-        rejected = as_turns(rejected_raw, "rejected", "assistant", ignored)
+        prompt = as_turns(prompt_raw, opts.prompt_field, "user", ignored, keys)
+        chosen = as_turns(chosen_raw, "chosen", "assistant", ignored, keys)
+        rejected = as_turns(rejected_raw, "rejected", "assistant", ignored, keys)
     if not prompt:
         raise InvalidRecord("missing_field", "no prompt: chosen and rejected share no leading turns")
     if chosen == rejected:

@@ -9,7 +9,7 @@ and the summary says so.
 
 from __future__ import annotations
 
-from smoldist.data.templates import with_default_system
+from smoldist.data.templates import BUNDLED, inserted_system, with_default_system
 
 
 def system_prompt_summary(counts: list) -> dict:
@@ -33,4 +33,16 @@ def mixed_prompts_line(summary: dict) -> str | None:
     return (
         f"the conversations trained with different system prompts ({seen}, ...): the saved template makes none of "
         "them its default; give the one you want at chat and eval (smoldist chat --system)"
+    )
+
+
+def started_prompt_line(chat_template: str, template: str) -> str | None:
+    """A line when the recipe's bundled template was taken with the start model's trained system prompt (data/
+    templates' `started_from_default`: a bundled template never opens with an inserted prompt)."""
+    prompt = inserted_system(template) if chat_template in BUNDLED else None
+    if prompt is None:
+        return None
+    return (
+        f"the start model was trained with the system prompt {prompt!r} (its saved template inserts it): this run "
+        "asks conversations without a system turn with it, and saves it as the default unless its own data had one"
     )

@@ -36,7 +36,7 @@ from smoldist.model.stop_tokens import set_stop_tokens
 from smoldist.store.build import prepare
 from smoldist.store.manifest import load_split
 from smoldist.store.plan import plan_store
-from smoldist.store.system_prompt import mixed_prompts_line
+from smoldist.store.system_prompt import mixed_prompts_line, started_prompt_line
 from smoldist.train.arguments import activation_checkpointing, device_type_of, sft_config, train_defaults
 from smoldist.train.console import close_bars, quiet_console
 from smoldist.train.dpo_run import check_engine, dpo_trainer_kwargs, refuse_launch
@@ -122,6 +122,8 @@ def _run(recipe: Recipe, stop: StopFlag) -> dict:
         recipe.train.get("global_batch_tokens"), device_rows(recipe.train), recipe.data.seq_len, dist.world_size
     )
     plan = plan_store(recipe.model, recipe.data)  # the store's key, before anything is built
+    if started := started_prompt_line(recipe.model.chat_template, plan.template):
+        print0(f"smoldist train: {started}")
     for run_dir in {output_dir, *([str(Path(resume).parent)] if resume else [])}:  # same recipe, other file contents?
         check_same_run(run_dir, identity, output_dir, plan.key)
     check_eos_token(recipe.train.get("eos_token"), plan)

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import REPO, one_row_recipe, ranks
+from tests.train.test_dpo_run import dpo_recipe  # noqa: F401  (the fixture)
 
 pytestmark = pytest.mark.slurm
 CLUSTER_DIR = "/tmp/smoldist-slurm"
@@ -191,6 +192,26 @@ def test_submit_prepares_then_trains_and_reuses_the_store(slurm_env, recipe, tmp
     assert "prepare job" not in second.stdout.replace("no prepare job", "")
     assert len(list((tmp_path / "logs").glob("smoldist-prepare-*.out"))) == 1
     assert len(ranks(tmp_path / "again")) == 2
+
+
+def test_submit_runs_a_dpo_recipe_on_two_nodes(slurm_env, dpo_recipe, tmp_path):  # noqa: F811
+    """`smoldist submit` of a DPO recipe: the prepare job builds the pair store, the 2-node train job computes the
+    reference log-probs sharded over both nodes and trains one world."""
+    submit = [sys.executable, "-m", "smoldist", "submit", str(dpo_recipe), "--nodes", "2", "--wait"]
+    p = run([*submit, "--logs", str(tmp_path / "logs"), "train.max_steps=2"], slurm_env, cwd=tmp_path)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "prepare job" in p.stdout and "train job" in p.stdout
+    train_log = read_log(next((tmp_path / "logs").glob("smoldist-train-*.out")))
+    assert "reusing store" in train_log and "world size 2" in train_log, train_log[-3000:]
+    assert "reference log-probs computed for 32 pairs" in train_log and "2 rank(s)" in train_log
+    seen = ranks(tmp_path / "run")
+    assert [(r["rank"], r["world_size"]) for r in seen] == [(0, 2), (1, 2)] and {r["host"] for r in seen} == {
+        "n1",
+        "n2",
+    }
+    assert len({r["param_sha256"] for r in seen}) == 1
+    state = json.loads((tmp_path / "run" / "trainer_state.json").read_text())
+    assert [h["step"] for h in state["log_history"] if "rewards/accuracies" in h] == [1, 2]
 
 
 def test_signalled_job_requeues_resumes_and_matches_an_uninterrupted_run(slurm_env, recipe, tmp_path):

@@ -180,3 +180,52 @@ def test_preference_turns_are_read_as_conversation_turns_are(tmp_path):
         with pytest.raises(InvalidRecord) as e:
             convert_preference({"prompt": prompt, "chosen": [turn], "rejected": "5."}, spec, "assistant")
         assert e.value.reason == reason
+
+
+TOOL_SCHEMA = [{"type": "function", "function": {"name": "add", "parameters": {"type": "object"}}}]
+
+
+def test_a_records_tools_are_refused_not_ignored(tmp_path):
+    """`tools` changes what the model sees (the template renders the schemas): a pair holding them is invalid,
+    counted by reason, and `on_invalid: error` names the record; an empty or null `tools` is no tools."""
+    from smoldist.errors import DataError
+
+    records = [*PAIRS, {**PAIRS[0], "tools": TOOL_SCHEMA}, {**PAIRS[1], "tools": None}, {**PAIRS[0], "tools": []}]
+    result = prepare(*(lambda r: (r.model, r.data))(dpo_recipe(tmp_path, records)), verbose=False)
+    counts = result.manifest["counts"]
+    assert counts["records_valid"] == 5 and counts["invalid_by_reason"] == {"unsupported_key": 1}
+    (source,) = counts["per_source"]
+    assert "tools" not in source["ignored"] and "'tools'" in source["first_invalid"][0]
+    r = dpo_recipe(tmp_path, records, on_invalid="error")
+    with pytest.raises(DataError, match=r"pairs\.jsonl:4: invalid record \(unsupported_key\): field 'tools'"):
+        prepare(r.model, r.data, force=True, verbose=False)  # on_invalid is not in the key: build again
+
+
+def test_a_sources_role_and_content_keys_are_read_as_for_messages(tmp_path):
+    """`role_field`/`content_field` name a turn's keys for a preference source as for a messages one, never lost."""
+    turn = lambda role, text: {"speaker": role, "text": text}  # noqa: E731
+    record = {
+        "prompt": [turn("system", "Be terse."), turn("user", "2+2?")],
+        "chosen": [turn("assistant", "4")],
+        "rejected": [turn("assistant", "5")],
+    }
+    r = dpo_recipe(tmp_path, [record])
+    r.data.sources[0].role_field, r.data.sources[0].content_field = "speaker", "text"
+    result = prepare(r.model, r.data, verbose=False)
+    assert result.manifest["counts"]["records_valid"] == 1
+    (row,) = decoded_rows(result.path)[:1]
+    assert (
+        row[1].startswith("<|im_start|>system\nBe terse.<|im_end|>\n<|im_start|>user\n2+2?") and row[2] == "4<|im_end|>"
+    )
+
+
+def test_pair_packing_swaps_one_pair_for_two_to_close_gaps():
+    """Pairs are long next to a row: BFD and one-for-one swaps leave 5 rows here, where 4 hold them (the bound)."""
+    pair_len = np.array([30, 57, 66, 24, 50, 25, 36, 32, 44, 25])
+    lengths = np.stack([pair_len // 2, pair_len - pair_len // 2], axis=1).reshape(-1)
+    packed, seg_pairs, _ = pack_pairs(lengths, np.ones(len(pair_len), dtype=np.int64), 100, "truncate")
+    assert len(packed.rows) == -(-int(pair_len.sum()) // 100) == 4
+    for row in packed.rows:
+        assert sum(int(packed.segments.length[s]) for s in row) <= 100
+        assert [seg_pairs[s] for s in row[0::2]] == [seg_pairs[s] for s in row[1::2]]
+    assert sorted(seg_pairs[s] for row in packed.rows for s in row[0::2]) == list(range(10))

@@ -52,14 +52,38 @@ def load_template(spec: str, default_system_prompt: bool = True, bos: bool = Fal
     return path.read_text()
 
 
+# with_default_system's text around the prompt's JSON literal
+DEFAULT_SYSTEM_HEAD = (
+    "{%- if not messages or messages[0]['role'] != 'system' %}{%- set messages = [{'role': 'system', 'content': ",
+    "}] + messages %}{%- endif %}",
+)
+
+
 def with_default_system(template: str, prompt: str) -> str:
     """The template that inserts `prompt` as the system turn when a conversation has none: what a run trained with
     one fixed system prompt saves, so chat, eval and plain transformers users see what training saw."""
     given = json.dumps(prompt, ensure_ascii=False)  # a JSON string is a jinja string literal
-    return (
-        "{%- if not messages or messages[0]['role'] != 'system' %}"
-        f"{{%- set messages = [{{'role': 'system', 'content': {given}}}] + messages %}}{{%- endif %}}" + template
-    )
+    head, tail = DEFAULT_SYSTEM_HEAD
+    return head + given + tail + template
+
+
+def inserted_system(template: str) -> str | None:
+    """The prompt a template made by `with_default_system` inserts (it opens with it), else None."""
+    head, tail = DEFAULT_SYSTEM_HEAD
+    if not template.startswith(head):
+        return None
+    try:
+        prompt, end = json.JSONDecoder().raw_decode(template, len(head))
+    except json.JSONDecodeError:
+        return None
+    return prompt if isinstance(prompt, str) and template.startswith(tail, end) else None
+
+
+def default_system_of(template: str, base: str) -> str | None:
+    """The prompt `template` inserts when it is `with_default_system(base, prompt)` (what a smoldist run trained with
+    one fixed system prompt saved), else None."""
+    prompt = inserted_system(template)
+    return prompt if prompt is not None and with_default_system(base, prompt) == template else None
 
 
 def has_generation_markers(template: str) -> bool:
@@ -98,4 +122,19 @@ def recipe_template(model: ModelConfig, data: DataConfig, bos: bool = False) -> 
         if not model.default_system_prompt:
             raise RecipeError("model.default_system_prompt: false applies to the bundled smollm2 template only")
         return tokenizer_template(model)
-    return load_template(resolve_path(model.chat_template), model.default_system_prompt, bos)
+    template = load_template(resolve_path(model.chat_template), model.default_system_prompt, bos)
+    return started_from_default(model, template) or template
+
+
+def started_from_default(model: ModelConfig, template: str) -> str | None:
+    """The start model's own template when it is `template` with a trained default system prompt inserted (a
+    smoldist run's output, store/system_prompt.py): a run continuing that model (DPO after SFT) keeps asking it
+    as it was trained. None otherwise; only a local folder is looked at."""
+    name = resolve_path(model.tokenizer or model.name_or_path) if (model.tokenizer or model.name_or_path) else None
+    if name is None or not Path(name).is_dir():
+        return None
+    try:
+        own = tokenizer_template(model)
+    except RecipeError:  # no template of its own: nothing was trained in
+        return None
+    return own if default_system_of(own, template) is not None else None
