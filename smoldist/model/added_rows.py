@@ -117,6 +117,11 @@ def log_probs(
     from trl.kernels.chunked_logprob import OPTIONAL_OUTPUTS, _torch_transform
 
     first, rows = getattr(weight, MARK)
+    if weight.dim() != 2 or rows.dim() != 2 or rows.shape[0] == 0:  # ZeRO-3 partitions read outside their module
+        raise RuntimeError(
+            f"LoRA's added-token rows: the head weight {tuple(weight.shape)} or the rows {tuple(rows.shape)} are not "
+            "whole here (a partitioned engine, e.g. DeepSpeed ZeRO-3); train added tokens under one process or DDP"
+        )
     frozen = weight[:first]
     vocab = weight.shape[0]
     device = hidden.device

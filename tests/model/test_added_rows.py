@@ -209,6 +209,22 @@ def test_log_probs_from_the_old_tokens_and_the_rows_equal_trls_over_the_merged_t
     assert_near(r_ours, r_theirs, "rows")
 
 
+def test_rows_that_are_not_whole_stop_the_step_in_one_line():
+    """Under a partitioning engine (ZeRO-3) the rows or the table read outside their module are empty partitions: the
+    added columns would vanish from the softmax, so the step stops with a line saying what to use."""
+    import torch
+    from trl.kernels.chunked_logprob import ChunkedLogProbFunction
+
+    from smoldist.model.added_rows import MARK, log_probs
+
+    table = torch.randn(20, 4)
+    for rows in (torch.empty(0), torch.empty(0, 4)):  # ZeRO-3's partition of a parameter: numel 0
+        weight = table.detach()
+        setattr(weight, MARK, (18, rows))
+        with pytest.raises(RuntimeError, match="not whole here"):
+            log_probs(ChunkedLogProbFunction, torch.randn(3, 4), weight, None, torch.tensor([1, 2, 19]), 1.0, 8)
+
+
 def rss_file_mib() -> float:
     import re
 
