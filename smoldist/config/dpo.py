@@ -45,9 +45,6 @@ def validate_method(method: str, dpo: DpoConfig | None, data) -> None:
     others = [i for i, s in enumerate(data.sources) if s.format != PREFERENCE]
     if others:
         raise RecipeError(f"data.sources.{others[0]}.format: method dpo reads format: preference sources only")
-    for i, s in enumerate(data.sources):
-        if s.prefix:
-            raise RecipeError(f"data.sources.{i}.prefix: not supported for format preference; remove it")
     if data.overflow not in DPO_OVERFLOW:
         raise RecipeError(
             f"data.overflow: '{data.overflow}' would split a pair; method dpo takes truncate (cut the prompt's start) "

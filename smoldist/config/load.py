@@ -29,6 +29,7 @@ from smoldist.config.recipe import (
     SECTIONS,
     Recipe,
     resolve_path,
+    unread_option,
 )
 from smoldist.config.sft_fields import sft_choices, sft_field_types
 from smoldist.config.sft_keys import AGREEING, DERIVED, REFUSED, report_to_problem
@@ -261,6 +262,9 @@ def validate(recipe: Recipe) -> None:
     for i, src in enumerate(d.sources):
         if src.fraction is not None and not 0.0 < src.fraction <= 1.0:
             raise RecipeError(f"data.sources.{i}.fraction: {src.fraction} must be in (0, 1]")
+        unread = unread_option(src)
+        if unread:
+            raise RecipeError(f"data.sources.{i}.{unread}")
         if src.format == "columns" and not src.columns:
             raise RecipeError(f"data.sources.{i}.columns: format 'columns' needs a mapping of role -> column")
         if src.columns and set(src.columns) - {"system", "user", "assistant"}:

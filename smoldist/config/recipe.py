@@ -95,6 +95,32 @@ class SourceConfig:
     fraction: float | None = help_field(None, "take this fraction of the records (seeded, after max_samples)")
 
 
+# The source options each format reads (data/converters.py, data/preference.py); path, name, data_dir, split,
+# revision, max_samples and fraction are read for every format. Any other option set on a format that does not read
+# it is refused (config/load.py): it would change nothing.
+FORMAT_OPTIONS = {
+    "messages_field": ("messages", "sharegpt"),
+    "role_field": ("messages", "preference"),
+    "content_field": ("messages", "preference"),
+    "prompt_field": ("prompt_completion", "preference"),
+    "completion_field": ("prompt_completion",),
+    "text_field": ("text",),
+    "columns": ("columns",),
+    "system_prompt": ("gsm8k", "prompt_completion", "columns", "preference"),
+    "serialize": ("prompt_completion",),
+    "prefix": ("gsm8k", "prompt_completion", "columns", "text"),
+}
+
+
+def unread_option(src: SourceConfig) -> str | None:
+    """One line for the first option `src` sets (away from its default) that its format does not read, else None."""
+    defaults = SourceConfig(path="")
+    for key, readers in FORMAT_OPTIONS.items():
+        if src.format not in readers and getattr(src, key) != getattr(defaults, key):
+            return f"{key}: format '{src.format}' does not read it; it applies to format {', '.join(readers)}"
+    return None
+
+
 @dataclass
 class DataConfig:
     sources: list[SourceConfig] = help_field([], "where the conversations come from")

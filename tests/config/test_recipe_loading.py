@@ -92,3 +92,33 @@ def test_saved_recipe_round_trips(tiny_recipe, tmp_path):
 
 def test_demo_recipe_is_inside_the_package():
     assert DEMO_RECIPE.is_file() and DEMO_RECIPE.parent.name == "demo"
+
+
+@pytest.mark.parametrize(
+    "fmt, override, readers",
+    [
+        ("messages", "data.sources.0.prefix=Question-", "gsm8k, prompt_completion, columns, text"),
+        ("messages", "data.sources.0.system_prompt=Be brief.", "gsm8k, prompt_completion, columns, preference"),
+        ("messages", "data.sources.0.text_field=body", "text"),
+        ("sharegpt", "data.sources.0.role_field=speaker", "messages, preference"),
+        ("gsm8k", "data.sources.0.serialize=json", "prompt_completion"),
+        ("text", "data.sources.0.completion_field=output", "prompt_completion"),
+        ("preference", "data.sources.0.prefix=Question-", "gsm8k, prompt_completion, columns, text"),
+        ("preference", "data.sources.0.messages_field=turns", "messages, sharegpt"),
+    ],
+)
+def test_a_source_option_its_format_does_not_read_is_refused(tmp_path, conversations_file, fmt, override, readers):
+    """Every recipe key is honoured or refused: an option the source's format never reads (a prefix on messages, a
+    serialize on gsm8k) would change nothing, so it is refused in one line naming the formats that read it."""
+    raw = recipe_dict(tmp_path, [{"path": str(conversations_file), "format": fmt}])
+    if fmt == "preference":
+        raw["method"], raw["data"]["overflow"] = "dpo", "truncate"
+    with pytest.raises(RecipeError) as e:
+        load_recipe(write_recipe(tmp_path, raw), [override])
+    key = override.split("=")[0]
+    assert f"{key}: format '{fmt}' does not read it; it applies to format {readers}" in str(e.value)
+
+
+def test_a_source_option_at_its_default_or_read_by_its_format_loads(tiny_recipe):
+    load_recipe(tiny_recipe, ["data.sources.0.role_field=role", "data.sources.0.content_field=text"])
+    load_recipe(tiny_recipe, ["data.sources.0.format=gsm8k", "data.sources.0.prefix=Question-"])
