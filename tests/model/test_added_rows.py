@@ -120,20 +120,35 @@ def test_a_step_copies_no_vocabulary_table_and_forms_no_gradient_of_its_size(tmp
     assert trained and all("lora_" in n or "trainable_tokens_delta" in n for n in trained)
 
 
-@pytest.mark.parametrize("tied", [True, False])
-def test_fused_head_loss_and_gradients_equal_peft_trainable_tokens(tmp_path, tied):
-    import torch
-
+def ours_and_peft(tmp_path, tied: bool, step):
+    """(vocab, labels, [(result, gradients)] for smoldist's rows, then peft's own path): `step(model, ids, labels,
+    vocab)` run on the same LoRA model both ways."""
     model, vocab = lora_model(tmp_path, tied)
     ref = peft_reference(model)
     fitted(model)
     ids, labels = batch(vocab)
-    outs = {}
-    for name, m in (("ours", model), ("peft", ref)):
-        out = m(input_ids=ids, labels=labels, fused_lm_head=True)
-        (-out.log_probs.sum() + out.entropy.sum()).backward()  # the entropy's gradient is composed too
-        outs[name] = (out, grads(m))
-    (ours, g_ours), (theirs, g_theirs) = outs["ours"], outs["peft"]
+    return vocab, labels, [(step(m, ids, labels, vocab), grads(m)) for m in (model, ref)]
+
+
+def fused_step(m, ids, labels, vocab):
+    out = m(input_ids=ids, labels=labels, fused_lm_head=True)
+    (-out.log_probs.sum() + out.entropy.sum()).backward()  # the entropy's gradient is composed too
+    return out
+
+
+def plain_step(m, ids, labels, vocab):
+    import torch.nn.functional as F
+
+    out = m(input_ids=ids).logits
+    F.cross_entropy(out[:, :-1].reshape(-1, vocab), labels[:, 1:].reshape(-1)).backward()
+    return out.detach()
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_fused_head_loss_and_gradients_equal_peft_trainable_tokens(tmp_path, tied):
+    import torch
+
+    vocab, labels, ((ours, g_ours), (theirs, g_theirs)) = ours_and_peft(tmp_path, tied, fused_step)
     for field in ("log_probs", "entropy", "log_sum_sq_probs", "mean_logits"):
         torch.testing.assert_close(getattr(ours, field), getattr(theirs, field), rtol=1e-5, atol=1e-5)
     assert torch.equal(ours.is_top1, theirs.is_top1)
@@ -148,20 +163,11 @@ def test_fused_head_loss_and_gradients_equal_peft_trainable_tokens(tmp_path, tie
 def test_plain_forward_logits_and_gradients_equal_peft_trainable_tokens(tmp_path, tied):
     """The module forward (generation, eval's loss, a compute_loss_func) gives peft's logits and gradients."""
     import torch
-    import torch.nn.functional as F
 
-    model, vocab = lora_model(tmp_path, tied)
-    ref = peft_reference(model)
-    fitted(model)
-    ids, labels = batch(vocab)
-    logits = {}
-    for name, m in (("ours", model), ("peft", ref)):
-        out = m(input_ids=ids).logits
-        F.cross_entropy(out[:, :-1].reshape(-1, vocab), labels[:, 1:].reshape(-1)).backward()
-        logits[name] = (out.detach(), grads(m))
-    torch.testing.assert_close(logits["ours"][0], logits["peft"][0], rtol=1e-5, atol=1e-5)
-    for n, g in logits["ours"][1].items():
-        assert_near(g, logits["peft"][1][n], n)
+    _, _, ((ours, g_ours), (theirs, g_theirs)) = ours_and_peft(tmp_path, tied, plain_step)
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+    for n, g in g_ours.items():
+        assert_near(g, g_theirs[n], n)
 
 
 @pytest.mark.parametrize("softcap,bias", [(None, False), (30.0, True)])
