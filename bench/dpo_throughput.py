@@ -36,7 +36,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))  # bench/train_throughput.py: model shapes and the pair source
+from train_throughput import SHAPES  # noqa: E402
+
 PATHS = ("smoldist", "smoldist-sweep", "trl-precompute", "trl")
+REAL_MODEL = Path.home() / ".cache" / "smoldist" / "SmolLM2-135M-Instruct"  # tests/real_model.py materialises it
 TRL_PATHS = ("trl-precompute", "trl")
 
 
@@ -59,7 +62,6 @@ def random_init_model(shape: str, tokenizer: str, out: Path) -> Path:
     """A random-init model of one of train_throughput's shapes, saved with `tokenizer` and smoldist's smollm2 template
     as its own (both tools then render the pairs with the same template)."""
     import torch
-    from train_throughput import SHAPES
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     from smoldist.config import resolve_path
@@ -209,14 +211,14 @@ def fill_table(args, seq_lens: list[int]) -> int:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", type=Path, default=Path.home() / ".cache" / "smoldist" / "SmolLM2-135M-Instruct")
+    ap.add_argument("--model", type=Path, default=None, help=f"a model directory (default {REAL_MODEL})")
     ap.add_argument("--gsm8k", type=Path, default=REPO.parent / "shared" / "data" / "gsm8k" / "train.jsonl")
     ap.add_argument("--pairs", type=int, default=16)
     ap.add_argument("--seq-len", type=int, default=1024)
     ap.add_argument("--trl-batch", type=int, default=2, help="pairs per TRL step")
     ap.add_argument("--rows", type=int, default=1, help="packed rows per smoldist step")
-    ap.add_argument("--init", default=None, help="random-init shape of bench/train_throughput.py (with --tokenizer)")
-    ap.add_argument("--tokenizer", default="pkg:demo/tokenizer", help="tokenizer of the --init model")
+    ap.add_argument("--init", default=None, choices=list(SHAPES), help="a random-init shape instead of --model")
+    ap.add_argument("--tokenizer", default=None, help="tokenizer of the --init model (default pkg:demo/tokenizer)")
     ap.add_argument("--beta", type=float, default=0.1)
     ap.add_argument("--lr", type=float, default=1e-6)
     ap.add_argument("--paths", default=",".join(PATHS))
@@ -228,22 +230,30 @@ def main(argv=None) -> int:
     ap.add_argument("--pairs-file", help=argparse.SUPPRESS)
     ap.add_argument("--out-dir", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.init and args.model:
+        ap.error("--init trains a random-init model in place of --model: give one of them")
+    if args.tokenizer and not args.init:
+        ap.error("--tokenizer is the --init model's; a --model directory brings its own")
+    unknown = set(args.paths.split(",")) - set(PATHS)
+    if unknown:
+        ap.error(f"--paths: {', '.join(sorted(unknown))} not among {', '.join(PATHS)}")
+    args.model = args.model or (None if args.init else REAL_MODEL)
     if args.worker:
         args.pairs = args.pairs_file
         trl_worker(args)
         return 0
-    if args.fill:
-        return fill_table(args, [int(x) for x in args.fill.split(",")])
     paths = args.paths.split(",")
-    if "smoldist" in paths:  # a fresh store: the first smoldist run pays for the reference pass, a sweep reuses it
+    if "smoldist" in paths and not args.fill:  # a fresh store: the first smoldist run pays for the reference pass
         for old in ("store", *(f"{name}-run" for name in PATHS[:2]), *TRL_PATHS):
             shutil.rmtree(args.work / old, ignore_errors=True)
     args.work.mkdir(parents=True, exist_ok=True)
     if args.init:
         model_dir = args.work / f"model-{args.init}"
         if not (model_dir / "config.json").is_file():
-            random_init_model(args.init, args.tokenizer, model_dir)
+            random_init_model(args.init, args.tokenizer or "pkg:demo/tokenizer", model_dir)
         args.model = model_dir
+    if args.fill:
+        return fill_table(args, [int(x) for x in args.fill.split(",")])
     pairs = write_pairs(args.gsm8k, args.pairs, args.work / "pairs.jsonl")
     results = [run_path(name, args, pairs, args.work) for name in paths]
     stats = store_stats(args.work) if (args.work / "store").is_dir() else {}
