@@ -52,8 +52,8 @@ def load_template(spec: str, default_system_prompt: bool = True, bos: bool = Fal
     return path.read_text()
 
 
-# with_default_system's text around the prompt's JSON literal
-DEFAULT_SYSTEM_HEAD = (
+# with_default_system's text before and after the prompt's JSON literal: (head, tail)
+DEFAULT_SYSTEM_AROUND = (
     "{%- if not messages or messages[0]['role'] != 'system' %}{%- set messages = [{'role': 'system', 'content': ",
     "}] + messages %}{%- endif %}",
 )
@@ -63,13 +63,13 @@ def with_default_system(template: str, prompt: str) -> str:
     """The template that inserts `prompt` as the system turn when a conversation has none: what a run trained with
     one fixed system prompt saves, so chat, eval and plain transformers users see what training saw."""
     given = json.dumps(prompt, ensure_ascii=False)  # a JSON string is a jinja string literal
-    head, tail = DEFAULT_SYSTEM_HEAD
+    head, tail = DEFAULT_SYSTEM_AROUND
     return head + given + tail + template
 
 
 def inserted_system(template: str) -> str | None:
     """The prompt a template made by `with_default_system` inserts (it opens with it), else None."""
-    head, tail = DEFAULT_SYSTEM_HEAD
+    head, tail = DEFAULT_SYSTEM_AROUND
     if not template.startswith(head):
         return None
     try:
