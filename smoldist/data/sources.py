@@ -75,6 +75,28 @@ def resolve_source(spec: Any, key: str) -> ResolvedSource:
     return ResolvedSource("hub", [], spec)
 
 
+# a source's hub-only options: which defaults a local file or a saved dataset leaves them at (saved ones keep splits)
+HUB_ONLY = {"name": None, "data_dir": None, "revision": None}
+FILES_ONLY_DEFAULTS = {**HUB_ONLY, "split": "train"}
+
+
+def check_local_options(src: ResolvedSource, key: str) -> None:
+    """A recipe option a local source cannot honour (a file has no splits, configs, sub-directories or revisions;
+    a saved dataset no configs, sub-directories or revisions) stops here, before any work, naming the key."""
+    if src.kind == "hub":
+        return
+    what = "a local file" if src.kind == "files" else "a saved dataset"
+    for option, default in (FILES_ONLY_DEFAULTS if src.kind == "files" else HUB_ONLY).items():
+        value = getattr(src.spec, option)
+        if value != default:
+            raise DataError(
+                f"{key}.{option}: {value!r} applies to a hub dataset; '{src.spec.path}' is {what}, read whole "
+                f"(remove it, or {key}.{option}={default or 'null'}"
+                + ("; one file and source per split" if option == "split" else "")
+                + ")"
+            )
+
+
 def jsonl_lines(path: str) -> Iterator[tuple[int, bytes]]:
     """(line number, raw bytes) of each non-blank line: the one reader of JSONL, so every position names the same line.
 

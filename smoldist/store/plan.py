@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from smoldist.config import DataConfig, ModelConfig
-from smoldist.data.sources import ResolvedSource, resolve_source
+from smoldist.data.sources import ResolvedSource, check_local_options, resolve_source
 from smoldist.data.templates import recipe_template
 from smoldist.data.templates.derive import check_end_of_turn
 from smoldist.data.templates.tools import ToolSupport
@@ -109,6 +109,8 @@ class StorePlan:
 def plan_store(model: ModelConfig, data: DataConfig) -> StorePlan:
     """Resolve sources, tokenizer and template, and compute the key, without building anything."""
     sources = [resolve_source(s, f"data.sources.{i}") for i, s in enumerate(data.sources)]
+    for i, src in enumerate(sources):
+        check_local_options(src, f"data.sources.{i}")
     tok = load_prep_tokenizer(model)
     template = recipe_template(model, data, bos=tok.bos_prefix is not None)
     if any(s.format != "text" for s in data.sources):  # refused before any work: a turn end the model cannot stop on
